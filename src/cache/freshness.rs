@@ -1,0 +1,407 @@
+//! Whether a response may be stored, and for how long: RFC 9111 for a shared cache, as pure
+//! functions over the response header.
+//!
+//! - `CDN-Cache-Control` (RFC 9213) replaces `Cache-Control` and `Expires` when present.
+//! - `no-store`, `private`, `Set-Cookie` and `Vary: *` are never stored.
+//! - Lifetime: `s-maxage`, then `max-age`, then `Expires - Date`; an invalid value means already
+//!   stale (RFC 9111 section 4.2.1); `no-cache` stores but always revalidates. Heuristic freshness
+//!   only when `cache.default_ttl` is set, and only for heuristically cacheable statuses.
+//! - The origin's `Age` counts against the lifetime (section 4.2.3).
+//!
+//! Not here: request-side bypass (`policy.rs`) and building pingora's `CacheMeta` (`mod.rs`).
+
+use std::time::{Duration, SystemTime};
+
+use pingora_cache::cache_control::{CacheControl, DirectiveKey};
+use pingora_http::ResponseHeader;
+
+/// Why a response is not stored. Reaches `Cache-Status` (`detail=`) and metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoStoreReason {
+    /// A status that is never stored (1xx, 206, 304).
+    Status,
+    /// `Set-Cookie` present.
+    SetCookie,
+    /// `Cache-Control: private`.
+    Private,
+    /// `Cache-Control: no-store`.
+    NoStore,
+    /// `Vary: *`.
+    VaryStar,
+    /// No explicit lifetime and heuristic freshness is off.
+    NoFreshness,
+    /// Larger than `cache.max_object_size`.
+    TooLarge,
+}
+
+impl NoStoreReason {
+    /// The label used in headers, logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NoStoreReason::Status => "status",
+            NoStoreReason::SetCookie => "set-cookie",
+            NoStoreReason::Private => "private",
+            NoStoreReason::NoStore => "no-store",
+            NoStoreReason::VaryStar => "vary-star",
+            NoStoreReason::NoFreshness => "no-freshness",
+            NoStoreReason::TooLarge => "too-large",
+        }
+    }
+
+    /// The reason from its label, for reasons carried through pingora as `Custom(&str)`.
+    pub fn from_label(label: &str) -> Option<NoStoreReason> {
+        use NoStoreReason::*;
+        [Status, SetCookie, Private, NoStore, VaryStar, NoFreshness, TooLarge]
+            .into_iter()
+            .find(|r| r.as_str() == label)
+    }
+}
+
+/// The freshness facts of a storable response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// Freshness lifetime (RFC 9111 section 4.2.1).
+    pub lifetime: Duration,
+    /// Age when received (the origin's `Age`).
+    pub initial_age: Duration,
+    /// stale-while-revalidate window in seconds.
+    pub stale_while_revalidate: u32,
+    /// stale-if-error window in seconds.
+    pub stale_if_error: u32,
+}
+
+impl Freshness {
+    /// Whether the response is still fresh when it arrives.
+    pub fn fresh_on_arrival(&self) -> bool {
+        self.lifetime > self.initial_age
+    }
+}
+
+/// The knobs of the freshness policy that come from the config.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FreshnessDefaults {
+    /// Heuristic lifetime for responses without explicit freshness; `None` = off.
+    pub default_ttl: Option<Duration>,
+    /// stale-while-revalidate when the origin gives none.
+    pub stale_while_revalidate: Duration,
+    /// stale-if-error when the origin gives none.
+    pub stale_if_error: Duration,
+    /// Responses larger than this (by `Content-Length`) are not stored.
+    pub max_object_size: u64,
+}
+
+/// The outcome of [`assess`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storability {
+    /// May be stored with this freshness.
+    Store(Freshness),
+    /// Must not be stored.
+    DontStore(NoStoreReason),
+}
+
+/// RFC 9110 section 15.1: statuses that are heuristically cacheable.
+fn heuristically_cacheable(status: u16) -> bool {
+    matches!(
+        status,
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// The directives that govern this cache: `CDN-Cache-Control` when present (RFC 9213),
+/// otherwise `Cache-Control`. The flag says whether the targeted field was used.
+pub fn governing_directives(resp: &ResponseHeader) -> (Option<CacheControl>, bool) {
+    if let Some(cc) = CacheControl::from_resp_headers_named("cdn-cache-control", resp) {
+        return (Some(cc), true);
+    }
+    (CacheControl::from_resp_headers(resp), false)
+}
+
+/// Decide whether `resp` may be stored and for how long.
+pub fn assess(resp: &ResponseHeader, defaults: &FreshnessDefaults, now: SystemTime) -> Storability {
+    use NoStoreReason::*;
+    let status = resp.status.as_u16();
+    if status < 200 || status == 206 || status == 304 {
+        return Storability::DontStore(Status);
+    }
+    if resp.headers.contains_key(http::header::SET_COOKIE) {
+        return Storability::DontStore(SetCookie);
+    }
+    if vary_star(resp) {
+        return Storability::DontStore(VaryStar);
+    }
+    if let Some(len) = content_length(resp) {
+        if len > defaults.max_object_size {
+            return Storability::DontStore(TooLarge);
+        }
+    }
+    let (cc, targeted) = governing_directives(resp);
+    if let Some(cc) = &cc {
+        if cc.no_store() {
+            return Storability::DontStore(NoStore);
+        }
+        if cc.private() {
+            return Storability::DontStore(Private);
+        }
+    }
+
+    let explicit = explicit_lifetime(cc.as_ref(), resp, targeted, now);
+    let no_cache = cc.as_ref().is_some_and(|c| c.no_cache());
+    let lifetime = match explicit {
+        Some(l) => l,
+        None if no_cache => Duration::ZERO,
+        None => match defaults.default_ttl {
+            Some(ttl) if heuristically_cacheable(status) => ttl,
+            _ => return Storability::DontStore(NoFreshness),
+        },
+    };
+    let lifetime = if no_cache { Duration::ZERO } else { lifetime };
+
+    let (swr, sie) = stale_windows(cc.as_ref(), defaults, no_cache);
+    Storability::Store(Freshness {
+        lifetime,
+        initial_age: age_header(resp),
+        stale_while_revalidate: swr,
+        stale_if_error: sie,
+    })
+}
+
+/// `Some(lifetime)` when the response states one: s-maxage, max-age, then Expires (ignored
+/// when the targeted `CDN-Cache-Control` governs). Invalid or duplicated values give zero.
+fn explicit_lifetime(
+    cc: Option<&CacheControl>,
+    resp: &ResponseHeader,
+    targeted: bool,
+    now: SystemTime,
+) -> Option<Duration> {
+    if let Some(cc) = cc {
+        for key in [DirectiveKey::SMaxAge, DirectiveKey::MaxAge] {
+            if let Some(value) = cc.directives.get(&key) {
+                let secs = value
+                    .as_ref()
+                    .and_then(|v| v.parse_as_delta_seconds().ok());
+                return Some(Duration::from_secs(secs.map_or(0, u64::from)));
+            }
+        }
+    }
+    if targeted {
+        return None;
+    }
+    let mut expires = resp.headers.get_all(http::header::EXPIRES).iter();
+    let first = expires.next()?;
+    if expires.next().is_some() {
+        return Some(Duration::ZERO);
+    }
+    let Some(expires_at) = http_date(first.as_bytes()) else {
+        // RFC 9111 section 5.3: an invalid Expires means "already expired"
+        return Some(Duration::ZERO);
+    };
+    // freshness_lifetime = expires_value - date_value (section 4.2.1), so origin clock skew
+    // does not matter; without a usable Date, our own clock stands in
+    let date = resp
+        .headers
+        .get(http::header::DATE)
+        .and_then(|d| http_date(d.as_bytes()))
+        .unwrap_or(now);
+    Some(expires_at.duration_since(date).unwrap_or(Duration::ZERO))
+}
+
+fn stale_windows(cc: Option<&CacheControl>, defaults: &FreshnessDefaults, no_cache: bool) -> (u32, u32) {
+    let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    let Some(cc) = cc else {
+        return (
+            secs(defaults.stale_while_revalidate),
+            secs(defaults.stale_if_error),
+        );
+    };
+    // must-revalidate, proxy-revalidate and s-maxage forbid serving stale (RFC 9111 4.2.4,
+    // 5.2.2.2, 5.2.2.8, 5.2.2.10)
+    if cc.must_revalidate() || cc.proxy_revalidate() || cc.has_directive(&DirectiveKey::SMaxAge)
+    {
+        return (0, 0);
+    }
+    let swr = match cc.stale_while_revalidate() {
+        Ok(Some(s)) => s,
+        Ok(None) if !no_cache => secs(defaults.stale_while_revalidate),
+        _ => 0,
+    };
+    let sie = match cc.stale_if_error() {
+        Ok(Some(s)) => s,
+        Ok(None) if !no_cache => secs(defaults.stale_if_error),
+        _ => 0,
+    };
+    (swr, sie)
+}
+
+/// Whether any `Vary` field value lists `*`.
+pub fn vary_star(resp: &ResponseHeader) -> bool {
+    resp.headers
+        .get_all(http::header::VARY)
+        .iter()
+        .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii() == b"*"))
+}
+
+/// The origin's `Age` in seconds; absent or invalid counts as zero (RFC 9111 section 5.1).
+pub fn age_header(resp: &ResponseHeader) -> Duration {
+    resp.headers
+        .get(http::header::AGE)
+        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs)
+}
+
+fn content_length(resp: &ResponseHeader) -> Option<u64> {
+    let v = resp.headers.get(http::header::CONTENT_LENGTH)?;
+    std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok()
+}
+
+fn http_date(bytes: &[u8]) -> Option<SystemTime> {
+    let s = std::str::from_utf8(bytes).ok()?;
+    httpdate::parse_http_date(s.trim()).ok()
+}
+
+/// Remove the header fields named by `private="..."` and `no-cache="..."` from a response about
+/// to be stored (RFC 9111 sections 5.2.2.4 and 5.2.2.7).
+pub fn strip_qualified_fields(resp: &mut ResponseHeader) {
+    let (cc, _) = governing_directives(resp);
+    let Some(cc) = cc else { return };
+    let mut names: Vec<String> = Vec::new();
+    for list in [cc.private_field_names(), cc.no_cache_field_names()]
+        .into_iter()
+        .flatten()
+    {
+        for name in list {
+            let name = String::from_utf8_lossy(name)
+                .trim_matches('"')
+                .trim()
+                .to_string();
+            if !name.is_empty() {
+                names.push(name);
+            }
+        }
+    }
+    for name in names {
+        resp.remove_header(&name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use NoStoreReason::*;
+
+    const DEFAULTS: FreshnessDefaults = FreshnessDefaults {
+        default_ttl: None,
+        stale_while_revalidate: Duration::ZERO,
+        stale_if_error: Duration::ZERO,
+        max_object_size: 1 << 20,
+    };
+
+    fn resp(status: u16, headers: &[(&str, &str)]) -> ResponseHeader {
+        let mut r = ResponseHeader::build(status, None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    fn lifetime(status: u16, headers: &[(&str, &str)]) -> Result<u64, NoStoreReason> {
+        match assess(&resp(status, headers), &DEFAULTS, SystemTime::now()) {
+            Storability::Store(f) => Ok(f.lifetime.as_secs()),
+            Storability::DontStore(r) => Err(r),
+        }
+    }
+
+    #[test]
+    fn lifetimes_and_refusals() {
+        let date = httpdate::fmt_http_date(SystemTime::now());
+        let in_an_hour = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3600));
+        let cases: Vec<(u16, Vec<(&str, &str)>, Result<u64, NoStoreReason>)> = vec![
+            (200, vec![("Cache-Control", "max-age=60")], Ok(60)),
+            (200, vec![("Cache-Control", "MAX-AGE=60")], Ok(60)),
+            (200, vec![("Cache-Control", "max-age=60, s-maxage=5")], Ok(5)),
+            (200, vec![("Cache-Control", "public")], Err(NoFreshness)),
+            (200, vec![], Err(NoFreshness)),
+            (200, vec![("Cache-Control", "no-store, max-age=60")], Err(NoStore)),
+            (200, vec![("Cache-Control", "Private, max-age=60")], Err(Private)),
+            (200, vec![("Cache-Control", "private=\"x-user\", max-age=60")], Ok(60)),
+            (200, vec![("Cache-Control", "no-cache, max-age=60")], Ok(0)),
+            (200, vec![("Cache-Control", "no-cache")], Ok(0)),
+            (200, vec![("Cache-Control", "max-age=abc")], Ok(0)),
+            (200, vec![("Cache-Control", "max-age=60"), ("Set-Cookie", "a=1")], Err(SetCookie)),
+            (200, vec![("Cache-Control", "max-age=60"), ("Vary", "Accept, *")], Err(VaryStar)),
+            (200, vec![("Expires", "garbage")], Ok(0)),
+            (200, vec![("Expires", in_an_hour.as_str()), ("Date", date.as_str())], Ok(3600)),
+            (200, vec![("Expires", in_an_hour.as_str()), ("Expires", in_an_hour.as_str())], Ok(0)),
+            (200, vec![("Cache-Control", "max-age=10"), ("Expires", in_an_hour.as_str())], Ok(10)),
+            (301, vec![("Cache-Control", "max-age=600")], Ok(600)),
+            (404, vec![("Cache-Control", "max-age=30")], Ok(30)),
+            (410, vec![("Cache-Control", "max-age=30")], Ok(30)),
+            (500, vec![("Cache-Control", "max-age=30")], Ok(30)),
+            (206, vec![("Cache-Control", "max-age=30")], Err(Status)),
+            (304, vec![("Cache-Control", "max-age=30")], Err(Status)),
+            (200, vec![("Cache-Control", "max-age=30"), ("Content-Length", "2000000")], Err(TooLarge)),
+            // CDN-Cache-Control governs lacquer and replaces Cache-Control entirely (RFC 9213)
+            (200, vec![("Cache-Control", "private"), ("CDN-Cache-Control", "max-age=90")], Ok(90)),
+            (200, vec![("Cache-Control", "max-age=90"), ("CDN-Cache-Control", "no-store")], Err(NoStore)),
+            (200, vec![("CDN-Cache-Control", "public"), ("Expires", in_an_hour.as_str())], Err(NoFreshness)),
+        ];
+        for (status, headers, want) in cases {
+            assert_eq!(lifetime(status, &headers), want, "{status} {headers:?}");
+        }
+    }
+
+    #[test]
+    fn origin_age_counts_against_freshness() {
+        let r = resp(200, &[("Cache-Control", "max-age=3600"), ("Age", "7200")]);
+        let Storability::Store(f) = assess(&r, &DEFAULTS, SystemTime::now()) else {
+            panic!("storable")
+        };
+        assert_eq!(f.initial_age, Duration::from_secs(7200));
+        assert!(!f.fresh_on_arrival());
+        let r = resp(200, &[("Cache-Control", "max-age=3600"), ("Age", "10")]);
+        let Storability::Store(f) = assess(&r, &DEFAULTS, SystemTime::now()) else {
+            panic!("storable")
+        };
+        assert!(f.fresh_on_arrival());
+    }
+
+    #[test]
+    fn heuristic_freshness_only_when_configured() {
+        let d = FreshnessDefaults {
+            default_ttl: Some(Duration::from_secs(120)),
+            ..DEFAULTS
+        };
+        let now = SystemTime::now();
+        assert!(matches!(assess(&resp(200, &[]), &d, now), Storability::Store(f) if f.lifetime.as_secs() == 120));
+        assert!(matches!(assess(&resp(404, &[]), &d, now), Storability::Store(_)));
+        assert_eq!(assess(&resp(500, &[]), &d, now), Storability::DontStore(NoFreshness));
+        assert_eq!(assess(&resp(302, &[]), &d, now), Storability::DontStore(NoFreshness));
+    }
+
+    #[test]
+    fn stale_windows_follow_directives() {
+        let d = FreshnessDefaults {
+            stale_while_revalidate: Duration::from_secs(10),
+            stale_if_error: Duration::from_secs(300),
+            ..DEFAULTS
+        };
+        let now = SystemTime::now();
+        let w = |h: &[(&str, &str)]| match assess(&resp(200, h), &d, now) {
+            Storability::Store(f) => (f.stale_while_revalidate, f.stale_if_error),
+            _ => panic!("storable"),
+        };
+        assert_eq!(w(&[("Cache-Control", "max-age=1")]), (10, 300));
+        assert_eq!(w(&[("Cache-Control", "max-age=1, stale-while-revalidate=5, stale-if-error=7")]), (5, 7));
+        assert_eq!(w(&[("Cache-Control", "max-age=1, must-revalidate")]), (0, 0));
+        assert_eq!(w(&[("Cache-Control", "s-maxage=1, stale-while-revalidate=5")]), (0, 0));
+        assert_eq!(w(&[("Cache-Control", "no-cache")]), (0, 0));
+    }
+
+    #[test]
+    fn qualified_private_fields_are_stripped() {
+        let mut r = resp(200, &[("Cache-Control", "private=\"x-user\", max-age=60"), ("X-User", "alice"), ("X-Other", "1")]);
+        strip_qualified_fields(&mut r);
+        assert!(r.headers.get("x-user").is_none());
+        assert!(r.headers.get("x-other").is_some());
+    }
+}

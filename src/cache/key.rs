@@ -1,0 +1,264 @@
+//! The cache key: `scheme://host/path?query`, with the host lower-cased and its default port
+//! dropped, and tracking parameters (`utm_*`, `gclid`, ...) left out of the query.
+//!
+//! The key never contains the method, so GET, HEAD and PURGE of one URL name one object. A host
+//! cannot contain `/`, so the text is unambiguous. Not here: Vary (see `vary.rs`).
+
+use crate::config::NamePattern;
+use pingora_http::RequestHeader;
+
+/// Why no key could be built: the request is malformed and gets a 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyError {
+    /// No Host header and no authority in the request target.
+    MissingHost,
+    /// A Host that is not a valid host name, IP literal or port.
+    InvalidHost,
+    /// More than one Host header.
+    DuplicateHost,
+}
+
+impl KeyError {
+    /// A short text for the error response and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            KeyError::MissingHost => "missing Host header",
+            KeyError::InvalidHost => "invalid Host header",
+            KeyError::DuplicateHost => "duplicate Host header",
+        }
+    }
+}
+
+/// The parts of a request that name a cached object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestKey {
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// Lower-cased host, with a non-default port kept (`example.com:8080`).
+    pub host: String,
+    /// Path and query with tracking parameters removed.
+    pub path_and_query: String,
+    /// Whether tracking parameters were removed from the query.
+    pub stripped: bool,
+}
+
+impl RequestKey {
+    /// Build the key of `req`, received on a listener speaking `scheme`.
+    pub fn from_request(
+        scheme: &'static str,
+        req: &RequestHeader,
+        tracking: &[NamePattern],
+    ) -> Result<RequestKey, KeyError> {
+        // RFC 9112 section 3.2.2: an absolute-form target's authority overrides Host, and it is
+        // what pingora forwards as Host, so it must be what the key uses
+        let raw_host = match target_authority(req) {
+            Some(a) => a,
+            None => {
+                let mut hosts = req.headers.get_all(http::header::HOST).iter();
+                let first = hosts.next().ok_or(KeyError::MissingHost)?;
+                if hosts.next().is_some() {
+                    return Err(KeyError::DuplicateHost);
+                }
+                first
+                    .to_str()
+                    .map_err(|_| KeyError::InvalidHost)?
+                    .to_string()
+            }
+        };
+        let host = normalize_host(&raw_host, scheme).ok_or(KeyError::InvalidHost)?;
+        let path = req.uri.path();
+        let path = if path.is_empty() { "/" } else { path };
+        let (query, stripped) = match req.uri.query() {
+            Some(q) => strip_params(q, tracking),
+            None => (None, false),
+        };
+        let path_and_query = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        Ok(RequestKey {
+            scheme,
+            host,
+            path_and_query,
+            stripped,
+        })
+    }
+
+    /// The primary key text: `scheme://host/path?query`.
+    pub fn primary(&self) -> String {
+        format!("{}://{}{}", self.scheme, self.host, self.path_and_query)
+    }
+}
+
+/// The authority of an absolute-form request target (`GET http://host/path`), if any.
+fn target_authority(req: &RequestHeader) -> Option<String> {
+    if let Some(a) = req.uri.authority() {
+        return Some(a.as_str().to_string());
+    }
+    let raw = req.raw_path();
+    let lower = raw.get(..8).map(|p| p.to_ascii_lowercase()).unwrap_or_default();
+    if !(lower.starts_with(b"http://") || lower.starts_with(b"https://")) {
+        return None;
+    }
+    let uri = http::Uri::try_from(raw).ok()?;
+    // an absolute-form target without a usable authority is answered as a bad Host
+    Some(uri.authority().map(|a| a.as_str().to_string()).unwrap_or_default())
+}
+
+/// Lower-case a Host value and drop the scheme's default port. `None` when it is not a valid
+/// `host[:port]` (RFC 9110 section 7.2): no user info, no path, only host-name characters or an
+/// IP literal in brackets.
+pub fn normalize_host(raw: &str, scheme: &str) -> Option<String> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw.len() > 255 {
+        return None;
+    }
+    let (name, port) = if let Some(rest) = raw.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let literal = &rest[..end];
+        if literal.is_empty() || !literal.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+            return None;
+        }
+        let after = &rest[end + 1..];
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (format!("[{}]", literal.to_ascii_lowercase()), port)
+    } else {
+        let (name, port) = match raw.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (raw, None),
+        };
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+        if !valid {
+            return None;
+        }
+        (name.trim_end_matches('.').to_ascii_lowercase(), port)
+    };
+    if name.is_empty() {
+        return None;
+    }
+    match port {
+        None | Some("") => Some(name),
+        Some(p) => {
+            if p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let n: u32 = p.parse().ok()?;
+            if n == 0 || n > 65535 {
+                return None;
+            }
+            let default = match scheme {
+                "https" => 443,
+                _ => 80,
+            };
+            if n == default {
+                Some(name)
+            } else {
+                Some(format!("{name}:{n}"))
+            }
+        }
+    }
+}
+
+/// Remove the parameters whose names match `tracking` from a query string, keeping the order of
+/// the others. Returns the new query (`None` when nothing is left) and whether anything was
+/// removed.
+pub fn strip_params(query: &str, tracking: &[NamePattern]) -> (Option<String>, bool) {
+    if tracking.is_empty() {
+        return (Some(query.to_string()), false);
+    }
+    let mut kept: Vec<&str> = Vec::new();
+    let mut stripped = false;
+    for pair in query.split('&') {
+        let name = pair.split('=').next().unwrap_or(pair);
+        if !name.is_empty() && tracking.iter().any(|p| p.matches(name)) {
+            stripped = true;
+        } else {
+            kept.push(pair);
+        }
+    }
+    if !stripped {
+        return (Some(query.to_string()), false);
+    }
+    let kept: Vec<&str> = kept.into_iter().filter(|p| !p.is_empty()).collect();
+    if kept.is_empty() {
+        (None, true)
+    } else {
+        (Some(kept.join("&")), true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracking() -> Vec<NamePattern> {
+        ["utm_*", "gclid", "fbclid"].iter().map(|p| NamePattern::new(p)).collect()
+    }
+
+    fn key(target: &str, host: Option<&str>) -> Result<String, KeyError> {
+        let mut req = RequestHeader::build("GET", target.as_bytes(), None).unwrap();
+        if let Some(h) = host {
+            req.insert_header("Host", h).unwrap();
+        }
+        RequestKey::from_request("http", &req, &tracking()).map(|k| k.primary())
+    }
+
+    #[test]
+    fn keys() {
+        let cases: &[(&str, Option<&str>, Result<&str, KeyError>)] = &[
+            ("/a?b=1", Some("Example.COM"), Ok("http://example.com/a?b=1")),
+            ("/a", Some("example.com:80"), Ok("http://example.com/a")),
+            ("/a", Some("example.com:8080"), Ok("http://example.com:8080/a")),
+            ("/a", Some("example.com."), Ok("http://example.com/a")),
+            ("/", Some("[::1]:80"), Ok("http://[::1]/")),
+            ("/p?utm_source=x&id=2&gclid=9", Some("h"), Ok("http://h/p?id=2")),
+            ("/p?utm_source=x", Some("h"), Ok("http://h/p")),
+            ("/p?a=1&b=2", Some("h"), Ok("http://h/p?a=1&b=2")),
+            ("/p?b=2&a=1", Some("h"), Ok("http://h/p?b=2&a=1")),
+            ("http://other.example/x", Some("h"), Ok("http://other.example/x")),
+            ("HTTP://Other.Example:80/x?utm_a=1", Some("h"), Ok("http://other.example/x")),
+            ("http://user@evil/x", Some("h"), Err(KeyError::InvalidHost)),
+            ("/a", None, Err(KeyError::MissingHost)),
+            ("/a", Some("evil.com/x"), Err(KeyError::InvalidHost)),
+            ("/a", Some("user@evil.com"), Err(KeyError::InvalidHost)),
+            ("/a", Some("h:99999"), Err(KeyError::InvalidHost)),
+            ("/a", Some("h:x"), Err(KeyError::InvalidHost)),
+            ("/a", Some(""), Err(KeyError::InvalidHost)),
+        ];
+        for (target, host, want) in cases {
+            let got = key(target, *host);
+            assert_eq!(got, want.map(|s| s.to_string()), "{target} {host:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_host_is_rejected() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("Host", "a").unwrap();
+        req.append_header("Host", "b").unwrap();
+        assert_eq!(
+            RequestKey::from_request("http", &req, &[]),
+            Err(KeyError::DuplicateHost)
+        );
+    }
+
+    #[test]
+    fn different_hosts_never_share_a_key() {
+        assert_ne!(key("/x", Some("a.example")), key("/x", Some("b.example")));
+        assert_ne!(key("/x", Some("a.example:81")), key("/x", Some("a.example")));
+    }
+
+    #[test]
+    fn stripping_is_idempotent() {
+        let (once, _) = strip_params("a=1&utm_x=2&&b", &tracking());
+        let (twice, again) = strip_params(once.as_deref().unwrap(), &tracking());
+        assert_eq!(once, twice);
+        assert!(!again);
+    }
+}

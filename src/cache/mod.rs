@@ -1,0 +1,156 @@
+//! The cache: key, policy, freshness, Vary, storage and the `Cache-Status` header, plus the
+//! process-wide pieces pingora-cache wants as `&'static` (storage, cache lock, hit-for-miss
+//! predictor), bundled in [`CacheRuntime`].
+
+pub mod freshness;
+pub mod key;
+pub mod policy;
+pub mod status;
+pub mod storage;
+pub mod vary;
+
+use std::time::{Duration, SystemTime};
+
+use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_cache::predictor::Predictor;
+use pingora_cache::CacheMeta;
+use pingora_http::ResponseHeader;
+
+use crate::config::CacheConfig;
+use freshness::Freshness;
+use storage::MemoryStorage;
+
+/// Shards of the hit-for-miss predictor.
+pub const PREDICTOR_SHARDS: usize = 32;
+
+/// The process-wide cache pieces. Leaked once at start-up; a config reload keeps them, so a
+/// reload never drops the cache.
+pub struct CacheRuntime {
+    /// Where objects live.
+    pub storage: &'static MemoryStorage,
+    /// Coalesces concurrent misses for one object into one origin fetch.
+    pub lock: &'static CacheKeyLockImpl,
+    /// Remembers keys whose responses were uncacheable (Varnish's hit-for-miss).
+    pub predictor: &'static Predictor<PREDICTOR_SHARDS>,
+}
+
+impl CacheRuntime {
+    /// Build and leak the cache pieces for `config`.
+    pub fn leak(config: &CacheConfig) -> &'static CacheRuntime {
+        let storage: &'static MemoryStorage = Box::leak(Box::new(MemoryStorage::new(
+            config.max_size,
+            config.max_object_size,
+            config.keep,
+        )));
+        // A lock holder that takes longer than this lets the waiters compete again; it is the
+        // same bound as a waiter's own patience.
+        let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(config.lock_timeout));
+        let shard_capacity = config.hit_for_miss_keys.div_ceil(PREDICTOR_SHARDS).max(1);
+        let predictor: &'static Predictor<PREDICTOR_SHARDS> =
+            Box::leak(Box::new(Predictor::new(shard_capacity, None)));
+        Box::leak(Box::new(CacheRuntime {
+            storage,
+            lock,
+            predictor,
+        }))
+    }
+}
+
+/// Hop-by-hop fields (RFC 9110 section 7.6.1) that must not be stored with an object.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+];
+
+/// Build the `CacheMeta` to store for `resp`, received `now` with freshness `f`.
+///
+/// The stored header loses `Age` (pingora recomputes it on every hit from the meta's epoch,
+/// which is set back by the origin's Age), hop-by-hop fields, and the fields named by
+/// `private="..."`/`no-cache="..."`.
+pub fn build_meta(resp: &ResponseHeader, f: &Freshness, now: SystemTime) -> CacheMeta {
+    let mut header = resp.clone();
+    freshness::strip_qualified_fields(&mut header);
+    let listed: Vec<String> = header
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .map(|t| String::from_utf8_lossy(t.trim_ascii()).to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .filter(|n| !n.is_empty())
+        .collect();
+    for name in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(listed) {
+        header.remove_header(&name);
+    }
+    header.remove_header(&http::header::AGE);
+
+    let epoch = now.checked_sub(f.initial_age).unwrap_or(now);
+    let fresh_until = if f.fresh_on_arrival() {
+        epoch + f.lifetime
+    } else {
+        // already stale on arrival: stored for revalidation only
+        now - Duration::from_secs(1)
+    };
+    let mut meta = CacheMeta::new(
+        fresh_until,
+        now,
+        f.stale_while_revalidate,
+        f.stale_if_error,
+        header,
+    );
+    if !f.initial_age.is_zero() {
+        meta.set_epoch_override(epoch);
+    }
+    meta
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_accounts_for_origin_age_and_strips_hop_by_hop() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.append_header("Age", "100").unwrap();
+        resp.append_header("Connection", "close, x-hop").unwrap();
+        resp.append_header("X-Hop", "1").unwrap();
+        resp.append_header("X-Kept", "1").unwrap();
+        let now = SystemTime::now();
+        let f = Freshness {
+            lifetime: Duration::from_secs(300),
+            initial_age: Duration::from_secs(100),
+            stale_while_revalidate: 0,
+            stale_if_error: 0,
+        };
+        let meta = build_meta(&resp, &f, now);
+        assert!(meta.age() >= Duration::from_secs(100));
+        assert!(meta.is_fresh(now + Duration::from_secs(150)));
+        assert!(!meta.is_fresh(now + Duration::from_secs(250)));
+        assert!(meta.headers().get("age").is_none());
+        assert!(meta.headers().get("connection").is_none());
+        assert!(meta.headers().get("x-hop").is_none());
+        assert!(meta.headers().get("x-kept").is_some());
+    }
+
+    #[test]
+    fn stale_on_arrival_is_stored_stale() {
+        let resp = ResponseHeader::build(200, None).unwrap();
+        let now = SystemTime::now();
+        let f = Freshness {
+            lifetime: Duration::from_secs(3600),
+            initial_age: Duration::from_secs(7200),
+            stale_while_revalidate: 0,
+            stale_if_error: 0,
+        };
+        assert!(!build_meta(&resp, &f, now).is_fresh(now));
+    }
+}

@@ -1,0 +1,236 @@
+//! What the cache did with a request: the [`CacheStatus`] that labels metrics and logs, and the
+//! RFC 9211 `Cache-Status` header value sent to clients
+//! (`lacquer; hit; ttl=42`, `lacquer; fwd=miss; fwd-status=200; stored`, ...).
+
+use std::time::SystemTime;
+
+use pingora_cache::{CachePhase, HttpCache, NoCacheReason};
+
+use super::policy::BypassReason;
+
+/// The outcome of one client request, as far as the cache is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served fresh from memory.
+    Hit,
+    /// Served stale from memory while one background fetch refreshes it.
+    StaleWhileRevalidate,
+    /// Served stale from memory because the origin failed.
+    StaleIfError,
+    /// Fetched from the origin (and stored if `stored`).
+    Miss,
+    /// A stored object was stale; the origin sent a new one.
+    Expired,
+    /// A stored object was stale; the origin answered 304 and it was served.
+    Revalidated,
+    /// The request was not eligible for the cache.
+    Bypass(BypassReason),
+    /// The key is remembered as uncacheable (hit-for-miss): straight to the origin.
+    HitForMiss,
+}
+
+impl CacheStatus {
+    /// The label used in logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::StaleWhileRevalidate => "stale",
+            CacheStatus::StaleIfError => "stale_if_error",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Expired => "expired",
+            CacheStatus::Revalidated => "revalidated",
+            CacheStatus::Bypass(_) => "bypass",
+            CacheStatus::HitForMiss => "hit_for_miss",
+        }
+    }
+}
+
+/// Everything the `Cache-Status` header says about one response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// What happened.
+    pub status: CacheStatus,
+    /// Remaining freshness in seconds (negative when stale), for responses from memory.
+    pub ttl: Option<i64>,
+    /// The origin's status, when the origin was asked.
+    pub fwd_status: Option<u16>,
+    /// Whether the response is being stored.
+    pub stored: bool,
+    /// Whether this request waited for another request's fetch.
+    pub collapsed: bool,
+    /// Why it was not stored or not looked up.
+    pub detail: Option<&'static str>,
+}
+
+impl Outcome {
+    /// Read the outcome off pingora's cache state for this request.
+    pub fn from_cache(
+        cache: &HttpCache,
+        bypass: Option<BypassReason>,
+        fwd_status: Option<u16>,
+        no_store: Option<&'static str>,
+    ) -> Outcome {
+        let mut o = Outcome {
+            status: CacheStatus::Miss,
+            ttl: None,
+            fwd_status,
+            stored: false,
+            collapsed: cache.lock_duration().is_some(),
+            detail: no_store,
+        };
+        if let Some(reason) = bypass {
+            o.status = CacheStatus::Bypass(reason);
+            o.detail = Some(reason.as_str());
+            o.collapsed = false;
+            return o;
+        }
+        let ttl = || {
+            let until = cache.cache_meta().fresh_until();
+            let now = SystemTime::now();
+            match until.duration_since(now) {
+                Ok(d) => d.as_secs() as i64,
+                Err(e) => -(e.duration().as_secs() as i64),
+            }
+        };
+        match cache.phase() {
+            CachePhase::Hit => {
+                o.status = CacheStatus::Hit;
+                o.ttl = Some(ttl());
+                o.fwd_status = None;
+            }
+            CachePhase::StaleUpdating => {
+                o.status = CacheStatus::StaleWhileRevalidate;
+                o.ttl = Some(ttl());
+                o.fwd_status = None;
+                o.detail = Some("stale-while-revalidate");
+            }
+            CachePhase::Stale => {
+                o.status = CacheStatus::StaleIfError;
+                o.ttl = Some(ttl());
+                o.detail = Some("stale-if-error");
+            }
+            CachePhase::Miss => {
+                o.status = CacheStatus::Miss;
+                o.stored = true;
+            }
+            CachePhase::Expired => {
+                o.status = CacheStatus::Expired;
+                o.stored = true;
+            }
+            CachePhase::Revalidated => {
+                o.status = CacheStatus::Revalidated;
+                o.stored = true;
+            }
+            CachePhase::RevalidatedNoCache(reason) => {
+                o.status = CacheStatus::Revalidated;
+                o.detail = o.detail.or(Some(reason_label(reason)));
+            }
+            CachePhase::Bypass => {
+                o.status = CacheStatus::HitForMiss;
+                o.detail = Some("hit-for-miss");
+            }
+            CachePhase::Disabled(reason) => {
+                o.status = CacheStatus::Miss;
+                o.detail = o.detail.or(Some(reason_label(reason)));
+            }
+            CachePhase::Uninit | CachePhase::CacheKey => {}
+        }
+        o
+    }
+
+    /// The `Cache-Status` field value (RFC 9211 section 2).
+    pub fn header_value(&self) -> String {
+        let mut v = String::from("lacquer");
+        match self.status {
+            CacheStatus::Hit | CacheStatus::StaleWhileRevalidate | CacheStatus::StaleIfError => {
+                v.push_str("; hit")
+            }
+            CacheStatus::Miss => v.push_str("; fwd=miss"),
+            CacheStatus::Expired | CacheStatus::Revalidated => v.push_str("; fwd=stale"),
+            CacheStatus::Bypass(BypassReason::Method) => v.push_str("; fwd=method"),
+            CacheStatus::Bypass(_) | CacheStatus::HitForMiss => v.push_str("; fwd=bypass"),
+        }
+        if self.status == CacheStatus::StaleIfError {
+            v.push_str("; fwd=stale");
+        }
+        if let Some(s) = self.fwd_status {
+            v.push_str(&format!("; fwd-status={s}"));
+        }
+        if let Some(t) = self.ttl {
+            v.push_str(&format!("; ttl={t}"));
+        }
+        if self.stored {
+            v.push_str("; stored");
+        }
+        if self.collapsed {
+            v.push_str("; collapsed");
+        }
+        if let Some(d) = self.detail {
+            v.push_str(&format!("; detail={d}"));
+        }
+        v
+    }
+}
+
+/// A token for pingora's reasons not to cache.
+fn reason_label(reason: NoCacheReason) -> &'static str {
+    match reason {
+        NoCacheReason::Custom(s) => s,
+        NoCacheReason::OriginNotCache => "origin-not-cache",
+        NoCacheReason::ResponseTooLarge | NoCacheReason::PredictedResponseTooLarge => "too-large",
+        NoCacheReason::CacheLockTimeout => "lock-timeout",
+        NoCacheReason::CacheLockGiveUp => "uncacheable",
+        NoCacheReason::CacheLockRetryLimit => "lock-retry-limit",
+        NoCacheReason::UpstreamError => "upstream-error",
+        NoCacheReason::StorageError => "storage-error",
+        NoCacheReason::InternalError => "internal-error",
+        NoCacheReason::Deferred => "deferred",
+        NoCacheReason::DeclinedToUpstream => "declined",
+        NoCacheReason::NeverEnabled => "not-cacheable",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(status: CacheStatus) -> Outcome {
+        Outcome {
+            status,
+            ttl: None,
+            fwd_status: None,
+            stored: false,
+            collapsed: false,
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn header_values() {
+        let hit = Outcome {
+            ttl: Some(42),
+            ..outcome(CacheStatus::Hit)
+        };
+        assert_eq!(hit.header_value(), "lacquer; hit; ttl=42");
+        let miss = Outcome {
+            fwd_status: Some(200),
+            stored: true,
+            ..outcome(CacheStatus::Miss)
+        };
+        assert_eq!(miss.header_value(), "lacquer; fwd=miss; fwd-status=200; stored");
+        let bypass = Outcome {
+            detail: Some("cookie"),
+            fwd_status: Some(200),
+            ..outcome(CacheStatus::Bypass(BypassReason::Cookie))
+        };
+        assert_eq!(bypass.header_value(), "lacquer; fwd=bypass; fwd-status=200; detail=cookie");
+        let method = outcome(CacheStatus::Bypass(BypassReason::Method));
+        assert_eq!(method.header_value(), "lacquer; fwd=method");
+        let reval = Outcome {
+            fwd_status: Some(304),
+            stored: true,
+            ..outcome(CacheStatus::Revalidated)
+        };
+        assert_eq!(reval.header_value(), "lacquer; fwd=stale; fwd-status=304; stored");
+    }
+}

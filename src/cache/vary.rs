@@ -1,0 +1,164 @@
+//! Vary (RFC 9111 section 4.1): which request headers select a stored variant.
+//!
+//! The variance of a request is a hash over the values of the headers the stored response
+//! names in `Vary`. `Accept-Encoding` is normalised to the one coding lacquer would pick
+//! (`br`, `gzip` or identity), so the thousands of browser spellings share three variants.
+//! `Vary: *` is refused earlier, in `freshness.rs`.
+
+use pingora_cache::key::HashBinary;
+use pingora_cache::VarianceBuilder;
+use pingora_http::{RequestHeader, ResponseHeader};
+
+/// The variance hash of `req` against a stored response's `Vary`; `None` when the response
+/// does not vary.
+pub fn variance(resp: &ResponseHeader, req: &RequestHeader) -> Option<HashBinary> {
+    let names = vary_names(resp);
+    if names.is_empty() {
+        return None;
+    }
+    let mut builder = VarianceBuilder::new();
+    for name in names {
+        let value = if name == "accept-encoding" {
+            normalize_accept_encoding(req).as_bytes().to_vec()
+        } else {
+            joined_values(req, &name)
+        };
+        builder.add_owned_name_value(name, value);
+    }
+    builder.finalize()
+}
+
+/// The lower-cased, de-duplicated header names listed in `Vary`.
+pub fn vary_names(resp: &ResponseHeader) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for v in resp.headers.get_all(http::header::VARY) {
+        for token in v.as_bytes().split(|&b| b == b',') {
+            let t = token.trim_ascii();
+            if t.is_empty() {
+                continue;
+            }
+            let name = String::from_utf8_lossy(t).to_ascii_lowercase();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+fn joined_values(req: &RequestHeader, name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, v) in req.headers.get_all(name).iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(v.as_bytes().trim_ascii());
+    }
+    out
+}
+
+/// The coding a client accepts, reduced to `br`, `gzip` or `` (identity), honouring `q=0`.
+pub fn normalize_accept_encoding(req: &RequestHeader) -> &'static str {
+    let mut br = false;
+    let mut gzip = false;
+    for v in req.headers.get_all(http::header::ACCEPT_ENCODING) {
+        for item in v.as_bytes().split(|&b| b == b',') {
+            let mut parts = item.split(|&b| b == b';');
+            let coding = parts.next().unwrap_or(b"").trim_ascii().to_ascii_lowercase();
+            let refused = parts.any(|p| {
+                let p = p.trim_ascii();
+                let p = p.to_ascii_lowercase();
+                p.strip_prefix(b"q=")
+                    .map(|q| q.iter().all(|&c| c == b'0' || c == b'.'))
+                    .unwrap_or(false)
+            });
+            if refused {
+                continue;
+            }
+            match coding.as_slice() {
+                b"br" => br = true,
+                b"gzip" | b"x-gzip" => gzip = true,
+                b"*" => {
+                    br = true;
+                    gzip = true;
+                }
+                _ => {}
+            }
+        }
+    }
+    if br {
+        "br"
+    } else if gzip {
+        "gzip"
+    } else {
+        ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    fn resp(vary: &[&str]) -> ResponseHeader {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        for v in vary {
+            r.append_header("Vary", *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn accept_encoding_normalisation() {
+        let cases = [
+            ("gzip, deflate, br", "br"),
+            ("gzip, deflate", "gzip"),
+            ("GZIP", "gzip"),
+            ("br;q=0, gzip", "gzip"),
+            ("br;q=0.0", ""),
+            ("identity", ""),
+            ("*", "br"),
+            ("", ""),
+        ];
+        for (ae, want) in cases {
+            assert_eq!(normalize_accept_encoding(&req(&[("Accept-Encoding", ae)])), want, "{ae}");
+        }
+    }
+
+    #[test]
+    fn variance_follows_the_listed_headers() {
+        let r = resp(&["Accept-Language"]);
+        let en = variance(&r, &req(&[("Accept-Language", "en")]));
+        let fr = variance(&r, &req(&[("Accept-Language", "fr")]));
+        let en_other_ua = variance(&r, &req(&[("Accept-Language", "en"), ("User-Agent", "x")]));
+        assert!(en.is_some());
+        assert_ne!(en, fr);
+        assert_eq!(en, en_other_ua);
+        assert_eq!(variance(&resp(&[]), &req(&[])), None);
+    }
+
+    #[test]
+    fn equivalent_encodings_share_a_variant() {
+        let r = resp(&["accept-encoding"]);
+        let a = variance(&r, &req(&[("Accept-Encoding", "gzip, deflate, br")]));
+        let b = variance(&r, &req(&[("Accept-Encoding", "br, gzip")]));
+        let c = variance(&r, &req(&[("Accept-Encoding", "gzip")]));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn names_are_case_insensitive_and_deduplicated() {
+        assert_eq!(
+            vary_names(&resp(&["Accept-Encoding, accept-language", "ACCEPT-ENCODING"])),
+            vec!["accept-encoding".to_string(), "accept-language".to_string()]
+        );
+    }
+}

@@ -1,0 +1,434 @@
+//! lacquer's configuration: the YAML file is read into [`raw`] structs, then validated into the
+//! typed [`Config`] that the rest of the crate uses. Validation collects every problem, each
+//! naming its key path (`cache.max_size: expected a size like "256MiB", got "lots"`).
+//!
+//! Not here: building pingora's `ServerConf` (see `server.rs`).
+
+pub mod raw;
+pub mod units;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use raw::RawConfig;
+use units::{parse_duration, parse_size};
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Proxy listeners.
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// App servers.
+    pub upstreams: Vec<Upstream>,
+    /// Timeouts towards the app servers.
+    pub timeouts: Timeouts,
+    /// Cache settings.
+    pub cache: CacheConfig,
+    /// Who bypasses the cache.
+    pub bypass: BypassConfig,
+}
+
+/// One app server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its share of the load relative to the others.
+    pub weight: usize,
+}
+
+/// Timeouts towards the app servers.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TCP connect.
+    pub connect: Duration,
+    /// From sending the request to the response header.
+    pub first_byte: Duration,
+    /// Between two reads of the response body.
+    pub between_bytes: Duration,
+}
+
+/// `cache:`
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// The byte budget of the in-memory cache.
+    pub max_size: u64,
+    /// Larger responses stream through uncached.
+    pub max_object_size: u64,
+    /// Heuristic freshness for responses with no explicit lifetime; `None` = off.
+    pub default_ttl: Option<Duration>,
+    /// Default stale-while-revalidate window when the origin gives none.
+    pub stale_while_revalidate: Duration,
+    /// Default stale-if-error window when the origin gives none.
+    pub stale_if_error: Duration,
+    /// How long an expired object with validators is kept for revalidation.
+    pub keep: Duration,
+    /// How long a coalesced request waits for another request's fetch.
+    pub lock_timeout: Duration,
+    /// How many keys are remembered as uncacheable (hit-for-miss).
+    pub hit_for_miss_keys: usize,
+    /// Query parameters left out of the cache key (and of cached requests).
+    pub tracking_params: Vec<NamePattern>,
+}
+
+/// `bypass:`
+#[derive(Debug, Clone, Default)]
+pub struct BypassConfig {
+    /// Empty: any cookie bypasses the cache. Otherwise only these cookies do, and others are
+    /// stripped from requests the cache serves.
+    pub session_cookies: Vec<NamePattern>,
+}
+
+/// A name, or a glob with `*` standing for any run of characters (`utm_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamePattern(String);
+
+impl NamePattern {
+    /// A pattern from its text.
+    pub fn new(text: &str) -> Self {
+        NamePattern(text.to_string())
+    }
+
+    /// Whether `name` matches, case-sensitively.
+    pub fn matches(&self, name: &str) -> bool {
+        glob_match(self.0.as_bytes(), name.as_bytes())
+    }
+}
+
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    // iterative glob with single-star backtracking: O(p * t) worst case, no recursion
+    let (mut p, mut t) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Every problem found in a config file, one per line.
+#[derive(Debug)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(vec![format!("{}: cannot read: {e}", path.display())]))?;
+        Config::from_yaml(&text)
+    }
+
+    /// Parse and validate YAML text.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            // serde_yaml prefixes its own (parent) path; ours is the whole one
+            let message = match inner.split_once(": ") {
+                Some((head, rest)) if path.starts_with(head) => rest.to_string(),
+                _ => inner,
+            };
+            if path.is_empty() || path == "." {
+                ConfigError(vec![message])
+            } else {
+                ConfigError(vec![format!("{path}: {message}")])
+            }
+        })?;
+        validate(raw)
+    }
+}
+
+fn size(errors: &mut Vec<String>, path: &str, text: &str) -> u64 {
+    parse_size(text).unwrap_or_else(|| {
+        errors.push(format!(
+            "{path}: expected a size like \"256MiB\", got \"{text}\""
+        ));
+        0
+    })
+}
+
+fn duration(errors: &mut Vec<String>, path: &str, text: &str) -> Duration {
+    parse_duration(text).unwrap_or_else(|| {
+        errors.push(format!(
+            "{path}: expected a duration like \"30s\", \"250ms\" or \"5m\", got \"{text}\""
+        ));
+        Duration::ZERO
+    })
+}
+
+fn positive_duration(errors: &mut Vec<String>, path: &str, text: &str) -> Duration {
+    match parse_duration(text) {
+        Some(d) if d.is_zero() => {
+            errors.push(format!("{path}: must be longer than 0"));
+            Duration::from_secs(1)
+        }
+        Some(d) => d,
+        None => duration(errors, path, text),
+    }
+}
+
+fn socket_addr(errors: &mut Vec<String>, path: &str, text: &str) -> Option<SocketAddr> {
+    match text.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errors.push(format!(
+                "{path}: expected an address like \"127.0.0.1:8080\" or \"[::1]:8080\", got \"{text}\""
+            ));
+            None
+        }
+    }
+}
+
+fn name_patterns(errors: &mut Vec<String>, path: &str, list: &[String]) -> Vec<NamePattern> {
+    let mut out = Vec::with_capacity(list.len());
+    for (i, p) in list.iter().enumerate() {
+        let ok = !p.is_empty()
+            && p.bytes().all(|b| b.is_ascii_graphic() && !b"=;,\"".contains(&b));
+        if ok {
+            out.push(NamePattern::new(p));
+        } else {
+            errors.push(format!(
+                "{path}[{i}]: expected a name or a glob like \"utm_*\", got \"{p}\""
+            ));
+        }
+    }
+    out
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let mut errors = Vec::new();
+
+    if raw.listen.is_empty() {
+        errors.push("listen: at least one address is required".to_string());
+    }
+    let listen: Vec<SocketAddr> = raw
+        .listen
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| socket_addr(&mut errors, &format!("listen[{i}]"), a))
+        .collect();
+    let admin_listen = socket_addr(&mut errors, "admin.listen", &raw.admin.listen);
+
+    let threads = match raw.threads {
+        Some(0) => {
+            errors.push("threads: must be at least 1".to_string());
+            1
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+    };
+
+    if raw.upstreams.is_empty() {
+        errors.push("upstreams: at least one app server is required".to_string());
+    }
+    let mut upstreams = Vec::new();
+    for (i, u) in raw.upstreams.iter().enumerate() {
+        let addr = socket_addr(&mut errors, &format!("upstreams[{i}].addr"), &u.addr);
+        if !(1..=1000).contains(&u.weight) {
+            errors.push(format!(
+                "upstreams[{i}].weight: expected a whole number from 1 to 1000, got {}",
+                u.weight
+            ));
+        }
+        if let Some(addr) = addr {
+            upstreams.push(Upstream {
+                addr,
+                weight: u.weight.clamp(1, 1000) as usize,
+            });
+        }
+    }
+
+    let timeouts = Timeouts {
+        connect: positive_duration(&mut errors, "timeouts.connect", &raw.timeouts.connect),
+        first_byte: positive_duration(&mut errors, "timeouts.first_byte", &raw.timeouts.first_byte),
+        between_bytes: positive_duration(
+            &mut errors,
+            "timeouts.between_bytes",
+            &raw.timeouts.between_bytes,
+        ),
+    };
+
+    let c = &raw.cache;
+    let max_size = size(&mut errors, "cache.max_size", &c.max_size);
+    let max_object_size = size(&mut errors, "cache.max_object_size", &c.max_object_size);
+    if parse_size(&c.max_size).is_some() && max_size < (1 << 20) {
+        errors.push(format!(
+            "cache.max_size: must be at least 1MiB, got \"{}\"",
+            c.max_size
+        ));
+    }
+    if max_size > 0 && max_object_size > max_size {
+        errors.push(format!(
+            "cache.max_object_size: must not exceed cache.max_size ({}), got \"{}\"",
+            c.max_size, c.max_object_size
+        ));
+    }
+    if max_object_size > u32::MAX as u64 / 2 {
+        errors.push(format!(
+            "cache.max_object_size: must be at most 2GiB, got \"{}\"",
+            c.max_object_size
+        ));
+    }
+    let default_ttl = duration(&mut errors, "cache.default_ttl", &c.default_ttl);
+    let swr = duration(
+        &mut errors,
+        "cache.stale_while_revalidate",
+        &c.stale_while_revalidate,
+    );
+    let sie = duration(&mut errors, "cache.stale_if_error", &c.stale_if_error);
+    let keep = duration(&mut errors, "cache.keep", &c.keep);
+    let lock_timeout = positive_duration(&mut errors, "cache.lock_timeout", &c.lock_timeout);
+    if !(16..=10_000_000).contains(&c.hit_for_miss_keys) {
+        errors.push(format!(
+            "cache.hit_for_miss_keys: expected a whole number from 16 to 10000000, got {}",
+            c.hit_for_miss_keys
+        ));
+    }
+    let tracking_params = name_patterns(&mut errors, "cache.tracking_params", &c.tracking_params);
+    let session_cookies = name_patterns(
+        &mut errors,
+        "bypass.session_cookies",
+        &raw.bypass.session_cookies,
+    );
+
+    if !errors.is_empty() {
+        return Err(ConfigError(errors));
+    }
+    Ok(Config {
+        listen,
+        threads,
+        // checked above: an error was recorded if it failed to parse
+        admin_listen: admin_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6082))),
+        upstreams,
+        timeouts,
+        cache: CacheConfig {
+            max_size,
+            max_object_size,
+            default_ttl: (!default_ttl.is_zero()).then_some(default_ttl),
+            stale_while_revalidate: swr,
+            stale_if_error: sie,
+            keep,
+            lock_timeout,
+            hit_for_miss_keys: c.hit_for_miss_keys.clamp(16, 10_000_000) as usize,
+            tracking_params,
+        },
+        bypass: BypassConfig { session_cookies },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "upstreams:\n  - addr: \"127.0.0.1:8080\"\n";
+
+    fn errors(yaml: &str) -> Vec<String> {
+        match Config::from_yaml(yaml) {
+            Ok(_) => vec![],
+            Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let c = Config::from_yaml(MINIMAL).unwrap();
+        assert_eq!(c.listen, vec!["127.0.0.1:6081".parse().unwrap()]);
+        assert_eq!(c.admin_listen, "127.0.0.1:6082".parse().unwrap());
+        assert_eq!(c.cache.max_size, 256 << 20);
+        assert_eq!(c.cache.max_object_size, 8 << 20);
+        assert_eq!(c.cache.default_ttl, None);
+        assert!(c.bypass.session_cookies.is_empty());
+        assert!(c.cache.tracking_params.iter().any(|p| p.matches("utm_source")));
+    }
+
+    #[test]
+    fn bad_size_names_the_key() {
+        let e = errors(&format!("{MINIMAL}cache:\n  max_size: lots\n"));
+        assert_eq!(
+            e,
+            vec!["cache.max_size: expected a size like \"256MiB\", got \"lots\"".to_string()]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let e = errors(
+            "upstreams:\n  - addr: \"x:y\"\n  - addr: \"127.0.0.1:1\"\n    weight: 0\ncache:\n  lock_timeout: soon\n",
+        );
+        assert_eq!(
+            e,
+            vec![
+                "upstreams[0].addr: expected an address like \"127.0.0.1:8080\" or \"[::1]:8080\", got \"x:y\"".to_string(),
+                "upstreams[1].weight: expected a whole number from 1 to 1000, got 0".to_string(),
+                "cache.lock_timeout: expected a duration like \"30s\", \"250ms\" or \"5m\", got \"soon\"".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_its_path() {
+        let e = errors(&format!("{MINIMAL}cache:\n  max_sise: 1MiB\n"));
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("cache.max_sise: unknown field `max_sise`"), "{e:?}");
+    }
+
+    #[test]
+    fn no_upstreams_is_an_error() {
+        assert_eq!(
+            errors("listen: [\"127.0.0.1:1\"]\n"),
+            vec!["upstreams: at least one app server is required".to_string()]
+        );
+    }
+
+    #[test]
+    fn object_larger_than_cache_is_an_error() {
+        let e = errors(&format!(
+            "{MINIMAL}cache:\n  max_size: 2MiB\n  max_object_size: 4MiB\n"
+        ));
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("cache.max_object_size: must not exceed"));
+    }
+
+    #[test]
+    fn globs() {
+        let cases = [
+            ("utm_*", "utm_source", true),
+            ("utm_*", "utm_", true),
+            ("utm_*", "xutm_a", false),
+            ("gclid", "gclid", true),
+            ("gclid", "gclidx", false),
+            ("*_logged_in_*", "wordpress_logged_in_abc", true),
+            ("a*b*c", "aXXbYYc", true),
+            ("a*b*c", "aXXbYY", false),
+        ];
+        for (p, t, want) in cases {
+            assert_eq!(NamePattern::new(p).matches(t), want, "{p} ~ {t}");
+        }
+    }
+}

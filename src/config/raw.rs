@@ -1,0 +1,170 @@
+//! The config file exactly as written: serde structs with defaults and no interpretation.
+//! Every struct denies unknown keys. `super::validate` turns this into the typed [`super::Config`].
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    #[serde(default)]
+    pub threads: Option<usize>,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub upstreams: Vec<RawUpstream>,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub cache: RawCache,
+    #[serde(default)]
+    pub bypass: RawBypass,
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["127.0.0.1:6081".to_string()]
+}
+
+/// `admin:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:6082".to_string()
+}
+
+/// One entry of `upstreams:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub addr: String,
+    #[serde(default = "default_weight")]
+    pub weight: i64,
+}
+
+fn default_weight() -> i64 {
+    1
+}
+
+/// `timeouts:` towards the app servers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    #[serde(default = "default_connect")]
+    pub connect: String,
+    #[serde(default = "default_first_byte")]
+    pub first_byte: String,
+    #[serde(default = "default_between_bytes")]
+    pub between_bytes: String,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        RawTimeouts {
+            connect: default_connect(),
+            first_byte: default_first_byte(),
+            between_bytes: default_between_bytes(),
+        }
+    }
+}
+
+fn default_connect() -> String {
+    "2s".into()
+}
+fn default_first_byte() -> String {
+    "30s".into()
+}
+fn default_between_bytes() -> String {
+    "30s".into()
+}
+
+/// `cache:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    #[serde(default = "default_max_size")]
+    pub max_size: String,
+    #[serde(default = "default_max_object_size")]
+    pub max_object_size: String,
+    #[serde(default = "zero")]
+    pub default_ttl: String,
+    #[serde(default = "zero")]
+    pub stale_while_revalidate: String,
+    #[serde(default = "zero")]
+    pub stale_if_error: String,
+    #[serde(default = "default_keep")]
+    pub keep: String,
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout: String,
+    #[serde(default = "default_hit_for_miss")]
+    pub hit_for_miss_keys: i64,
+    #[serde(default = "default_tracking_params")]
+    pub tracking_params: Vec<String>,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        RawCache {
+            max_size: default_max_size(),
+            max_object_size: default_max_object_size(),
+            default_ttl: zero(),
+            stale_while_revalidate: zero(),
+            stale_if_error: zero(),
+            keep: default_keep(),
+            lock_timeout: default_lock_timeout(),
+            hit_for_miss_keys: default_hit_for_miss(),
+            tracking_params: default_tracking_params(),
+        }
+    }
+}
+
+fn default_max_size() -> String {
+    "256MiB".into()
+}
+fn default_max_object_size() -> String {
+    "8MiB".into()
+}
+fn zero() -> String {
+    "0s".into()
+}
+fn default_keep() -> String {
+    "10m".into()
+}
+fn default_lock_timeout() -> String {
+    "30s".into()
+}
+fn default_hit_for_miss() -> i64 {
+    65_536
+}
+
+/// The query parameters left out of the cache key unless the file says otherwise.
+pub fn default_tracking_params() -> Vec<String> {
+    [
+        "utm_*", "gclid", "fbclid", "dclid", "msclkid", "mc_cid", "mc_eid", "_ga", "yclid",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// `bypass:`: who is served from the cache.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBypass {
+    #[serde(default)]
+    pub session_cookies: Vec<String>,
+}

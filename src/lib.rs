@@ -1,0 +1,23 @@
+//! lacquer: a caching HTTP reverse proxy for anonymous web pages, on pingora.
+//!
+//! The crate map (one concept per file):
+//! - `config`: the YAML file, raw then validated (`config/raw.rs`, `config/units.rs`)
+//! - `server`: pingora's server and services assembled from the config
+//! - `proxy`: the one `ProxyHttp` impl, thin, delegating to the modules below
+//! - `cache::key`: request -> cache key (scheme, host, path, query without tracking params)
+//! - `cache::policy`: which requests may use the cache (anonymous GET/HEAD only)
+//! - `cache::freshness`: which responses may be stored and for how long (RFC 9111, RFC 9213)
+//! - `cache::vary`: Vary variants, with Accept-Encoding normalised
+//! - `cache::storage`: the moka-backed `pingora_cache::Storage`
+//! - `cache::status`: the outcome of a request and its RFC 9211 `Cache-Status` header
+//! - `upstream`: the app servers and their peers
+//! - `admin`: the admin listener
+
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod admin;
+pub mod cache;
+pub mod config;
+pub mod proxy;
+pub mod server;
+pub mod upstream;

@@ -1,0 +1,71 @@
+//! The `lacquer` binary: `lacquer --config FILE` runs; `--test` validates and exits.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use lacquer::config::Config;
+
+const USAGE: &str = "usage: lacquer --config FILE [--test]
+
+  --config FILE   the YAML configuration (see docs/configuration.md)
+  --test          validate the configuration, print every problem, and exit
+  --version       print the version and exit
+";
+
+fn main() -> ExitCode {
+    let mut config_path: Option<PathBuf> = None;
+    let mut test_only = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" | "-c" => match args.next() {
+                Some(p) => config_path = Some(PathBuf::from(p)),
+                None => {
+                    eprintln!("--config needs a file\n\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--test" | "-t" => test_only = true,
+            "--version" | "-V" => {
+                println!("lacquer {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            "--help" | "-h" => {
+                print!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("unknown argument {other:?}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(path) = config_path else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            for line in &e.0 {
+                eprintln!("{line}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    if test_only {
+        println!("{}: configuration ok", path.display());
+        return ExitCode::SUCCESS;
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let server = match lacquer::server::build(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    log::info!("lacquer {} starting", env!("CARGO_PKG_VERSION"));
+    server.run(pingora_core::server::RunArgs::default());
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,262 @@
+//! The one `impl ProxyHttp`: lacquer's path through pingora's phases. Each hook is thin and
+//! delegates: who may use the cache to `cache::policy`, the key to `cache::key`, storability to
+//! `cache::freshness`, Vary to `cache::vary`, the header to `cache::status`, app servers to
+//! `upstream`. See docs/ARCHITECTURE.md for the phase-by-phase walk.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use pingora_cache::key::HashBinary;
+use pingora_cache::{CacheKey, CacheMeta, CacheOptionOverrides, NoCacheReason, RespCacheable};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{ProxyHttp, Session};
+
+use crate::cache::freshness::{self, FreshnessDefaults, NoStoreReason, Storability};
+use crate::cache::key::RequestKey;
+use crate::cache::policy::{self, BypassReason, RequestDecision};
+use crate::cache::status::{CacheStatus, Outcome};
+use crate::cache::{build_meta, vary, CacheRuntime};
+use crate::config::Config;
+use crate::upstream::Upstreams;
+
+/// The scheme of lacquer's listeners (plain HTTP; TLS terminates in front of lacquer).
+const SCHEME: &str = "http";
+
+/// The proxy: config, cache and app servers.
+pub struct LacquerProxy {
+    config: Arc<Config>,
+    cache: &'static CacheRuntime,
+    upstreams: Upstreams,
+}
+
+impl LacquerProxy {
+    /// A proxy for `config`, using the process's cache.
+    pub fn new(config: Arc<Config>, cache: &'static CacheRuntime) -> Result<LacquerProxy> {
+        let upstreams = Upstreams::new(&config.upstreams, config.timeouts)?;
+        Ok(LacquerProxy {
+            config,
+            cache,
+            upstreams,
+        })
+    }
+
+    fn freshness_defaults(&self) -> FreshnessDefaults {
+        let c = &self.config.cache;
+        FreshnessDefaults {
+            default_ttl: c.default_ttl,
+            stale_while_revalidate: c.stale_while_revalidate,
+            stale_if_error: c.stale_if_error,
+            max_object_size: c.max_object_size,
+        }
+    }
+}
+
+/// What lacquer knows about one request as it moves through the phases.
+#[derive(Debug, Default)]
+pub struct RequestCtx {
+    /// The cache key, for requests that use the cache.
+    pub key: Option<RequestKey>,
+    /// Why the request does not use the cache.
+    pub bypass: Option<BypassReason>,
+    /// Why the response was not stored.
+    pub no_store: Option<&'static str>,
+    /// The origin's status, when the origin was asked.
+    pub upstream_status: Option<u16>,
+    /// Connection attempts to app servers so far.
+    pub tries: usize,
+    /// The outcome, once the response header is sent.
+    pub status: Option<CacheStatus>,
+}
+
+#[async_trait]
+impl ProxyHttp for LacquerProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let decision = policy::request_decision(session.req_header(), &self.config.bypass);
+        let strip_cookies = match decision {
+            RequestDecision::Bypass(reason) => {
+                ctx.bypass = Some(reason);
+                return Ok(false);
+            }
+            RequestDecision::Cache { strip_cookies } => strip_cookies,
+        };
+        let key = match RequestKey::from_request(
+            SCHEME,
+            session.req_header(),
+            &self.config.cache.tracking_params,
+        ) {
+            Ok(k) => k,
+            Err(e) => {
+                session
+                    .respond_error_with_body(400, bytes::Bytes::from_static(e.as_str().as_bytes()))
+                    .await?;
+                return Ok(true);
+            }
+        };
+        let req = session.req_header_mut();
+        if strip_cookies {
+            // only non-session cookies are left: they must neither split nor bypass the cache
+            req.remove_header(&http::header::COOKIE);
+        }
+        if key.stripped {
+            // a parameter left out of the key must not reach the app either, or the app could
+            // render it into a page that other visitors are then served (unkeyed input)
+            if let Ok(uri) = key.path_and_query.parse::<http::Uri>() {
+                req.set_uri(uri);
+            }
+        }
+        ctx.key = Some(key);
+        Ok(false)
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        if ctx.key.is_none() {
+            return Ok(());
+        }
+        let mut overrides = CacheOptionOverrides::default();
+        overrides.wait_timeout = Some(self.config.cache.lock_timeout);
+        session.cache.enable(
+            self.cache.storage,
+            None, // moka bounds memory and evicts; pingora's eviction managers would drift
+            Some(self.cache.predictor),
+            Some(self.cache.lock),
+            Some(overrides),
+        );
+        let max = usize::try_from(self.config.cache.max_object_size).unwrap_or(usize::MAX);
+        session.cache.set_max_file_size_bytes(max);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, _session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        let key = ctx
+            .key
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "cache enabled without a key"))?;
+        Ok(CacheKey::new(key.primary(), ""))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        vary::variance(meta.response_header(), req)
+    }
+
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        let now = SystemTime::now();
+        match freshness::assess(resp, &self.freshness_defaults(), now) {
+            Storability::Store(f) => Ok(RespCacheable::Cacheable(build_meta(resp, &f, now))),
+            Storability::DontStore(reason) => {
+                ctx.no_store = Some(reason.as_str());
+                let pingora_reason = match reason {
+                    NoStoreReason::TooLarge => NoCacheReason::ResponseTooLarge,
+                    other => NoCacheReason::Custom(other.as_str()),
+                };
+                Ok(RespCacheable::Uncacheable(pingora_reason))
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        ctx.tries += 1;
+        // an error here is the origin's side failing: stale-if-error may cover it
+        self.upstreams.next_peer().map_err(|e| e.into_up())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // nothing was sent, so any method may try the next app server, once per server
+        if ctx.tries < self.upstreams.len() {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string())
+        {
+            let value = match upstream_request
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+                _ => ip,
+            };
+            upstream_request.insert_header("X-Forwarded-For", value)?;
+        }
+        // set, never passed through: a client must not make the app believe it came over TLS
+        upstream_request.insert_header("X-Forwarded-Proto", SCHEME)?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if !upstream_response.status.is_informational() {
+            ctx.upstream_status = Some(upstream_response.status.as_u16());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let outcome = Outcome::from_cache(&session.cache, ctx.bypass, ctx.upstream_status, ctx.no_store);
+        upstream_response.insert_header("Cache-Status", outcome.header_value())?;
+        ctx.status = Some(outcome.status);
+        Ok(())
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        match error {
+            // stale-while-revalidate: the stored object's own window decides (pingora checks it)
+            None => true,
+            // stale-if-error: only for failures of the origin side
+            Some(e) => e.esource() == &ErrorSource::Upstream,
+        }
+    }
+}

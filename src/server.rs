@@ -1,0 +1,47 @@
+//! Assembling the pingora server from a validated [`Config`]: pingora's `ServerConf` (filled
+//! here; pingora never reads our file), the proxy service on every `listen` address and the
+//! admin service on `admin.listen`.
+
+use std::sync::Arc;
+
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::Server;
+use pingora_core::services::listening::Service;
+use pingora_error::Result;
+
+use crate::admin::AdminApp;
+use crate::cache::CacheRuntime;
+use crate::config::Config;
+use crate::proxy::LacquerProxy;
+
+/// pingora's own settings derived from ours.
+pub fn server_conf(config: &Config) -> ServerConf {
+    let mut conf = ServerConf::default();
+    conf.threads = config.threads;
+    // SIGTERM: stop accepting at once, then give in-flight requests this long to finish
+    conf.grace_period_seconds = Some(0);
+    conf.graceful_shutdown_timeout_seconds = Some(10);
+    conf.upstream_keepalive_pool_size = 256;
+    conf
+}
+
+/// A ready-to-run server for `config`.
+pub fn build(config: Config) -> Result<Server> {
+    let config = Arc::new(config);
+    let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
+    server.bootstrap();
+
+    let cache = CacheRuntime::leak(&config.cache);
+    let proxy = LacquerProxy::new(config.clone(), cache)?;
+    let mut proxy_service =
+        pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "lacquer proxy");
+    for addr in &config.listen {
+        proxy_service.add_tcp(&addr.to_string());
+    }
+    server.add_service(proxy_service);
+
+    let mut admin = Service::new("lacquer admin".to_string(), AdminApp::new(cache));
+    admin.add_tcp(&config.admin_listen.to_string());
+    server.add_service(admin);
+    Ok(server)
+}
