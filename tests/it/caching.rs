@@ -1,0 +1,356 @@
+//! Shared-cache semantics (RFC 9111): what is stored, for how long, and how it is served.
+
+use std::time::Duration;
+
+use crate::support::{Client, Counter, Origin, Proxy, Reply};
+
+fn cacheable(body: &str) -> Reply {
+    Reply::ok(body).header("Cache-Control", "max-age=60")
+}
+
+#[tokio::test]
+async fn a_miss_then_a_hit_reaches_the_origin_once() {
+    let origin = Origin::start(|_| cacheable("hello").header("X-App", "kept")).await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+
+    let first = c.get(&proxy.url("/page")).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.text(), "hello");
+    assert_eq!(first.cache_status(), "lacquer; fwd=miss; fwd-status=200; stored");
+
+    let second = c.get(&proxy.url("/page")).await;
+    assert_eq!(second.text(), "hello");
+    assert!(second.cache_status().starts_with("lacquer; hit; ttl="), "{}", second.cache_status());
+    assert!(second.header("age").is_some(), "a hit carries Age");
+    assert_eq!(second.header("x-app"), Some("kept"), "unknown headers pass through");
+    assert_eq!(origin.hits("/page"), 1);
+}
+
+#[tokio::test]
+async fn head_is_served_from_the_get_entry_and_fills_it() {
+    let origin = Origin::start(|_| cacheable("body-bytes")).await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+
+    // HEAD first: the origin is asked with GET, so the entry it fills serves a later GET
+    let head = c.send("HEAD", &proxy.url("/h"), &[], None).await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(origin.last("/h").unwrap().method, "GET");
+    let get = c.get(&proxy.url("/h")).await;
+    assert_eq!(get.text(), "body-bytes");
+    assert!(get.cache_status().contains("hit"));
+
+    // and a HEAD after a GET is a hit without a body
+    let head2 = c.send("HEAD", &proxy.url("/h"), &[], None).await;
+    assert!(head2.cache_status().contains("hit"));
+    assert!(head2.body.is_empty());
+    assert_eq!(head2.header("content-length"), Some("10"));
+    assert_eq!(origin.hits("/h"), 1);
+}
+
+#[tokio::test]
+async fn private_no_store_and_set_cookie_are_never_stored() {
+    let origin = Origin::start(|s| match s.path() {
+        "/private" => Reply::ok("p").header("Cache-Control", "private, max-age=60"),
+        "/no-store" => Reply::ok("n").header("Cache-Control", "no-store, max-age=60"),
+        "/cookie" => cacheable("c").header("Set-Cookie", "session=abc; HttpOnly"),
+        _ => Reply::ok("plain"),
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    for path in ["/private", "/no-store", "/cookie", "/plain"] {
+        let first = c.get(&proxy.url(path)).await;
+        let second = c.get(&proxy.url(path)).await;
+        let third = c.get(&proxy.url(path)).await;
+        assert_eq!(first.status, 200);
+        assert!(!second.cache_status().contains("hit"), "{path}: {}", second.cache_status());
+        assert_eq!(origin.hits(path), 3, "{path} must reach the origin every time");
+        if path == "/cookie" {
+            // the client that caused it still gets its cookie, every time
+            assert_eq!(third.header("set-cookie"), Some("session=abc; HttpOnly"));
+            assert_eq!(first.cache_status(), "lacquer; fwd=miss; fwd-status=200; detail=set-cookie");
+        }
+        // the key is remembered as uncacheable: later requests skip the coalescing wait
+        assert!(third.cache_status().contains("hit-for-miss"), "{path}: {}", third.cache_status());
+    }
+}
+
+#[tokio::test]
+async fn a_key_that_becomes_cacheable_is_stored_again() {
+    let calls = Counter::default();
+    let origin = Origin::start(move |_| {
+        if calls.bump("x") == 1 {
+            Reply::ok("v1").header("Cache-Control", "no-store")
+        } else {
+            cacheable("v2")
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    assert_eq!(c.get(&proxy.url("/x")).await.text(), "v1");
+    assert_eq!(c.get(&proxy.url("/x")).await.text(), "v2");
+    let third = c.get(&proxy.url("/x")).await;
+    assert_eq!(third.text(), "v2");
+    assert!(third.cache_status().contains("hit"), "{}", third.cache_status());
+    assert_eq!(origin.hits("/x"), 2);
+}
+
+#[tokio::test]
+async fn any_final_status_with_explicit_freshness_is_stored() {
+    let origin = Origin::start(|s| match s.path() {
+        "/moved" => Reply::ok("").status(301).header("Location", "/new").header("Cache-Control", "max-age=60"),
+        "/gone" => Reply::ok("gone").status(410).header("Cache-Control", "max-age=60"),
+        "/missing" => Reply::ok("nope").status(404).header("Cache-Control", "max-age=60"),
+        _ => Reply::ok("err").status(404),
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    for (path, status) in [("/moved", 301), ("/gone", 410), ("/missing", 404)] {
+        c.get(&proxy.url(path)).await;
+        let again = c.get(&proxy.url(path)).await;
+        assert_eq!(again.status, status);
+        assert!(again.cache_status().contains("hit"), "{path}");
+        assert_eq!(origin.hits(path), 1, "{path}");
+    }
+    // without explicit freshness and with heuristics off, a 404 is not stored
+    c.get(&proxy.url("/other")).await;
+    c.get(&proxy.url("/other")).await;
+    assert_eq!(origin.hits("/other"), 2);
+}
+
+#[tokio::test]
+async fn s_maxage_beats_max_age_and_expiry_refetches() {
+    let origin = Origin::start(|_| Reply::ok("short").header("Cache-Control", "max-age=3600, s-maxage=1")).await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    c.get(&proxy.url("/e")).await;
+    assert!(c.get(&proxy.url("/e")).await.cache_status().contains("hit"));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let after = c.get(&proxy.url("/e")).await;
+    assert_eq!(after.text(), "short");
+    assert!(!after.cache_status().contains("hit"), "{}", after.cache_status());
+    assert_eq!(origin.hits("/e"), 2);
+}
+
+#[tokio::test]
+async fn the_origins_age_counts_against_freshness_and_is_passed_on() {
+    let origin = Origin::start(|s| match s.path() {
+        "/old" => Reply::ok("old").header("Cache-Control", "max-age=3600").header("Age", "7200"),
+        _ => Reply::ok("young").header("Cache-Control", "max-age=3600").header("Age", "100"),
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    let first = c.get(&proxy.url("/old")).await;
+    assert_eq!(first.header("age"), Some("7200"));
+    c.get(&proxy.url("/old")).await;
+    assert_eq!(origin.hits("/old"), 2, "max-age 3600 with Age 7200 is already stale");
+
+    c.get(&proxy.url("/young")).await;
+    let hit = c.get(&proxy.url("/young")).await;
+    assert!(hit.cache_status().contains("hit"));
+    let age: u64 = hit.header("age").unwrap().parse().unwrap();
+    assert!((100..110).contains(&age), "Age includes the origin's: {age}");
+}
+
+#[tokio::test]
+async fn expires_is_honoured_and_an_invalid_one_means_expired() {
+    let origin = Origin::start(|s| {
+        let now = std::time::SystemTime::now();
+        match s.path() {
+            "/valid" => Reply::ok("v")
+                .header("Date", &httpdate::fmt_http_date(now))
+                .header("Expires", &httpdate::fmt_http_date(now + Duration::from_secs(300))),
+            _ => Reply::ok("i").header("Expires", "not a date"),
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    for _ in 0..2 {
+        c.get(&proxy.url("/valid")).await;
+        c.get(&proxy.url("/invalid")).await;
+    }
+    assert_eq!(origin.hits("/valid"), 1);
+    assert_eq!(origin.hits("/invalid"), 2);
+}
+
+#[tokio::test]
+async fn cdn_cache_control_governs_lacquer() {
+    let origin = Origin::start(|s| match s.path() {
+        "/cdn" => Reply::ok("c").header("Cache-Control", "private").header("CDN-Cache-Control", "max-age=60"),
+        _ => Reply::ok("n").header("Cache-Control", "max-age=60").header("CDN-Cache-Control", "no-store"),
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    for _ in 0..2 {
+        c.get(&proxy.url("/cdn")).await;
+        c.get(&proxy.url("/nocdn")).await;
+    }
+    assert_eq!(origin.hits("/cdn"), 1);
+    assert_eq!(origin.hits("/nocdn"), 2);
+}
+
+#[tokio::test]
+async fn directives_are_case_insensitive() {
+    let origin = Origin::start(|_| Reply::ok("x").header("cache-control", "Max-Age=60, PUBLIC")).await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    c.get(&proxy.url("/ci")).await;
+    c.get(&proxy.url("/ci")).await;
+    assert_eq!(origin.hits("/ci"), 1);
+}
+
+#[tokio::test]
+async fn conditional_requests_get_304_from_the_cache() {
+    let origin = Origin::start(|_| {
+        cacheable("tagged")
+            .header("ETag", "\"v1\"")
+            .header("Last-Modified", "Mon, 02 Nov 2026 10:00:00 GMT")
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    c.get(&proxy.url("/c")).await;
+    let inm = c.get_with(&proxy.url("/c"), &[("If-None-Match", "\"v1\"")]).await;
+    assert_eq!(inm.status, 304);
+    assert!(inm.body.is_empty());
+    let ims = c.get_with(&proxy.url("/c"), &[("If-Modified-Since", "Tue, 03 Nov 2026 10:00:00 GMT")]).await;
+    assert_eq!(ims.status, 304);
+    let other = c.get_with(&proxy.url("/c"), &[("If-None-Match", "\"v0\"")]).await;
+    assert_eq!(other.status, 200);
+    assert_eq!(other.text(), "tagged");
+    assert_eq!(origin.hits("/c"), 1);
+    // the client's validators never reach the origin on a miss either
+    assert!(origin.last("/c").unwrap().header("if-none-match").is_none());
+}
+
+#[tokio::test]
+async fn range_requests_on_a_hit_get_206_from_the_stored_object() {
+    let origin = Origin::start(|_| cacheable("0123456789")).await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    c.get(&proxy.url("/r")).await;
+    let part = c.get_with(&proxy.url("/r"), &[("Range", "bytes=2-5")]).await;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.text(), "2345");
+    assert_eq!(part.header("content-range"), Some("bytes 2-5/10"));
+    let tail = c.get_with(&proxy.url("/r"), &[("Range", "bytes=-3")]).await;
+    assert_eq!(tail.text(), "789");
+    let bad = c.get_with(&proxy.url("/r"), &[("Range", "bytes=50-60")]).await;
+    assert_eq!(bad.status, 416);
+    assert_eq!(origin.hits("/r"), 1);
+    // the origin was asked for the whole object, not the range
+    assert!(origin.last("/r").unwrap().header("range").is_none());
+}
+
+#[tokio::test]
+async fn a_stale_object_is_revalidated_and_a_304_refreshes_its_headers() {
+    let calls = Counter::default();
+    let origin = Origin::start(move |s| {
+        let n = calls.bump("v");
+        if n == 1 {
+            return Reply::ok("original body")
+                .header("Cache-Control", "max-age=1")
+                .header("ETag", "\"e1\"")
+                .header("X-Version", "1");
+        }
+        assert_eq!(s.header("if-none-match"), Some("\"e1\""), "revalidation sends the stored ETag");
+        Reply::ok("")
+            .status(304)
+            .header("Cache-Control", "max-age=60")
+            .header("ETag", "\"e1\"")
+            .header("X-Version", "2")
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    c.get(&proxy.url("/v")).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let revalidated = c.get(&proxy.url("/v")).await;
+    assert_eq!(revalidated.status, 200);
+    assert_eq!(revalidated.text(), "original body");
+    assert_eq!(revalidated.header("x-version"), Some("2"));
+    assert!(revalidated.cache_status().contains("fwd=stale; fwd-status=304"), "{}", revalidated.cache_status());
+    // the 304's max-age=60 now governs: a plain hit
+    let hit = c.get(&proxy.url("/v")).await;
+    assert!(hit.cache_status().contains("hit"), "{}", hit.cache_status());
+    assert_eq!(hit.header("x-version"), Some("2"));
+    assert_eq!(origin.hits("/v"), 2);
+}
+
+#[tokio::test]
+async fn no_cache_is_stored_but_revalidated_every_time() {
+    let origin = Origin::start(|s| {
+        if s.header("if-none-match") == Some("\"n1\"") {
+            Reply::ok("").status(304).header("ETag", "\"n1\"").header("Cache-Control", "no-cache")
+        } else {
+            Reply::ok("fresh body").header("Cache-Control", "no-cache").header("ETag", "\"n1\"")
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    c.get(&proxy.url("/nc")).await;
+    let second = c.get(&proxy.url("/nc")).await;
+    assert_eq!(second.text(), "fresh body");
+    assert_eq!(origin.hits("/nc"), 2);
+    assert_eq!(origin.last("/nc").unwrap().header("if-none-match"), Some("\"n1\""));
+}
+
+#[tokio::test]
+async fn the_host_is_part_of_the_key() {
+    let origin = Origin::start(|s| cacheable(&format!("site {}", s.header("host").unwrap_or("?")))).await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    let a = c.get_with(&proxy.url("/same"), &[("Host", "a.example")]).await;
+    let b = c.get_with(&proxy.url("/same"), &[("Host", "b.example")]).await;
+    let a2 = c.get_with(&proxy.url("/same"), &[("Host", "A.EXAMPLE:80")]).await;
+    assert_eq!(a.text(), "site a.example");
+    assert_eq!(b.text(), "site b.example");
+    assert_eq!(a2.text(), "site a.example", "host is lower-cased and the default port dropped");
+    assert!(a2.cache_status().contains("hit"));
+    assert_eq!(origin.hits("/same"), 2);
+}
+
+#[tokio::test]
+async fn tracking_parameters_are_left_out_of_the_key_and_the_app_never_sees_them() {
+    let origin = Origin::start(|s| cacheable(&format!("rendered for {}", s.target))).await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    let a = c.get(&proxy.url("/p?id=7&utm_source=news&gclid=abc")).await;
+    let b = c.get(&proxy.url("/p?utm_campaign=x&id=7&fbclid=1")).await;
+    assert_eq!(a.text(), "rendered for /p?id=7");
+    assert_eq!(b.text(), "rendered for /p?id=7");
+    assert!(b.cache_status().contains("hit"));
+    let other = c.get(&proxy.url("/p?id=8")).await;
+    assert_eq!(other.text(), "rendered for /p?id=8");
+    assert_eq!(origin.hits("/p"), 2);
+}
+
+#[tokio::test]
+async fn a_response_over_max_object_size_streams_through_uncached() {
+    let big = vec![b'x'; 3 << 20];
+    let big2 = big.clone();
+    let origin = Origin::start(move |s| match s.path() {
+        "/big-chunked" => Reply::ok(big2.clone()).header("Cache-Control", "max-age=60").chunked(),
+        _ => Reply::ok(big2.clone()).header("Cache-Control", "max-age=60"),
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "cache:\n  max_object_size: 1MiB\n").await;
+    let c = Client::new();
+    for path in ["/big", "/big-chunked"] {
+        let first = c.get(&proxy.url(path)).await;
+        assert_eq!(first.status, 200);
+        assert_eq!(first.body.len(), big.len(), "{path}: the whole body arrives");
+        let second = c.get(&proxy.url(path)).await;
+        assert_eq!(second.body.len(), big.len());
+        assert_eq!(origin.hits(path), 2, "{path} is not stored");
+    }
+}

@@ -1,0 +1,13 @@
+//! lacquer's integration tests: the real proxy binary in front of real origins on ephemeral
+//! loopback ports. Each test owns its origin, proxy and paths, and asserts both what the client
+//! got and what the origin saw.
+
+mod support;
+
+mod bypass;
+mod caching;
+mod coalescing;
+mod config;
+mod memory;
+mod proxying;
+mod vary;

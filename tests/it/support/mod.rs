@@ -1,0 +1,10 @@
+//! Test support: a scriptable origin, the real proxy as a process, and a small client.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod origin;
+pub mod proxy;
+
+pub use client::Client;
+pub use origin::{Counter, Origin, Reply};
+pub use proxy::Proxy;

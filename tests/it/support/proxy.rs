@@ -1,0 +1,115 @@
+//! The real lacquer binary in front of test origins: a YAML file in a temp dir, free loopback
+//! ports, polled until ready, killed on drop. Its log is kept in the temp dir and printed if
+//! it fails to start.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running lacquer.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// The path of the built `lacquer` binary.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_lacquer"))
+}
+
+impl Proxy {
+    /// Start lacquer in front of `upstreams`, with `extra` YAML appended to a minimal config
+    /// (it may set `cache:`, `bypass:` and other top-level keys).
+    pub async fn start(upstreams: &[SocketAddr], extra: &str) -> Proxy {
+        let addr = free_port();
+        let admin = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut yaml = format!(
+            "listen: [\"{addr}\"]\nthreads: 2\nadmin:\n  listen: \"{admin}\"\nupstreams:\n"
+        );
+        for u in upstreams {
+            yaml.push_str(&format!("  - addr: \"{u}\"\n"));
+        }
+        yaml.push_str(extra);
+        let config = dir.path().join("lacquer.yaml");
+        std::fs::write(&config, &yaml).expect("write config");
+        let log = std::fs::File::create(dir.path().join("lacquer.log")).expect("log");
+        let child = Command::new(binary())
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn lacquer");
+        let mut proxy = Proxy {
+            addr,
+            admin,
+            child,
+            dir,
+        };
+        proxy.wait_ready(&yaml).await;
+        proxy
+    }
+
+    async fn wait_ready(&mut self, yaml: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("lacquer exited with {status}\nconfig:\n{yaml}\nlog:\n{}", self.log());
+            }
+            let proxy_up = tokio::net::TcpStream::connect(self.addr).await.is_ok();
+            let admin_up = tokio::net::TcpStream::connect(self.admin).await.is_ok();
+            if proxy_up && admin_up {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("lacquer did not start\nconfig:\n{yaml}\nlog:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What lacquer has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("lacquer.log")).unwrap_or_default()
+    }
+
+    /// `http://<proxy>/<path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The process's resident memory in bytes (Linux).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
