@@ -18,7 +18,7 @@ use crate::cache::freshness::{self, FreshnessDefaults, NoStoreReason, Storabilit
 use crate::cache::key::RequestKey;
 use crate::cache::policy::{self, BypassReason, RequestDecision};
 use crate::cache::status::{CacheStatus, Outcome};
-use crate::cache::{build_meta, vary, CacheRuntime};
+use crate::cache::{build_meta, merge_not_modified, vary, CacheRuntime};
 use crate::config::Config;
 use crate::upstream::Upstreams;
 
@@ -69,6 +69,10 @@ pub struct RequestCtx {
     pub tries: usize,
     /// The outcome, once the response header is sent.
     pub status: Option<CacheStatus>,
+    /// The key is remembered as uncacheable and the lookup was skipped (hit-for-miss).
+    pub hit_for_miss: bool,
+    /// A 304 from the origin while revalidating, to merge into the stored header.
+    pub not_modified: Option<Box<ResponseHeader>>,
 }
 
 #[async_trait]
@@ -136,10 +140,9 @@ impl ProxyHttp for LacquerProxy {
     }
 
     fn cache_key_callback(&self, _session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
-        let key = ctx
-            .key
-            .as_ref()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "cache enabled without a key"))?;
+        let key = ctx.key.as_ref().ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "cache enabled without a key")
+        })?;
         Ok(CacheKey::new(key.primary(), ""))
     }
 
@@ -159,6 +162,12 @@ impl ProxyHttp for LacquerProxy {
         ctx: &mut RequestCtx,
     ) -> Result<RespCacheable> {
         let now = SystemTime::now();
+        // revalidation: pingora hands us the stored header with a few fields of the 304 merged
+        let merged = match ctx.not_modified.take() {
+            Some(nm) if resp.status.as_u16() != 304 => Some(merge_not_modified(resp, &nm)),
+            _ => None,
+        };
+        let resp = merged.as_ref().unwrap_or(resp);
         match freshness::assess(resp, &self.freshness_defaults(), now) {
             Storability::Store(f) => Ok(RespCacheable::Cacheable(build_meta(resp, &f, now))),
             Storability::DontStore(reason) => {
@@ -170,6 +179,16 @@ impl ProxyHttp for LacquerProxy {
                 Ok(RespCacheable::Uncacheable(pingora_reason))
             }
         }
+    }
+
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        // the lookup is over: a bypassing cache here means the predictor skipped it
+        ctx.hit_for_miss = session.cache.bypassing();
+        Ok(true)
     }
 
     async fn upstream_peer(
@@ -224,12 +243,15 @@ impl ProxyHttp for LacquerProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if !upstream_response.status.is_informational() {
             ctx.upstream_status = Some(upstream_response.status.as_u16());
+        }
+        if upstream_response.status.as_u16() == 304 && session.cache.maybe_cache_meta().is_some() {
+            ctx.not_modified = Some(Box::new(upstream_response.clone()));
         }
         Ok(())
     }
@@ -240,7 +262,15 @@ impl ProxyHttp for LacquerProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let outcome = Outcome::from_cache(&session.cache, ctx.bypass, ctx.upstream_status, ctx.no_store);
+        let mut outcome = Outcome::from_cache(
+            &session.cache,
+            ctx.bypass,
+            ctx.upstream_status,
+            ctx.no_store,
+        );
+        if ctx.hit_for_miss {
+            outcome.mark_hit_for_miss();
+        }
         upstream_response.insert_header("Cache-Status", outcome.header_value())?;
         ctx.status = Some(outcome.status);
         Ok(())

@@ -16,13 +16,14 @@ use crate::proxy::LacquerProxy;
 
 /// pingora's own settings derived from ours.
 pub fn server_conf(config: &Config) -> ServerConf {
-    let mut conf = ServerConf::default();
-    conf.threads = config.threads;
-    // SIGTERM: stop accepting at once, then give in-flight requests this long to finish
-    conf.grace_period_seconds = Some(0);
-    conf.graceful_shutdown_timeout_seconds = Some(10);
-    conf.upstream_keepalive_pool_size = 256;
-    conf
+    ServerConf {
+        threads: config.threads,
+        // SIGTERM: stop accepting at once, then give in-flight requests this long to finish
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(10),
+        upstream_keepalive_pool_size: 256,
+        ..ServerConf::default()
+    }
 }
 
 /// A ready-to-run server for `config`.

@@ -52,9 +52,10 @@ impl Upstreams {
 
     /// The next app server, as a peer with lacquer's timeouts.
     pub fn next_peer(&self) -> Result<Box<HttpPeer>> {
-        let backend = self.balancer.select(b"", 256).ok_or_else(|| {
-            Error::explain(ErrorType::HTTPStatus(503), "no app server available")
-        })?;
+        let backend = self
+            .balancer
+            .select(b"", 256)
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "no app server available"))?;
         let mut peer = HttpPeer::new(backend, false, String::new());
         let o = &mut peer.options;
         o.connection_timeout = Some(self.timeouts.connect);

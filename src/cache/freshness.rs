@@ -51,9 +51,17 @@ impl NoStoreReason {
     /// The reason from its label, for reasons carried through pingora as `Custom(&str)`.
     pub fn from_label(label: &str) -> Option<NoStoreReason> {
         use NoStoreReason::*;
-        [Status, SetCookie, Private, NoStore, VaryStar, NoFreshness, TooLarge]
-            .into_iter()
-            .find(|r| r.as_str() == label)
+        [
+            Status,
+            SetCookie,
+            Private,
+            NoStore,
+            VaryStar,
+            NoFreshness,
+            TooLarge,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == label)
     }
 }
 
@@ -176,9 +184,7 @@ fn explicit_lifetime(
     if let Some(cc) = cc {
         for key in [DirectiveKey::SMaxAge, DirectiveKey::MaxAge] {
             if let Some(value) = cc.directives.get(&key) {
-                let secs = value
-                    .as_ref()
-                    .and_then(|v| v.parse_as_delta_seconds().ok());
+                let secs = value.as_ref().and_then(|v| v.parse_as_delta_seconds().ok());
                 return Some(Duration::from_secs(secs.map_or(0, u64::from)));
             }
         }
@@ -205,7 +211,11 @@ fn explicit_lifetime(
     Some(expires_at.duration_since(date).unwrap_or(Duration::ZERO))
 }
 
-fn stale_windows(cc: Option<&CacheControl>, defaults: &FreshnessDefaults, no_cache: bool) -> (u32, u32) {
+fn stale_windows(
+    cc: Option<&CacheControl>,
+    defaults: &FreshnessDefaults,
+    no_cache: bool,
+) -> (u32, u32) {
     let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
     let Some(cc) = cc else {
         return (
@@ -215,8 +225,7 @@ fn stale_windows(cc: Option<&CacheControl>, defaults: &FreshnessDefaults, no_cac
     };
     // must-revalidate, proxy-revalidate and s-maxage forbid serving stale (RFC 9111 4.2.4,
     // 5.2.2.2, 5.2.2.8, 5.2.2.10)
-    if cc.must_revalidate() || cc.proxy_revalidate() || cc.has_directive(&DirectiveKey::SMaxAge)
-    {
+    if cc.must_revalidate() || cc.proxy_revalidate() || cc.has_directive(&DirectiveKey::SMaxAge) {
         return (0, 0);
     }
     let swr = match cc.stale_while_revalidate() {
@@ -234,10 +243,11 @@ fn stale_windows(cc: Option<&CacheControl>, defaults: &FreshnessDefaults, no_cac
 
 /// Whether any `Vary` field value lists `*`.
 pub fn vary_star(resp: &ResponseHeader) -> bool {
-    resp.headers
-        .get_all(http::header::VARY)
-        .iter()
-        .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii() == b"*"))
+    resp.headers.get_all(http::header::VARY).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii() == b"*")
+    })
 }
 
 /// The origin's `Age` in seconds; absent or invalid counts as zero (RFC 9111 section 5.1).
@@ -285,6 +295,7 @@ pub fn strip_qualified_fields(resp: &mut ResponseHeader) {
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)]
 mod tests {
     use super::*;
     use NoStoreReason::*;
@@ -318,32 +329,102 @@ mod tests {
         let cases: Vec<(u16, Vec<(&str, &str)>, Result<u64, NoStoreReason>)> = vec![
             (200, vec![("Cache-Control", "max-age=60")], Ok(60)),
             (200, vec![("Cache-Control", "MAX-AGE=60")], Ok(60)),
-            (200, vec![("Cache-Control", "max-age=60, s-maxage=5")], Ok(5)),
+            (
+                200,
+                vec![("Cache-Control", "max-age=60, s-maxage=5")],
+                Ok(5),
+            ),
             (200, vec![("Cache-Control", "public")], Err(NoFreshness)),
             (200, vec![], Err(NoFreshness)),
-            (200, vec![("Cache-Control", "no-store, max-age=60")], Err(NoStore)),
-            (200, vec![("Cache-Control", "Private, max-age=60")], Err(Private)),
-            (200, vec![("Cache-Control", "private=\"x-user\", max-age=60")], Ok(60)),
+            (
+                200,
+                vec![("Cache-Control", "no-store, max-age=60")],
+                Err(NoStore),
+            ),
+            (
+                200,
+                vec![("Cache-Control", "Private, max-age=60")],
+                Err(Private),
+            ),
+            (
+                200,
+                vec![("Cache-Control", "private=\"x-user\", max-age=60")],
+                Ok(60),
+            ),
             (200, vec![("Cache-Control", "no-cache, max-age=60")], Ok(0)),
             (200, vec![("Cache-Control", "no-cache")], Ok(0)),
             (200, vec![("Cache-Control", "max-age=abc")], Ok(0)),
-            (200, vec![("Cache-Control", "max-age=60"), ("Set-Cookie", "a=1")], Err(SetCookie)),
-            (200, vec![("Cache-Control", "max-age=60"), ("Vary", "Accept, *")], Err(VaryStar)),
+            (
+                200,
+                vec![("Cache-Control", "max-age=60"), ("Set-Cookie", "a=1")],
+                Err(SetCookie),
+            ),
+            (
+                200,
+                vec![("Cache-Control", "max-age=60"), ("Vary", "Accept, *")],
+                Err(VaryStar),
+            ),
             (200, vec![("Expires", "garbage")], Ok(0)),
-            (200, vec![("Expires", in_an_hour.as_str()), ("Date", date.as_str())], Ok(3600)),
-            (200, vec![("Expires", in_an_hour.as_str()), ("Expires", in_an_hour.as_str())], Ok(0)),
-            (200, vec![("Cache-Control", "max-age=10"), ("Expires", in_an_hour.as_str())], Ok(10)),
+            (
+                200,
+                vec![("Expires", in_an_hour.as_str()), ("Date", date.as_str())],
+                Ok(3600),
+            ),
+            (
+                200,
+                vec![
+                    ("Expires", in_an_hour.as_str()),
+                    ("Expires", in_an_hour.as_str()),
+                ],
+                Ok(0),
+            ),
+            (
+                200,
+                vec![
+                    ("Cache-Control", "max-age=10"),
+                    ("Expires", in_an_hour.as_str()),
+                ],
+                Ok(10),
+            ),
             (301, vec![("Cache-Control", "max-age=600")], Ok(600)),
             (404, vec![("Cache-Control", "max-age=30")], Ok(30)),
             (410, vec![("Cache-Control", "max-age=30")], Ok(30)),
             (500, vec![("Cache-Control", "max-age=30")], Ok(30)),
             (206, vec![("Cache-Control", "max-age=30")], Err(Status)),
             (304, vec![("Cache-Control", "max-age=30")], Err(Status)),
-            (200, vec![("Cache-Control", "max-age=30"), ("Content-Length", "2000000")], Err(TooLarge)),
+            (
+                200,
+                vec![
+                    ("Cache-Control", "max-age=30"),
+                    ("Content-Length", "2000000"),
+                ],
+                Err(TooLarge),
+            ),
             // CDN-Cache-Control governs lacquer and replaces Cache-Control entirely (RFC 9213)
-            (200, vec![("Cache-Control", "private"), ("CDN-Cache-Control", "max-age=90")], Ok(90)),
-            (200, vec![("Cache-Control", "max-age=90"), ("CDN-Cache-Control", "no-store")], Err(NoStore)),
-            (200, vec![("CDN-Cache-Control", "public"), ("Expires", in_an_hour.as_str())], Err(NoFreshness)),
+            (
+                200,
+                vec![
+                    ("Cache-Control", "private"),
+                    ("CDN-Cache-Control", "max-age=90"),
+                ],
+                Ok(90),
+            ),
+            (
+                200,
+                vec![
+                    ("Cache-Control", "max-age=90"),
+                    ("CDN-Cache-Control", "no-store"),
+                ],
+                Err(NoStore),
+            ),
+            (
+                200,
+                vec![
+                    ("CDN-Cache-Control", "public"),
+                    ("Expires", in_an_hour.as_str()),
+                ],
+                Err(NoFreshness),
+            ),
         ];
         for (status, headers, want) in cases {
             assert_eq!(lifetime(status, &headers), want, "{status} {headers:?}");
@@ -372,10 +453,21 @@ mod tests {
             ..DEFAULTS
         };
         let now = SystemTime::now();
-        assert!(matches!(assess(&resp(200, &[]), &d, now), Storability::Store(f) if f.lifetime.as_secs() == 120));
-        assert!(matches!(assess(&resp(404, &[]), &d, now), Storability::Store(_)));
-        assert_eq!(assess(&resp(500, &[]), &d, now), Storability::DontStore(NoFreshness));
-        assert_eq!(assess(&resp(302, &[]), &d, now), Storability::DontStore(NoFreshness));
+        assert!(
+            matches!(assess(&resp(200, &[]), &d, now), Storability::Store(f) if f.lifetime.as_secs() == 120)
+        );
+        assert!(matches!(
+            assess(&resp(404, &[]), &d, now),
+            Storability::Store(_)
+        ));
+        assert_eq!(
+            assess(&resp(500, &[]), &d, now),
+            Storability::DontStore(NoFreshness)
+        );
+        assert_eq!(
+            assess(&resp(302, &[]), &d, now),
+            Storability::DontStore(NoFreshness)
+        );
     }
 
     #[test]
@@ -391,15 +483,34 @@ mod tests {
             _ => panic!("storable"),
         };
         assert_eq!(w(&[("Cache-Control", "max-age=1")]), (10, 300));
-        assert_eq!(w(&[("Cache-Control", "max-age=1, stale-while-revalidate=5, stale-if-error=7")]), (5, 7));
-        assert_eq!(w(&[("Cache-Control", "max-age=1, must-revalidate")]), (0, 0));
-        assert_eq!(w(&[("Cache-Control", "s-maxage=1, stale-while-revalidate=5")]), (0, 0));
+        assert_eq!(
+            w(&[(
+                "Cache-Control",
+                "max-age=1, stale-while-revalidate=5, stale-if-error=7"
+            )]),
+            (5, 7)
+        );
+        assert_eq!(
+            w(&[("Cache-Control", "max-age=1, must-revalidate")]),
+            (0, 0)
+        );
+        assert_eq!(
+            w(&[("Cache-Control", "s-maxage=1, stale-while-revalidate=5")]),
+            (0, 0)
+        );
         assert_eq!(w(&[("Cache-Control", "no-cache")]), (0, 0));
     }
 
     #[test]
     fn qualified_private_fields_are_stripped() {
-        let mut r = resp(200, &[("Cache-Control", "private=\"x-user\", max-age=60"), ("X-User", "alice"), ("X-Other", "1")]);
+        let mut r = resp(
+            200,
+            &[
+                ("Cache-Control", "private=\"x-user\", max-age=60"),
+                ("X-User", "alice"),
+                ("X-Other", "1"),
+            ],
+        );
         strip_qualified_fields(&mut r);
         assert!(r.headers.get("x-user").is_none());
         assert!(r.headers.get("x-other").is_some());

@@ -96,13 +96,20 @@ fn target_authority(req: &RequestHeader) -> Option<String> {
         return Some(a.as_str().to_string());
     }
     let raw = req.raw_path();
-    let lower = raw.get(..8).map(|p| p.to_ascii_lowercase()).unwrap_or_default();
+    let lower = raw
+        .get(..8)
+        .map(|p| p.to_ascii_lowercase())
+        .unwrap_or_default();
     if !(lower.starts_with(b"http://") || lower.starts_with(b"https://")) {
         return None;
     }
     let uri = http::Uri::try_from(raw).ok()?;
     // an absolute-form target without a usable authority is answered as a bad Host
-    Some(uri.authority().map(|a| a.as_str().to_string()).unwrap_or_default())
+    Some(
+        uri.authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default(),
+    )
 }
 
 /// Lower-case a Host value and drop the scheme's default port. `None` when it is not a valid
@@ -116,7 +123,11 @@ pub fn normalize_host(raw: &str, scheme: &str) -> Option<String> {
     let (name, port) = if let Some(rest) = raw.strip_prefix('[') {
         let end = rest.find(']')?;
         let literal = &rest[..end];
-        if literal.is_empty() || !literal.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+        if literal.is_empty()
+            || !literal
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
             return None;
         }
         let after = &rest[end + 1..];
@@ -198,7 +209,10 @@ mod tests {
     use super::*;
 
     fn tracking() -> Vec<NamePattern> {
-        ["utm_*", "gclid", "fbclid"].iter().map(|p| NamePattern::new(p)).collect()
+        ["utm_*", "gclid", "fbclid"]
+            .iter()
+            .map(|p| NamePattern::new(p))
+            .collect()
     }
 
     fn key(target: &str, host: Option<&str>) -> Result<String, KeyError> {
@@ -212,17 +226,37 @@ mod tests {
     #[test]
     fn keys() {
         let cases: &[(&str, Option<&str>, Result<&str, KeyError>)] = &[
-            ("/a?b=1", Some("Example.COM"), Ok("http://example.com/a?b=1")),
+            (
+                "/a?b=1",
+                Some("Example.COM"),
+                Ok("http://example.com/a?b=1"),
+            ),
             ("/a", Some("example.com:80"), Ok("http://example.com/a")),
-            ("/a", Some("example.com:8080"), Ok("http://example.com:8080/a")),
+            (
+                "/a",
+                Some("example.com:8080"),
+                Ok("http://example.com:8080/a"),
+            ),
             ("/a", Some("example.com."), Ok("http://example.com/a")),
             ("/", Some("[::1]:80"), Ok("http://[::1]/")),
-            ("/p?utm_source=x&id=2&gclid=9", Some("h"), Ok("http://h/p?id=2")),
+            (
+                "/p?utm_source=x&id=2&gclid=9",
+                Some("h"),
+                Ok("http://h/p?id=2"),
+            ),
             ("/p?utm_source=x", Some("h"), Ok("http://h/p")),
             ("/p?a=1&b=2", Some("h"), Ok("http://h/p?a=1&b=2")),
             ("/p?b=2&a=1", Some("h"), Ok("http://h/p?b=2&a=1")),
-            ("http://other.example/x", Some("h"), Ok("http://other.example/x")),
-            ("HTTP://Other.Example:80/x?utm_a=1", Some("h"), Ok("http://other.example/x")),
+            (
+                "http://other.example/x",
+                Some("h"),
+                Ok("http://other.example/x"),
+            ),
+            (
+                "HTTP://Other.Example:80/x?utm_a=1",
+                Some("h"),
+                Ok("http://other.example/x"),
+            ),
             ("http://user@evil/x", Some("h"), Err(KeyError::InvalidHost)),
             ("/a", None, Err(KeyError::MissingHost)),
             ("/a", Some("evil.com/x"), Err(KeyError::InvalidHost)),
@@ -251,7 +285,10 @@ mod tests {
     #[test]
     fn different_hosts_never_share_a_key() {
         assert_ne!(key("/x", Some("a.example")), key("/x", Some("b.example")));
-        assert_ne!(key("/x", Some("a.example:81")), key("/x", Some("a.example")));
+        assert_ne!(
+            key("/x", Some("a.example:81")),
+            key("/x", Some("a.example"))
+        );
     }
 
     #[test]

@@ -68,6 +68,36 @@ const HOP_BY_HOP: [&str; 8] = [
     "proxy-authenticate",
 ];
 
+/// The stored header updated with a 304's fields (RFC 9111 section 3.2): every field of the 304
+/// replaces the stored one, except `Content-Length` and hop-by-hop fields. pingora merges only
+/// a handful of fields itself, so lacquer completes the merge before storing.
+pub fn merge_not_modified(
+    stored: &ResponseHeader,
+    not_modified: &ResponseHeader,
+) -> ResponseHeader {
+    let mut merged = stored.clone();
+    let mut replaced: Vec<http::HeaderName> = Vec::new();
+    for (name, value) in not_modified.headers.iter() {
+        let n = name.as_str();
+        if n == "content-length" || HOP_BY_HOP.contains(&n) {
+            continue;
+        }
+        // first line of a field replaces the stored field, later lines append to it
+        let result = if replaced.contains(name) {
+            merged
+                .append_header(name.clone(), value.clone())
+                .map(|_| ())
+        } else {
+            replaced.push(name.clone());
+            merged.insert_header(name.clone(), value.clone())
+        };
+        if result.is_err() {
+            log::debug!("could not merge header {n} from a 304");
+        }
+    }
+    merged
+}
+
 /// Build the `CacheMeta` to store for `resp`, received `now` with freshness `f`.
 ///
 /// The stored header loses `Age` (pingora recomputes it on every hit from the meta's epoch,
@@ -139,6 +169,25 @@ mod tests {
         assert!(meta.headers().get("connection").is_none());
         assert!(meta.headers().get("x-hop").is_none());
         assert!(meta.headers().get("x-kept").is_some());
+    }
+
+    #[test]
+    fn a_304_replaces_stored_fields_but_not_content_length() {
+        let mut stored = ResponseHeader::build(200, None).unwrap();
+        stored.append_header("Content-Length", "10").unwrap();
+        stored.append_header("X-Version", "1").unwrap();
+        stored.append_header("Content-Type", "text/html").unwrap();
+        let mut nm = ResponseHeader::build(304, None).unwrap();
+        nm.append_header("X-Version", "2").unwrap();
+        nm.append_header("Content-Length", "0").unwrap();
+        nm.append_header("Link", "</a>").unwrap();
+        nm.append_header("Link", "</b>").unwrap();
+        let merged = merge_not_modified(&stored, &nm);
+        assert_eq!(merged.status.as_u16(), 200);
+        assert_eq!(merged.headers.get("x-version").unwrap(), "2");
+        assert_eq!(merged.headers.get("content-length").unwrap(), "10");
+        assert_eq!(merged.headers.get("content-type").unwrap(), "text/html");
+        assert_eq!(merged.headers.get_all("link").iter().count(), 2);
     }
 
     #[test]

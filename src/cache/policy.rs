@@ -98,6 +98,7 @@ pub fn cookie_names(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)]
 mod tests {
     use super::*;
 
@@ -122,22 +123,74 @@ mod tests {
         let any = BypassConfig::default();
         let named = sessions(&["sessionid", "wordpress_logged_in_*"]);
         let cases: Vec<(&str, Vec<(&str, &str)>, &BypassConfig, RequestDecision)> = vec![
-            ("GET", vec![], &any, Cache { strip_cookies: false }),
-            ("HEAD", vec![], &any, Cache { strip_cookies: false }),
+            (
+                "GET",
+                vec![],
+                &any,
+                Cache {
+                    strip_cookies: false,
+                },
+            ),
+            (
+                "HEAD",
+                vec![],
+                &any,
+                Cache {
+                    strip_cookies: false,
+                },
+            ),
             ("POST", vec![], &any, Bypass(Method)),
             ("DELETE", vec![], &any, Bypass(Method)),
-            ("GET", vec![("Authorization", "Basic eA==")], &any, Bypass(Authorization)),
+            (
+                "GET",
+                vec![("Authorization", "Basic eA==")],
+                &any,
+                Bypass(Authorization),
+            ),
             ("GET", vec![("Cookie", "_ga=1")], &any, Bypass(Cookie)),
-            ("GET", vec![("Cookie", "_ga=1; _gid=2")], &named, Cache { strip_cookies: true }),
-            ("GET", vec![("Cookie", "_ga=1; sessionid=abc")], &named, Bypass(Cookie)),
-            ("GET", vec![("Cookie", "wordpress_logged_in_x=1")], &named, Bypass(Cookie)),
-            ("GET", vec![("Cookie", "a=1"), ("Cookie", "sessionid=2")], &named, Bypass(Cookie)),
-            ("GET", vec![("Cookie", "")], &any, Cache { strip_cookies: true }),
+            (
+                "GET",
+                vec![("Cookie", "_ga=1; _gid=2")],
+                &named,
+                Cache {
+                    strip_cookies: true,
+                },
+            ),
+            (
+                "GET",
+                vec![("Cookie", "_ga=1; sessionid=abc")],
+                &named,
+                Bypass(Cookie),
+            ),
+            (
+                "GET",
+                vec![("Cookie", "wordpress_logged_in_x=1")],
+                &named,
+                Bypass(Cookie),
+            ),
+            (
+                "GET",
+                vec![("Cookie", "a=1"), ("Cookie", "sessionid=2")],
+                &named,
+                Bypass(Cookie),
+            ),
+            (
+                "GET",
+                vec![("Cookie", "")],
+                &any,
+                Cache {
+                    strip_cookies: true,
+                },
+            ),
             ("GET", vec![("Cookie", "=x")], &any, Bypass(Cookie)),
             ("GET", vec![("Upgrade", "websocket")], &any, Bypass(Upgrade)),
         ];
         for (method, headers, cfg, want) in cases {
-            assert_eq!(request_decision(&req(method, &headers), cfg), want, "{method} {headers:?}");
+            assert_eq!(
+                request_decision(&req(method, &headers), cfg),
+                want,
+                "{method} {headers:?}"
+            );
         }
     }
 

@@ -138,6 +138,14 @@ impl Outcome {
         o
     }
 
+    /// Record that the lookup was skipped because the key is remembered as uncacheable.
+    pub fn mark_hit_for_miss(&mut self) {
+        self.status = CacheStatus::HitForMiss;
+        self.stored = false;
+        self.collapsed = false;
+        self.detail = Some("hit-for-miss");
+    }
+
     /// The `Cache-Status` field value (RFC 9211 section 2).
     pub fn header_value(&self) -> String {
         let mut v = String::from("lacquer");
@@ -217,13 +225,19 @@ mod tests {
             stored: true,
             ..outcome(CacheStatus::Miss)
         };
-        assert_eq!(miss.header_value(), "lacquer; fwd=miss; fwd-status=200; stored");
+        assert_eq!(
+            miss.header_value(),
+            "lacquer; fwd=miss; fwd-status=200; stored"
+        );
         let bypass = Outcome {
             detail: Some("cookie"),
             fwd_status: Some(200),
             ..outcome(CacheStatus::Bypass(BypassReason::Cookie))
         };
-        assert_eq!(bypass.header_value(), "lacquer; fwd=bypass; fwd-status=200; detail=cookie");
+        assert_eq!(
+            bypass.header_value(),
+            "lacquer; fwd=bypass; fwd-status=200; detail=cookie"
+        );
         let method = outcome(CacheStatus::Bypass(BypassReason::Method));
         assert_eq!(method.header_value(), "lacquer; fwd=method");
         let reval = Outcome {
@@ -231,6 +245,9 @@ mod tests {
             stored: true,
             ..outcome(CacheStatus::Revalidated)
         };
-        assert_eq!(reval.header_value(), "lacquer; fwd=stale; fwd-status=304; stored");
+        assert_eq!(
+            reval.header_value(),
+            "lacquer; fwd=stale; fwd-status=304; stored"
+        );
     }
 }

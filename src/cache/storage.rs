@@ -145,7 +145,11 @@ impl MemoryStorage {
         let headers = meta.headers();
         let has_validator = headers.contains_key(http::header::ETAG)
             || headers.contains_key(http::header::LAST_MODIFIED);
-        let keep = if has_validator { self.keep } else { Duration::ZERO };
+        let keep = if has_validator {
+            self.keep
+        } else {
+            Duration::ZERO
+        };
         // cap at ten years: moka's clock must not overflow
         let total = fresh_left
             .saturating_add(stale)
@@ -195,7 +199,10 @@ impl HandleHit for Hit {
         if start >= self.body.len() {
             return Error::e_explain(
                 ErrorType::InternalError,
-                format!("seek start {start} beyond body of {} bytes", self.body.len()),
+                format!(
+                    "seek start {start} beyond body of {} bytes",
+                    self.body.len()
+                ),
             );
         }
         self.start = start;
@@ -339,7 +346,11 @@ impl Storage for MemoryStorage {
         }
     }
 
-    async fn expire(&'static self, target: PurgeTarget<'_>, _trace: &SpanHandle) -> Result<PurgeOutcome> {
+    async fn expire(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
         let hash = compact_hash(target.key());
         let Some(object) = self.objects.get(&hash).await else {
             return Ok(PurgeOutcome::NotFound);

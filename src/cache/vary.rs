@@ -64,7 +64,11 @@ pub fn normalize_accept_encoding(req: &RequestHeader) -> &'static str {
     for v in req.headers.get_all(http::header::ACCEPT_ENCODING) {
         for item in v.as_bytes().split(|&b| b == b',') {
             let mut parts = item.split(|&b| b == b';');
-            let coding = parts.next().unwrap_or(b"").trim_ascii().to_ascii_lowercase();
+            let coding = parts
+                .next()
+                .unwrap_or(b"")
+                .trim_ascii()
+                .to_ascii_lowercase();
             let refused = parts.any(|p| {
                 let p = p.trim_ascii();
                 let p = p.to_ascii_lowercase();
@@ -128,7 +132,11 @@ mod tests {
             ("", ""),
         ];
         for (ae, want) in cases {
-            assert_eq!(normalize_accept_encoding(&req(&[("Accept-Encoding", ae)])), want, "{ae}");
+            assert_eq!(
+                normalize_accept_encoding(&req(&[("Accept-Encoding", ae)])),
+                want,
+                "{ae}"
+            );
         }
     }
 
@@ -157,7 +165,10 @@ mod tests {
     #[test]
     fn names_are_case_insensitive_and_deduplicated() {
         assert_eq!(
-            vary_names(&resp(&["Accept-Encoding, accept-language", "ACCEPT-ENCODING"])),
+            vary_names(&resp(&[
+                "Accept-Encoding, accept-language",
+                "ACCEPT-ENCODING"
+            ])),
             vec!["accept-encoding".to_string(), "accept-language".to_string()]
         );
     }

@@ -209,7 +209,8 @@ fn name_patterns(errors: &mut Vec<String>, path: &str, list: &[String]) -> Vec<N
     let mut out = Vec::with_capacity(list.len());
     for (i, p) in list.iter().enumerate() {
         let ok = !p.is_empty()
-            && p.bytes().all(|b| b.is_ascii_graphic() && !b"=;,\"".contains(&b));
+            && p.bytes()
+                .all(|b| b.is_ascii_graphic() && !b"=;,\"".contains(&b));
         if ok {
             out.push(NamePattern::new(p));
         } else {
@@ -364,7 +365,11 @@ mod tests {
         assert_eq!(c.cache.max_object_size, 8 << 20);
         assert_eq!(c.cache.default_ttl, None);
         assert!(c.bypass.session_cookies.is_empty());
-        assert!(c.cache.tracking_params.iter().any(|p| p.matches("utm_source")));
+        assert!(c
+            .cache
+            .tracking_params
+            .iter()
+            .any(|p| p.matches("utm_source")));
     }
 
     #[test]
@@ -395,7 +400,10 @@ mod tests {
     fn unknown_key_is_an_error_with_its_path() {
         let e = errors(&format!("{MINIMAL}cache:\n  max_sise: 1MiB\n"));
         assert_eq!(e.len(), 1);
-        assert!(e[0].starts_with("cache.max_sise: unknown field `max_sise`"), "{e:?}");
+        assert!(
+            e[0].starts_with("cache.max_sise: unknown field `max_sise`"),
+            "{e:?}"
+        );
     }
 
     #[test]

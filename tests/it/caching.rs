@@ -17,13 +17,24 @@ async fn a_miss_then_a_hit_reaches_the_origin_once() {
     let first = c.get(&proxy.url("/page")).await;
     assert_eq!(first.status, 200);
     assert_eq!(first.text(), "hello");
-    assert_eq!(first.cache_status(), "lacquer; fwd=miss; fwd-status=200; stored");
+    assert_eq!(
+        first.cache_status(),
+        "lacquer; fwd=miss; fwd-status=200; stored"
+    );
 
     let second = c.get(&proxy.url("/page")).await;
     assert_eq!(second.text(), "hello");
-    assert!(second.cache_status().starts_with("lacquer; hit; ttl="), "{}", second.cache_status());
+    assert!(
+        second.cache_status().starts_with("lacquer; hit; ttl="),
+        "{}",
+        second.cache_status()
+    );
     assert!(second.header("age").is_some(), "a hit carries Age");
-    assert_eq!(second.header("x-app"), Some("kept"), "unknown headers pass through");
+    assert_eq!(
+        second.header("x-app"),
+        Some("kept"),
+        "unknown headers pass through"
+    );
     assert_eq!(origin.hits("/page"), 1);
 }
 
@@ -40,11 +51,11 @@ async fn head_is_served_from_the_get_entry_and_fills_it() {
     assert_eq!(origin.last("/h").unwrap().method, "GET");
     let get = c.get(&proxy.url("/h")).await;
     assert_eq!(get.text(), "body-bytes");
-    assert!(get.cache_status().contains("hit"));
+    assert!(get.is_hit());
 
     // and a HEAD after a GET is a hit without a body
     let head2 = c.send("HEAD", &proxy.url("/h"), &[], None).await;
-    assert!(head2.cache_status().contains("hit"));
+    assert!(head2.is_hit());
     assert!(head2.body.is_empty());
     assert_eq!(head2.header("content-length"), Some("10"));
     assert_eq!(origin.hits("/h"), 1);
@@ -66,15 +77,26 @@ async fn private_no_store_and_set_cookie_are_never_stored() {
         let second = c.get(&proxy.url(path)).await;
         let third = c.get(&proxy.url(path)).await;
         assert_eq!(first.status, 200);
-        assert!(!second.cache_status().contains("hit"), "{path}: {}", second.cache_status());
-        assert_eq!(origin.hits(path), 3, "{path} must reach the origin every time");
+        assert!(!second.is_hit(), "{path}: {}", second.cache_status());
+        assert_eq!(
+            origin.hits(path),
+            3,
+            "{path} must reach the origin every time"
+        );
         if path == "/cookie" {
             // the client that caused it still gets its cookie, every time
             assert_eq!(third.header("set-cookie"), Some("session=abc; HttpOnly"));
-            assert_eq!(first.cache_status(), "lacquer; fwd=miss; fwd-status=200; detail=set-cookie");
+            assert_eq!(
+                first.cache_status(),
+                "lacquer; fwd=miss; fwd-status=200; detail=set-cookie"
+            );
         }
         // the key is remembered as uncacheable: later requests skip the coalescing wait
-        assert!(third.cache_status().contains("hit-for-miss"), "{path}: {}", third.cache_status());
+        assert!(
+            third.cache_status().contains("hit-for-miss"),
+            "{path}: {}",
+            third.cache_status()
+        );
     }
 }
 
@@ -95,16 +117,23 @@ async fn a_key_that_becomes_cacheable_is_stored_again() {
     assert_eq!(c.get(&proxy.url("/x")).await.text(), "v2");
     let third = c.get(&proxy.url("/x")).await;
     assert_eq!(third.text(), "v2");
-    assert!(third.cache_status().contains("hit"), "{}", third.cache_status());
+    assert!(third.is_hit(), "{}", third.cache_status());
     assert_eq!(origin.hits("/x"), 2);
 }
 
 #[tokio::test]
 async fn any_final_status_with_explicit_freshness_is_stored() {
     let origin = Origin::start(|s| match s.path() {
-        "/moved" => Reply::ok("").status(301).header("Location", "/new").header("Cache-Control", "max-age=60"),
-        "/gone" => Reply::ok("gone").status(410).header("Cache-Control", "max-age=60"),
-        "/missing" => Reply::ok("nope").status(404).header("Cache-Control", "max-age=60"),
+        "/moved" => Reply::ok("")
+            .status(301)
+            .header("Location", "/new")
+            .header("Cache-Control", "max-age=60"),
+        "/gone" => Reply::ok("gone")
+            .status(410)
+            .header("Cache-Control", "max-age=60"),
+        "/missing" => Reply::ok("nope")
+            .status(404)
+            .header("Cache-Control", "max-age=60"),
         _ => Reply::ok("err").status(404),
     })
     .await;
@@ -114,7 +143,7 @@ async fn any_final_status_with_explicit_freshness_is_stored() {
         c.get(&proxy.url(path)).await;
         let again = c.get(&proxy.url(path)).await;
         assert_eq!(again.status, status);
-        assert!(again.cache_status().contains("hit"), "{path}");
+        assert!(again.is_hit(), "{path}");
         assert_eq!(origin.hits(path), 1, "{path}");
     }
     // without explicit freshness and with heuristics off, a 404 is not stored
@@ -125,23 +154,29 @@ async fn any_final_status_with_explicit_freshness_is_stored() {
 
 #[tokio::test]
 async fn s_maxage_beats_max_age_and_expiry_refetches() {
-    let origin = Origin::start(|_| Reply::ok("short").header("Cache-Control", "max-age=3600, s-maxage=1")).await;
+    let origin =
+        Origin::start(|_| Reply::ok("short").header("Cache-Control", "max-age=3600, s-maxage=1"))
+            .await;
     let proxy = Proxy::start(&[origin.addr], "").await;
     let c = Client::new();
     c.get(&proxy.url("/e")).await;
-    assert!(c.get(&proxy.url("/e")).await.cache_status().contains("hit"));
+    assert!(c.get(&proxy.url("/e")).await.is_hit());
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let after = c.get(&proxy.url("/e")).await;
     assert_eq!(after.text(), "short");
-    assert!(!after.cache_status().contains("hit"), "{}", after.cache_status());
+    assert!(!after.is_hit(), "{}", after.cache_status());
     assert_eq!(origin.hits("/e"), 2);
 }
 
 #[tokio::test]
 async fn the_origins_age_counts_against_freshness_and_is_passed_on() {
     let origin = Origin::start(|s| match s.path() {
-        "/old" => Reply::ok("old").header("Cache-Control", "max-age=3600").header("Age", "7200"),
-        _ => Reply::ok("young").header("Cache-Control", "max-age=3600").header("Age", "100"),
+        "/old" => Reply::ok("old")
+            .header("Cache-Control", "max-age=3600")
+            .header("Age", "7200"),
+        _ => Reply::ok("young")
+            .header("Cache-Control", "max-age=3600")
+            .header("Age", "100"),
     })
     .await;
     let proxy = Proxy::start(&[origin.addr], "").await;
@@ -149,13 +184,20 @@ async fn the_origins_age_counts_against_freshness_and_is_passed_on() {
     let first = c.get(&proxy.url("/old")).await;
     assert_eq!(first.header("age"), Some("7200"));
     c.get(&proxy.url("/old")).await;
-    assert_eq!(origin.hits("/old"), 2, "max-age 3600 with Age 7200 is already stale");
+    assert_eq!(
+        origin.hits("/old"),
+        2,
+        "max-age 3600 with Age 7200 is already stale"
+    );
 
     c.get(&proxy.url("/young")).await;
     let hit = c.get(&proxy.url("/young")).await;
-    assert!(hit.cache_status().contains("hit"));
+    assert!(hit.is_hit());
     let age: u64 = hit.header("age").unwrap().parse().unwrap();
-    assert!((100..110).contains(&age), "Age includes the origin's: {age}");
+    assert!(
+        (100..110).contains(&age),
+        "Age includes the origin's: {age}"
+    );
 }
 
 #[tokio::test]
@@ -165,7 +207,10 @@ async fn expires_is_honoured_and_an_invalid_one_means_expired() {
         match s.path() {
             "/valid" => Reply::ok("v")
                 .header("Date", &httpdate::fmt_http_date(now))
-                .header("Expires", &httpdate::fmt_http_date(now + Duration::from_secs(300))),
+                .header(
+                    "Expires",
+                    &httpdate::fmt_http_date(now + Duration::from_secs(300)),
+                ),
             _ => Reply::ok("i").header("Expires", "not a date"),
         }
     })
@@ -183,8 +228,12 @@ async fn expires_is_honoured_and_an_invalid_one_means_expired() {
 #[tokio::test]
 async fn cdn_cache_control_governs_lacquer() {
     let origin = Origin::start(|s| match s.path() {
-        "/cdn" => Reply::ok("c").header("Cache-Control", "private").header("CDN-Cache-Control", "max-age=60"),
-        _ => Reply::ok("n").header("Cache-Control", "max-age=60").header("CDN-Cache-Control", "no-store"),
+        "/cdn" => Reply::ok("c")
+            .header("Cache-Control", "private")
+            .header("CDN-Cache-Control", "max-age=60"),
+        _ => Reply::ok("n")
+            .header("Cache-Control", "max-age=60")
+            .header("CDN-Cache-Control", "no-store"),
     })
     .await;
     let proxy = Proxy::start(&[origin.addr], "").await;
@@ -199,7 +248,8 @@ async fn cdn_cache_control_governs_lacquer() {
 
 #[tokio::test]
 async fn directives_are_case_insensitive() {
-    let origin = Origin::start(|_| Reply::ok("x").header("cache-control", "Max-Age=60, PUBLIC")).await;
+    let origin =
+        Origin::start(|_| Reply::ok("x").header("cache-control", "Max-Age=60, PUBLIC")).await;
     let proxy = Proxy::start(&[origin.addr], "").await;
     let c = Client::new();
     c.get(&proxy.url("/ci")).await;
@@ -218,12 +268,21 @@ async fn conditional_requests_get_304_from_the_cache() {
     let proxy = Proxy::start(&[origin.addr], "").await;
     let c = Client::new();
     c.get(&proxy.url("/c")).await;
-    let inm = c.get_with(&proxy.url("/c"), &[("If-None-Match", "\"v1\"")]).await;
+    let inm = c
+        .get_with(&proxy.url("/c"), &[("If-None-Match", "\"v1\"")])
+        .await;
     assert_eq!(inm.status, 304);
     assert!(inm.body.is_empty());
-    let ims = c.get_with(&proxy.url("/c"), &[("If-Modified-Since", "Tue, 03 Nov 2026 10:00:00 GMT")]).await;
+    let ims = c
+        .get_with(
+            &proxy.url("/c"),
+            &[("If-Modified-Since", "Tue, 03 Nov 2026 10:00:00 GMT")],
+        )
+        .await;
     assert_eq!(ims.status, 304);
-    let other = c.get_with(&proxy.url("/c"), &[("If-None-Match", "\"v0\"")]).await;
+    let other = c
+        .get_with(&proxy.url("/c"), &[("If-None-Match", "\"v0\"")])
+        .await;
     assert_eq!(other.status, 200);
     assert_eq!(other.text(), "tagged");
     assert_eq!(origin.hits("/c"), 1);
@@ -237,13 +296,17 @@ async fn range_requests_on_a_hit_get_206_from_the_stored_object() {
     let proxy = Proxy::start(&[origin.addr], "").await;
     let c = Client::new();
     c.get(&proxy.url("/r")).await;
-    let part = c.get_with(&proxy.url("/r"), &[("Range", "bytes=2-5")]).await;
+    let part = c
+        .get_with(&proxy.url("/r"), &[("Range", "bytes=2-5")])
+        .await;
     assert_eq!(part.status, 206);
     assert_eq!(part.text(), "2345");
     assert_eq!(part.header("content-range"), Some("bytes 2-5/10"));
     let tail = c.get_with(&proxy.url("/r"), &[("Range", "bytes=-3")]).await;
     assert_eq!(tail.text(), "789");
-    let bad = c.get_with(&proxy.url("/r"), &[("Range", "bytes=50-60")]).await;
+    let bad = c
+        .get_with(&proxy.url("/r"), &[("Range", "bytes=50-60")])
+        .await;
     assert_eq!(bad.status, 416);
     assert_eq!(origin.hits("/r"), 1);
     // the origin was asked for the whole object, not the range
@@ -261,7 +324,11 @@ async fn a_stale_object_is_revalidated_and_a_304_refreshes_its_headers() {
                 .header("ETag", "\"e1\"")
                 .header("X-Version", "1");
         }
-        assert_eq!(s.header("if-none-match"), Some("\"e1\""), "revalidation sends the stored ETag");
+        assert_eq!(
+            s.header("if-none-match"),
+            Some("\"e1\""),
+            "revalidation sends the stored ETag"
+        );
         Reply::ok("")
             .status(304)
             .header("Cache-Control", "max-age=60")
@@ -277,10 +344,16 @@ async fn a_stale_object_is_revalidated_and_a_304_refreshes_its_headers() {
     assert_eq!(revalidated.status, 200);
     assert_eq!(revalidated.text(), "original body");
     assert_eq!(revalidated.header("x-version"), Some("2"));
-    assert!(revalidated.cache_status().contains("fwd=stale; fwd-status=304"), "{}", revalidated.cache_status());
+    assert!(
+        revalidated
+            .cache_status()
+            .contains("fwd=stale; fwd-status=304"),
+        "{}",
+        revalidated.cache_status()
+    );
     // the 304's max-age=60 now governs: a plain hit
     let hit = c.get(&proxy.url("/v")).await;
-    assert!(hit.cache_status().contains("hit"), "{}", hit.cache_status());
+    assert!(hit.is_hit(), "{}", hit.cache_status());
     assert_eq!(hit.header("x-version"), Some("2"));
     assert_eq!(origin.hits("/v"), 2);
 }
@@ -289,9 +362,14 @@ async fn a_stale_object_is_revalidated_and_a_304_refreshes_its_headers() {
 async fn no_cache_is_stored_but_revalidated_every_time() {
     let origin = Origin::start(|s| {
         if s.header("if-none-match") == Some("\"n1\"") {
-            Reply::ok("").status(304).header("ETag", "\"n1\"").header("Cache-Control", "no-cache")
+            Reply::ok("")
+                .status(304)
+                .header("ETag", "\"n1\"")
+                .header("Cache-Control", "no-cache")
         } else {
-            Reply::ok("fresh body").header("Cache-Control", "no-cache").header("ETag", "\"n1\"")
+            Reply::ok("fresh body")
+                .header("Cache-Control", "no-cache")
+                .header("ETag", "\"n1\"")
         }
     })
     .await;
@@ -301,21 +379,35 @@ async fn no_cache_is_stored_but_revalidated_every_time() {
     let second = c.get(&proxy.url("/nc")).await;
     assert_eq!(second.text(), "fresh body");
     assert_eq!(origin.hits("/nc"), 2);
-    assert_eq!(origin.last("/nc").unwrap().header("if-none-match"), Some("\"n1\""));
+    assert_eq!(
+        origin.last("/nc").unwrap().header("if-none-match"),
+        Some("\"n1\"")
+    );
 }
 
 #[tokio::test]
 async fn the_host_is_part_of_the_key() {
-    let origin = Origin::start(|s| cacheable(&format!("site {}", s.header("host").unwrap_or("?")))).await;
+    let origin =
+        Origin::start(|s| cacheable(&format!("site {}", s.header("host").unwrap_or("?")))).await;
     let proxy = Proxy::start(&[origin.addr], "").await;
     let c = Client::new();
-    let a = c.get_with(&proxy.url("/same"), &[("Host", "a.example")]).await;
-    let b = c.get_with(&proxy.url("/same"), &[("Host", "b.example")]).await;
-    let a2 = c.get_with(&proxy.url("/same"), &[("Host", "A.EXAMPLE:80")]).await;
+    let a = c
+        .get_with(&proxy.url("/same"), &[("Host", "a.example")])
+        .await;
+    let b = c
+        .get_with(&proxy.url("/same"), &[("Host", "b.example")])
+        .await;
+    let a2 = c
+        .get_with(&proxy.url("/same"), &[("Host", "A.EXAMPLE:80")])
+        .await;
     assert_eq!(a.text(), "site a.example");
     assert_eq!(b.text(), "site b.example");
-    assert_eq!(a2.text(), "site a.example", "host is lower-cased and the default port dropped");
-    assert!(a2.cache_status().contains("hit"));
+    assert_eq!(
+        a2.text(),
+        "site a.example",
+        "host is lower-cased and the default port dropped"
+    );
+    assert!(a2.is_hit());
     assert_eq!(origin.hits("/same"), 2);
 }
 
@@ -328,7 +420,7 @@ async fn tracking_parameters_are_left_out_of_the_key_and_the_app_never_sees_them
     let b = c.get(&proxy.url("/p?utm_campaign=x&id=7&fbclid=1")).await;
     assert_eq!(a.text(), "rendered for /p?id=7");
     assert_eq!(b.text(), "rendered for /p?id=7");
-    assert!(b.cache_status().contains("hit"));
+    assert!(b.is_hit());
     let other = c.get(&proxy.url("/p?id=8")).await;
     assert_eq!(other.text(), "rendered for /p?id=8");
     assert_eq!(origin.hits("/p"), 2);
@@ -339,7 +431,9 @@ async fn a_response_over_max_object_size_streams_through_uncached() {
     let big = vec![b'x'; 3 << 20];
     let big2 = big.clone();
     let origin = Origin::start(move |s| match s.path() {
-        "/big-chunked" => Reply::ok(big2.clone()).header("Cache-Control", "max-age=60").chunked(),
+        "/big-chunked" => Reply::ok(big2.clone())
+            .header("Cache-Control", "max-age=60")
+            .chunked(),
         _ => Reply::ok(big2.clone()).header("Cache-Control", "max-age=60"),
     })
     .await;
@@ -348,7 +442,11 @@ async fn a_response_over_max_object_size_streams_through_uncached() {
     for path in ["/big", "/big-chunked"] {
         let first = c.get(&proxy.url(path)).await;
         assert_eq!(first.status, 200);
-        assert_eq!(first.body.len(), big.len(), "{path}: the whole body arrives");
+        assert_eq!(
+            first.body.len(),
+            big.len(),
+            "{path}: the whole body arrives"
+        );
         let second = c.get(&proxy.url(path)).await;
         assert_eq!(second.body.len(), big.len());
         assert_eq!(origin.hits(path), 2, "{path} is not stored");

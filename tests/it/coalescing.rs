@@ -29,8 +29,15 @@ async fn two_hundred_cold_requests_make_one_origin_request() {
         bodies.push(r.body);
     }
     assert_eq!(bodies.len(), 200);
-    assert!(bodies.iter().all(|b| b == b"expensive page"), "200 identical bodies");
-    assert_eq!(origin.hits("/hot"), 1, "the origin got 1 request for 200 clients");
+    assert!(
+        bodies.iter().all(|b| b == b"expensive page"),
+        "200 identical bodies"
+    );
+    assert_eq!(
+        origin.hits("/hot"),
+        1,
+        "the origin got 1 request for 200 clients"
+    );
 }
 
 #[tokio::test]
@@ -62,5 +69,9 @@ async fn waiters_are_released_at_once_when_the_response_is_uncacheable() {
     let elapsed = started.elapsed();
     // one after another would take 20 x 400 ms; released together it is about 2 x 400 ms
     assert!(elapsed < delay * 4, "waiters were serialised: {elapsed:?}");
-    assert_eq!(origin.hits("/u"), 20, "each of them got its own (uncacheable) response");
+    assert_eq!(
+        origin.hits("/u"),
+        20,
+        "each of them got its own (uncacheable) response"
+    );
 }

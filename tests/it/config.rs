@@ -5,8 +5,16 @@ use std::process::Command;
 use crate::support::proxy::binary;
 
 fn check(path: &std::path::Path) -> (bool, String) {
-    let out = Command::new(binary()).arg("--config").arg(path).arg("--test").output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+    let out = Command::new(binary())
+        .arg("--config")
+        .arg(path)
+        .arg("--test")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 #[test]
@@ -48,10 +56,17 @@ fn a_bad_config_is_refused_with_one_line_per_problem() {
 fn an_unknown_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("typo.yaml");
-    std::fs::write(&path, "upstreams:\n  - addr: \"127.0.0.1:8080\"\n    wieght: 2\n").unwrap();
+    std::fs::write(
+        &path,
+        "upstreams:\n  - addr: \"127.0.0.1:8080\"\n    wieght: 2\n",
+    )
+    .unwrap();
     let (ok, err) = check(&path);
     assert!(!ok);
-    assert!(err.starts_with("upstreams[0].wieght: unknown field `wieght`"), "{err}");
+    assert!(
+        err.starts_with("upstreams[0].wieght: unknown field `wieght`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -59,7 +74,14 @@ fn running_with_a_bad_config_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
     std::fs::write(&path, "upstreams: []\n").unwrap();
-    let out = Command::new(binary()).arg("--config").arg(&path).output().unwrap();
+    let out = Command::new(binary())
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "upstreams: at least one app server is required");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "upstreams: at least one app server is required"
+    );
 }

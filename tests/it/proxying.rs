@@ -12,22 +12,45 @@ async fn the_app_gets_host_path_query_and_forwarding_headers() {
     let c = Client::new();
     c.get_with(
         &proxy.url("/a/b%20c?x=1&y=%2F"),
-        &[("Host", "shop.example"), ("X-Forwarded-Proto", "https"), ("X-Forwarded-For", "10.1.1.1")],
+        &[
+            ("Host", "shop.example"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-For", "10.1.1.1"),
+        ],
     )
     .await;
     let seen = origin.last("/a/b%20c").unwrap();
-    assert_eq!(seen.target, "/a/b%20c?x=1&y=%2F", "path and query unchanged");
+    assert_eq!(
+        seen.target, "/a/b%20c?x=1&y=%2F",
+        "path and query unchanged"
+    );
     assert_eq!(seen.header("host"), Some("shop.example"), "Host preserved");
     assert_eq!(seen.header("x-forwarded-for"), Some("10.1.1.1, 127.0.0.1"));
-    assert_eq!(seen.header("x-forwarded-proto"), Some("http"), "set by lacquer, not the client");
+    assert_eq!(
+        seen.header("x-forwarded-proto"),
+        Some("http"),
+        "set by lacquer, not the client"
+    );
 }
 
 #[tokio::test]
 async fn bodies_stream_both_ways() {
-    let origin = Origin::start(|s| Reply::ok(vec![b'z'; 24 << 20]).header("X-Got", &s.body_len.to_string()).chunked()).await;
+    let origin = Origin::start(|s| {
+        Reply::ok(vec![b'z'; 24 << 20])
+            .header("X-Got", &s.body_len.to_string())
+            .chunked()
+    })
+    .await;
     let proxy = Proxy::start(&[origin.addr], "").await;
     let c = Client::new();
-    let r = c.send("POST", &proxy.url("/upload"), &[], Some(vec![b'u'; 16 << 20])).await;
+    let r = c
+        .send(
+            "POST",
+            &proxy.url("/upload"),
+            &[],
+            Some(vec![b'u'; 16 << 20]),
+        )
+        .await;
     assert_eq!(r.header("x-got"), Some("16777216"));
     assert_eq!(r.body.len(), 24 << 20);
 }
@@ -40,7 +63,11 @@ async fn an_unreachable_app_server_gives_a_quick_502() {
     let started = Instant::now();
     let r = c.get(&proxy.url("/x")).await;
     assert!(r.status == 502 || r.status == 503, "status {}", r.status);
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -54,7 +81,12 @@ async fn round_robin_spreads_requests_and_skips_a_dead_server() {
         let r = c.get(&proxy.url(&format!("/rr/{i}"))).await;
         assert_eq!(r.status, 200, "a dead server costs clients no errors");
     }
-    assert!(a.total() >= 10 && b.total() >= 10, "a={} b={}", a.total(), b.total());
+    assert!(
+        a.total() >= 10 && b.total() >= 10,
+        "a={} b={}",
+        a.total(),
+        b.total()
+    );
     assert_eq!(a.total() + b.total(), 30);
 }
 

@@ -5,25 +5,36 @@ use crate::support::{Client, Origin, Proxy, Reply};
 #[tokio::test]
 async fn variants_are_stored_separately_and_served_to_matching_requests() {
     let origin = Origin::start(|s| {
-        Reply::ok(format!("lang={}", s.header("accept-language").unwrap_or("none")))
-            .header("Cache-Control", "max-age=60")
-            .header("Vary", "Accept-Language")
+        Reply::ok(format!(
+            "lang={}",
+            s.header("accept-language").unwrap_or("none")
+        ))
+        .header("Cache-Control", "max-age=60")
+        .header("Vary", "Accept-Language")
     })
     .await;
     let proxy = Proxy::start(&[origin.addr], "").await;
     let c = Client::new();
-    let en = c.get_with(&proxy.url("/v"), &[("Accept-Language", "en")]).await;
-    let fr = c.get_with(&proxy.url("/v"), &[("Accept-Language", "fr")]).await;
-    let en2 = c.get_with(&proxy.url("/v"), &[("Accept-Language", "en")]).await;
-    let fr2 = c.get_with(&proxy.url("/v"), &[("Accept-Language", "fr")]).await;
+    let en = c
+        .get_with(&proxy.url("/v"), &[("Accept-Language", "en")])
+        .await;
+    let fr = c
+        .get_with(&proxy.url("/v"), &[("Accept-Language", "fr")])
+        .await;
+    let en2 = c
+        .get_with(&proxy.url("/v"), &[("Accept-Language", "en")])
+        .await;
+    let fr2 = c
+        .get_with(&proxy.url("/v"), &[("Accept-Language", "fr")])
+        .await;
     let none = c.get(&proxy.url("/v")).await;
     assert_eq!(en.text(), "lang=en");
     assert_eq!(fr.text(), "lang=fr");
     assert_eq!(en2.text(), "lang=en");
     assert_eq!(fr2.text(), "lang=fr");
     assert_eq!(none.text(), "lang=none");
-    assert!(en2.cache_status().contains("hit"));
-    assert!(fr2.cache_status().contains("hit"));
+    assert!(en2.is_hit());
+    assert!(fr2.is_hit());
     assert_eq!(origin.hits("/v"), 3);
 }
 
@@ -31,29 +42,50 @@ async fn variants_are_stored_separately_and_served_to_matching_requests() {
 async fn accept_encoding_spellings_share_a_variant() {
     let origin = Origin::start(|s| {
         let enc = s.header("accept-encoding").unwrap_or("");
-        let body = if enc.contains("gzip") { "gzip-body" } else { "identity-body" };
-        Reply::ok(body).header("Cache-Control", "max-age=60").header("Vary", "Accept-Encoding")
+        let body = if enc.contains("gzip") {
+            "gzip-body"
+        } else {
+            "identity-body"
+        };
+        Reply::ok(body)
+            .header("Cache-Control", "max-age=60")
+            .header("Vary", "Accept-Encoding")
     })
     .await;
     let proxy = Proxy::start(&[origin.addr], "").await;
     let c = Client::new();
-    let a = c.get_with(&proxy.url("/ae"), &[("Accept-Encoding", "gzip, deflate")]).await;
-    let b = c.get_with(&proxy.url("/ae"), &[("Accept-Encoding", "deflate, GZIP")]).await;
-    let plain = c.get_with(&proxy.url("/ae"), &[("Accept-Encoding", "identity")]).await;
+    let a = c
+        .get_with(&proxy.url("/ae"), &[("Accept-Encoding", "gzip, deflate")])
+        .await;
+    let b = c
+        .get_with(&proxy.url("/ae"), &[("Accept-Encoding", "deflate, GZIP")])
+        .await;
+    let plain = c
+        .get_with(&proxy.url("/ae"), &[("Accept-Encoding", "identity")])
+        .await;
     assert_eq!(a.text(), "gzip-body");
     assert_eq!(b.text(), "gzip-body");
-    assert!(b.cache_status().contains("hit"));
-    assert_eq!(plain.text(), "identity-body", "a client that takes no gzip never gets it");
+    assert!(b.is_hit());
+    assert_eq!(
+        plain.text(),
+        "identity-body",
+        "a client that takes no gzip never gets it"
+    );
     assert_eq!(origin.hits("/ae"), 2);
 }
 
 #[tokio::test]
 async fn vary_star_is_never_stored() {
-    let origin = Origin::start(|_| Reply::ok("x").header("Cache-Control", "max-age=60").header("Vary", "*")).await;
+    let origin = Origin::start(|_| {
+        Reply::ok("x")
+            .header("Cache-Control", "max-age=60")
+            .header("Vary", "*")
+    })
+    .await;
     let proxy = Proxy::start(&[origin.addr], "").await;
     let c = Client::new();
     c.get(&proxy.url("/star")).await;
     let second = c.get(&proxy.url("/star")).await;
-    assert!(!second.cache_status().contains("hit"));
+    assert!(!second.is_hit());
     assert_eq!(origin.hits("/star"), 2);
 }

@@ -21,6 +21,11 @@ impl Resp {
         self.header("cache-status").unwrap_or("")
     }
 
+    /// Whether the response was served from memory (`lacquer; hit...`).
+    pub fn is_hit(&self) -> bool {
+        self.cache_status().starts_with("lacquer; hit")
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).to_string()
     }
@@ -49,7 +54,13 @@ impl Client {
     }
 
     /// Send `method url` with `headers` and an optional body.
-    pub async fn send(&self, method: &str, url: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Resp {
+    pub async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Resp {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self.0.request(method, url);
         for (k, v) in headers {
@@ -58,11 +69,18 @@ impl Client {
         if let Some(b) = body {
             req = req.body(b);
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("request to {url}: {e}"));
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request to {url}: {e}"));
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.bytes().await.expect("body").to_vec();
-        Resp { status, headers, body }
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, url: &str) -> Resp {

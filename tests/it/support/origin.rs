@@ -104,7 +104,9 @@ impl Origin {
         let seen2 = seen.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let handler = handler.clone();
                 let seen = seen2.clone();
                 tokio::spawn(async move {
@@ -117,7 +119,12 @@ impl Origin {
 
     /// How many requests reached this path (query ignored).
     pub fn hits(&self, path: &str) -> usize {
-        self.seen.lock().unwrap().iter().filter(|s| s.path() == path).count()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path() == path)
+            .count()
     }
 
     /// How many requests reached the origin at all.
@@ -142,7 +149,11 @@ impl Origin {
     }
 }
 
-async fn serve(mut stream: TcpStream, handler: Handler, seen: Arc<Mutex<Vec<Seen>>>) -> std::io::Result<()> {
+async fn serve(
+    mut stream: TcpStream,
+    handler: Handler,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) -> std::io::Result<()> {
     let mut buf: Vec<u8> = Vec::new();
     loop {
         // read one request head
@@ -182,7 +193,9 @@ async fn serve(mut stream: TcpStream, handler: Handler, seen: Arc<Mutex<Vec<Seen
             }
             buf.drain(..cl);
             body_len = cl;
-        } else if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        } else if get("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        {
             loop {
                 let line_end = loop {
                     if let Some(i) = find(&buf, b"\r\n") {
@@ -196,7 +209,9 @@ async fn serve(mut stream: TcpStream, handler: Handler, seen: Arc<Mutex<Vec<Seen
                     buf.extend_from_slice(&chunk[..n]);
                 };
                 let size_text = String::from_utf8_lossy(&buf[..line_end]).to_string();
-                let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+                let size =
+                    usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16)
+                        .unwrap_or(0);
                 buf.drain(..line_end + 2);
                 while buf.len() < size + 2 {
                     let mut chunk = vec![0u8; 65536];
@@ -235,7 +250,9 @@ async fn serve(mut stream: TcpStream, handler: Handler, seen: Arc<Mutex<Vec<Seen
             stream.write_all(&out).await?;
             if method != "HEAD" {
                 for piece in reply.body.chunks(64 * 1024) {
-                    stream.write_all(format!("{:x}\r\n", piece.len()).as_bytes()).await?;
+                    stream
+                        .write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+                        .await?;
                     stream.write_all(piece).await?;
                     stream.write_all(b"\r\n").await?;
                 }
@@ -243,7 +260,9 @@ async fn serve(mut stream: TcpStream, handler: Handler, seen: Arc<Mutex<Vec<Seen
             }
         } else {
             if !no_body {
-                out.extend_from_slice(format!("Content-Length: {}\r\n", reply.body.len()).as_bytes());
+                out.extend_from_slice(
+                    format!("Content-Length: {}\r\n", reply.body.len()).as_bytes(),
+                );
             }
             out.extend_from_slice(b"\r\n");
             if method != "HEAD" && !no_body {

@@ -72,7 +72,10 @@ impl Proxy {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("lacquer exited with {status}\nconfig:\n{yaml}\nlog:\n{}", self.log());
+                panic!(
+                    "lacquer exited with {status}\nconfig:\n{yaml}\nlog:\n{}",
+                    self.log()
+                );
             }
             let proxy_up = tokio::net::TcpStream::connect(self.addr).await.is_ok();
             let admin_up = tokio::net::TcpStream::connect(self.admin).await.is_ok();
@@ -80,7 +83,10 @@ impl Proxy {
                 return;
             }
             if Instant::now() > deadline {
-                panic!("lacquer did not start\nconfig:\n{yaml}\nlog:\n{}", self.log());
+                panic!(
+                    "lacquer did not start\nconfig:\n{yaml}\nlog:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
