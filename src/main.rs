@@ -1,5 +1,7 @@
 //! The `lacquer` binary: `lacquer --config FILE` runs; `--test` validates and exits.
 
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
