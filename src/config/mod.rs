@@ -205,6 +205,31 @@ fn socket_addr(errors: &mut Vec<String>, path: &str, text: &str) -> Option<Socke
     }
 }
 
+/// An app server address: `ip:port`, or `name:port` resolved once at load time (the first
+/// address wins), so `app:8080` works under Docker Compose.
+fn upstream_addr(errors: &mut Vec<String>, path: &str, text: &str) -> Option<SocketAddr> {
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    let has_port = text
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+    if has_port {
+        use std::net::ToSocketAddrs;
+        match text.to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(a)) => return Some(a),
+            _ => {
+                errors.push(format!("{path}: cannot resolve \"{text}\""));
+                return None;
+            }
+        }
+    }
+    errors.push(format!(
+        "{path}: expected an address like \"127.0.0.1:8080\" or \"app:8080\", got \"{text}\""
+    ));
+    None
+}
+
 fn name_patterns(errors: &mut Vec<String>, path: &str, list: &[String]) -> Vec<NamePattern> {
     let mut out = Vec::with_capacity(list.len());
     for (i, p) in list.iter().enumerate() {
@@ -250,7 +275,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let mut upstreams = Vec::new();
     for (i, u) in raw.upstreams.iter().enumerate() {
-        let addr = socket_addr(&mut errors, &format!("upstreams[{i}].addr"), &u.addr);
+        let addr = upstream_addr(&mut errors, &format!("upstreams[{i}].addr"), &u.addr);
         if !(1..=1000).contains(&u.weight) {
             errors.push(format!(
                 "upstreams[{i}].weight: expected a whole number from 1 to 1000, got {}",
@@ -389,7 +414,7 @@ mod tests {
         assert_eq!(
             e,
             vec![
-                "upstreams[0].addr: expected an address like \"127.0.0.1:8080\" or \"[::1]:8080\", got \"x:y\"".to_string(),
+                "upstreams[0].addr: expected an address like \"127.0.0.1:8080\" or \"app:8080\", got \"x:y\"".to_string(),
                 "upstreams[1].weight: expected a whole number from 1 to 1000, got 0".to_string(),
                 "cache.lock_timeout: expected a duration like \"30s\", \"250ms\" or \"5m\", got \"soon\"".to_string(),
             ]
@@ -404,6 +429,13 @@ mod tests {
             e[0].starts_with("cache.max_sise: unknown field `max_sise`"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn upstream_names_are_resolved() {
+        let c = Config::from_yaml("upstreams:\n  - addr: \"localhost:8080\"\n").unwrap();
+        assert_eq!(c.upstreams[0].addr.port(), 8080);
+        assert!(c.upstreams[0].addr.ip().is_loopback());
     }
 
     #[test]

@@ -23,11 +23,19 @@ async fn two_hundred_cold_requests_make_one_origin_request() {
         })
         .collect();
     let mut bodies = Vec::new();
+    let mut collapsed = 0;
     for t in tasks {
         let r = t.await.unwrap();
         assert_eq!(r.status, 200);
+        if r.cache_status().contains("collapsed") {
+            collapsed += 1;
+        }
         bodies.push(r.body);
     }
+    assert!(
+        collapsed > 0,
+        "waiters say they were collapsed onto another fetch"
+    );
     assert_eq!(bodies.len(), 200);
     assert!(
         bodies.iter().all(|b| b == b"expensive page"),

@@ -10,4 +10,5 @@ mod coalescing;
 mod config;
 mod memory;
 mod proxying;
+mod stale;
 mod vary;
