@@ -47,22 +47,6 @@ impl NoStoreReason {
             NoStoreReason::TooLarge => "too-large",
         }
     }
-
-    /// The reason from its label, for reasons carried through pingora as `Custom(&str)`.
-    pub fn from_label(label: &str) -> Option<NoStoreReason> {
-        use NoStoreReason::*;
-        [
-            Status,
-            SetCookie,
-            Private,
-            NoStore,
-            VaryStar,
-            NoFreshness,
-            TooLarge,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == label)
-    }
 }
 
 /// The freshness facts of a storable response.

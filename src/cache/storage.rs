@@ -158,6 +158,17 @@ impl MemoryStorage {
         Instant::now() + total
     }
 
+    /// A copy of `object` with new metadata, sharing its body.
+    fn with_meta(&self, object: &StoredObject, meta: &CacheMeta) -> Result<Arc<StoredObject>> {
+        Ok(Arc::new(StoredObject {
+            meta: meta.serialize()?,
+            body: object.body.clone(),
+            url: object.url.clone(),
+            fill_seq: object.fill_seq,
+            drop_at: self.drop_at(meta),
+        }))
+    }
+
     fn hash_of(key: &impl CacheHashKey) -> u128 {
         u128::from_be_bytes(key.combined_bin())
     }
@@ -357,13 +368,7 @@ impl Storage for MemoryStorage {
         };
         let mut meta = CacheMeta::deserialize(&object.meta.0, &object.meta.1)?;
         meta.expire_at(SystemTime::now() - Duration::from_secs(1));
-        let replaced = Arc::new(StoredObject {
-            meta: meta.serialize()?,
-            body: object.body.clone(),
-            url: object.url.clone(),
-            fill_seq: object.fill_seq,
-            drop_at: self.drop_at(&meta),
-        });
+        let replaced = self.with_meta(&object, &meta)?;
         self.objects.insert(hash, replaced).await;
         Ok(PurgeOutcome::Expired)
     }
@@ -378,13 +383,7 @@ impl Storage for MemoryStorage {
         let Some(object) = self.objects.get(&hash).await else {
             return Ok(false);
         };
-        let replaced = Arc::new(StoredObject {
-            meta: meta.serialize()?,
-            body: object.body.clone(),
-            url: object.url.clone(),
-            fill_seq: object.fill_seq,
-            drop_at: self.drop_at(meta),
-        });
+        let replaced = self.with_meta(&object, meta)?;
         self.objects.insert(hash, replaced).await;
         Ok(true)
     }
@@ -396,4 +395,105 @@ impl Storage for MemoryStorage {
 
 fn compact_hash(key: &CompactCacheKey) -> u128 {
     u128::from_be_bytes(key.combined_bin())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_cache::trace::Span;
+    use pingora_http::ResponseHeader;
+
+    fn storage(max: u64) -> &'static MemoryStorage {
+        Box::leak(Box::new(MemoryStorage::new(max, 1 << 20, Duration::ZERO)))
+    }
+
+    fn meta() -> CacheMeta {
+        let now = SystemTime::now();
+        let header = ResponseHeader::build(200, None).unwrap();
+        CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header)
+    }
+
+    async fn body_of(s: &'static MemoryStorage, key: &CacheKey) -> Option<Vec<u8>> {
+        let span = Span::inactive().handle();
+        let (_, mut hit) = s.lookup(key, &span).await.unwrap()?;
+        let mut out = Vec::new();
+        while let Some(b) = hit.read_body().await.unwrap() {
+            out.extend_from_slice(&b);
+        }
+        Some(out)
+    }
+
+    #[tokio::test]
+    async fn an_older_fill_never_overwrites_a_newer_object() {
+        let s = storage(1 << 20);
+        let key = CacheKey::new("http://h/race", "");
+        let span = Span::inactive().handle();
+        let mut older = s.get_miss_handler(&key, &meta(), &span).await.unwrap();
+        let mut newer = s.get_miss_handler(&key, &meta(), &span).await.unwrap();
+        newer
+            .write_body(Bytes::from_static(b"new"), true)
+            .await
+            .unwrap();
+        newer.finish().await.unwrap();
+        older
+            .write_body(Bytes::from_static(b"old"), true)
+            .await
+            .unwrap();
+        older.finish().await.unwrap();
+        assert_eq!(body_of(s, &key).await.as_deref(), Some(&b"new"[..]));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_fill_is_not_stored() {
+        let s = storage(4 << 20);
+        let key = CacheKey::new("http://h/big", "");
+        let span = Span::inactive().handle();
+        let mut fill = s.get_miss_handler(&key, &meta(), &span).await.unwrap();
+        assert!(fill
+            .write_body(Bytes::from(vec![0u8; 2 << 20]), true)
+            .await
+            .is_err());
+        assert!(fill.finish().await.is_err());
+        assert!(body_of(s, &key).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_weighted_size_stays_within_the_budget() {
+        let s = storage(1 << 20);
+        let span = Span::inactive().handle();
+        for i in 0..200 {
+            let key = CacheKey::new(format!("http://h/{i}"), "");
+            let mut fill = s.get_miss_handler(&key, &meta(), &span).await.unwrap();
+            fill.write_body(Bytes::from(vec![1u8; 16 << 10]), true)
+                .await
+                .unwrap();
+            fill.finish().await.unwrap();
+        }
+        s.run_pending_tasks().await;
+        assert!(s.weighted_size() <= 1 << 20, "{}", s.weighted_size());
+        assert!(s.object_count() < 64);
+    }
+
+    #[tokio::test]
+    async fn a_hit_can_seek_to_a_range() {
+        let s = storage(1 << 20);
+        let key = CacheKey::new("http://h/range", "");
+        let span = Span::inactive().handle();
+        let mut fill = s.get_miss_handler(&key, &meta(), &span).await.unwrap();
+        fill.write_body(Bytes::from_static(b"0123"), false)
+            .await
+            .unwrap();
+        fill.write_body(Bytes::from_static(b"456789"), true)
+            .await
+            .unwrap();
+        fill.finish().await.unwrap();
+        let (_, mut hit) = s.lookup(&key, &span).await.unwrap().unwrap();
+        hit.seek(3, Some(6)).unwrap();
+        assert_eq!(
+            hit.read_body().await.unwrap().unwrap(),
+            Bytes::from_static(b"345")
+        );
+        assert!(hit.read_body().await.unwrap().is_none());
+        assert!(hit.seek(10, None).is_err());
+    }
 }
