@@ -110,6 +110,19 @@ impl ProxyHttp for LacquerProxy {
             // only non-session cookies are left: they must neither split nor bypass the cache
             req.remove_header(&http::header::COOKIE);
         }
+        // the app sees the same Accept-Encoding as the Vary variant it will be stored under, so
+        // a "gzip, deflate" visitor can never store a deflate body that a gzip-only visitor
+        // is then served (Varnish normalises the same way)
+        if req.headers.contains_key(http::header::ACCEPT_ENCODING) {
+            match vary::normalize_accept_encoding(req) {
+                "" => {
+                    req.remove_header(&http::header::ACCEPT_ENCODING);
+                }
+                coding => {
+                    req.insert_header(http::header::ACCEPT_ENCODING, coding)?;
+                }
+            }
+        }
         if key.stripped {
             // a parameter left out of the key must not reach the app either, or the app could
             // render it into a page that other visitors are then served (unkeyed input)
