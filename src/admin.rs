@@ -1,5 +1,7 @@
-//! The admin listener: `/healthz` now; metrics and the purge API live here too as they arrive.
+//! The admin listener: `/healthz`, `/stats` and the purge API (`POST /purge`, see `purge.rs`).
 //! Never exposed on the proxy listener.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::{Response, StatusCode};
@@ -7,47 +9,119 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
 use crate::cache::CacheRuntime;
+use crate::config::Config;
+use crate::purge::{self, PurgeApiRequest, PurgeAuth};
+
+/// The largest purge API body accepted.
+const MAX_BODY: usize = 1 << 20;
 
 /// The admin HTTP app.
 pub struct AdminApp {
     cache: &'static CacheRuntime,
+    config: Arc<Config>,
+    auth: PurgeAuth,
 }
 
 impl AdminApp {
-    /// An admin app reporting on `cache`.
-    pub fn new(cache: &'static CacheRuntime) -> AdminApp {
-        AdminApp { cache }
+    /// An admin app for `cache`, with the purge rules of `config`.
+    pub fn new(cache: &'static CacheRuntime, config: Arc<Config>) -> AdminApp {
+        AdminApp {
+            auth: PurgeAuth::new(&config.purge),
+            cache,
+            config,
+        }
+    }
+
+    async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let authorization = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        // refused before any work, the body included
+        if !self.auth.allows(client, authorization.as_deref()) {
+            return json(
+                StatusCode::FORBIDDEN,
+                r#"{"error":"purge not allowed"}"#.into(),
+            );
+        }
+        let mut body = Vec::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_BODY {
+                        return error(StatusCode::PAYLOAD_TOO_LARGE, "purge request over 1 MiB");
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(_) => return error(StatusCode::BAD_REQUEST, "could not read the request body"),
+            }
+        }
+        let (req, scopes) = match PurgeApiRequest::parse(&body, &self.config.cache.tracking_params)
+        {
+            Ok(parsed) => parsed,
+            Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+        };
+        let report = purge::run(self.cache.storage, &scopes, req.soft).await;
+        match serde_json::to_string(&report) {
+            Ok(text) => json(StatusCode::OK, text),
+            Err(_) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "could not encode the report",
+            ),
+        }
     }
 }
 
-fn text(status: StatusCode, body: String) -> Response<Vec<u8>> {
-    let body = body.into_bytes();
-    let mut resp = Response::new(body);
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Vec<u8>> {
+    let mut resp = Response::new(body.into_bytes());
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        http::HeaderValue::from_static(content_type),
     );
     resp
+}
+
+fn text(status: StatusCode, body: String) -> Response<Vec<u8>> {
+    respond(status, "text/plain; charset=utf-8", body)
+}
+
+fn json(status: StatusCode, body: String) -> Response<Vec<u8>> {
+    respond(status, "application/json", body)
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Vec<u8>> {
+    json(status, serde_json::json!({ "error": message }).to_string())
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        match session.req_header().uri.path() {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        match (method.as_str(), path.as_str()) {
             // lacquer answers here from the same process that serves the proxy listener
-            "/healthz" => text(StatusCode::OK, "ok\n".to_string()),
-            "/stats" => {
+            (_, "/healthz") => text(StatusCode::OK, "ok\n".to_string()),
+            (_, "/stats") => {
                 self.cache.storage.run_pending_tasks().await;
                 text(
                     StatusCode::OK,
                     format!(
-                        "objects {}\nbytes {}\n",
+                        "objects {}\nbytes {}\ntags {}\n",
                         self.cache.storage.object_count(),
-                        self.cache.storage.weighted_size()
+                        self.cache.storage.weighted_size(),
+                        self.cache.storage.tag_count()
                     ),
                 )
             }
+            ("POST", "/purge") => self.purge(session).await,
+            (_, "/purge") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
             _ => text(StatusCode::NOT_FOUND, "not found\n".to_string()),
         }
     }

@@ -11,6 +11,8 @@
 //! - `cache::storage`: the moka-backed `pingora_cache::Storage`
 //! - `cache::status`: the outcome of a request and its RFC 9211 `Cache-Status` header
 //! - `upstream`: the app servers and their peers
+//! - `purge`: PURGE and the purge API, their authorisation, unsafe-method invalidation
+//! - `cache::index`, `cache::purge_log`, `cache::tags`: tag/variant indexes, recent purges, tag parsing
 //! - `admin`: the admin listener
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
@@ -19,5 +21,6 @@ pub mod admin;
 pub mod cache;
 pub mod config;
 pub mod proxy;
+pub mod purge;
 pub mod server;
 pub mod upstream;

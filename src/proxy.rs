@@ -18,8 +18,10 @@ use crate::cache::freshness::{self, FreshnessDefaults, NoStoreReason, Storabilit
 use crate::cache::key::RequestKey;
 use crate::cache::policy::{self, BypassReason, RequestDecision};
 use crate::cache::status::{CacheStatus, Outcome};
+use crate::cache::storage::{FetchStamp, PurgeScope};
 use crate::cache::{build_meta, merge_not_modified, vary, CacheRuntime};
 use crate::config::Config;
+use crate::purge::{self, PurgeAuth};
 use crate::upstream::Upstreams;
 
 /// The scheme of lacquer's listeners (plain HTTP; TLS terminates in front of lacquer).
@@ -30,6 +32,7 @@ pub struct LacquerProxy {
     config: Arc<Config>,
     cache: &'static CacheRuntime,
     upstreams: Upstreams,
+    auth: PurgeAuth,
 }
 
 impl LacquerProxy {
@@ -37,10 +40,76 @@ impl LacquerProxy {
     pub fn new(config: Arc<Config>, cache: &'static CacheRuntime) -> Result<LacquerProxy> {
         let upstreams = Upstreams::new(&config.upstreams, config.timeouts)?;
         Ok(LacquerProxy {
+            auth: PurgeAuth::new(&config.purge),
             config,
             cache,
             upstreams,
         })
+    }
+
+    /// Answer a `PURGE` request (see `purge.rs`); it never reaches the app.
+    async fn handle_purge(&self, session: &mut Session) -> Result<()> {
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let authorization = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        if !self.auth.allows(client, authorization.as_deref()) {
+            return respond_json(session, 403, r#"{"error":"purge not allowed"}"#.to_string())
+                .await;
+        }
+        let key = match RequestKey::from_request(
+            SCHEME,
+            session.req_header(),
+            &self.config.cache.tracking_params,
+        ) {
+            Ok(k) => k,
+            Err(e) => {
+                let body = serde_json::json!({ "error": e.as_str() }).to_string();
+                return respond_json(session, 400, body).await;
+            }
+        };
+        let (scopes, soft) = purge::proxy_purge_scopes(session.req_header(), &key);
+        let by_url = matches!(scopes.first(), Some(PurgeScope::Url(_)));
+        let report = purge::run(self.cache.storage, &scopes, soft).await;
+        let n = report.urls + report.tags;
+        // Varnish's convention: a URL purge that found nothing is a 404
+        let status = if by_url && n == 0 { 404 } else { 200 };
+        let body = serde_json::json!({ "purged": n, "soft": soft }).to_string();
+        respond_json(session, status, body).await
+    }
+
+    /// RFC 9111 section 4.4: a successful unsafe request invalidates its URL and the same-host
+    /// URLs in `Location` and `Content-Location`.
+    async fn invalidate_after_unsafe(&self, session: &Session, resp: &ResponseHeader) {
+        let req = session.req_header();
+        let status = resp.status.as_u16();
+        if !self.config.purge.invalidate_on_unsafe
+            || !purge::invalidating_method(&req.method)
+            || !(200..400).contains(&status)
+        {
+            return;
+        }
+        let tracking = &self.config.cache.tracking_params;
+        let Ok(key) = RequestKey::from_request(SCHEME, req, tracking) else {
+            return;
+        };
+        let mut scopes = vec![PurgeScope::Url(key.primary_hash())];
+        for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
+            let target = resp
+                .headers
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| purge::location_key(v, &key, tracking));
+            if let Some(k) = target {
+                scopes.push(PurgeScope::Url(k.primary_hash()));
+            }
+        }
+        purge::run(self.cache.storage, &scopes, false).await;
     }
 
     fn freshness_defaults(&self) -> FreshnessDefaults {
@@ -73,6 +142,22 @@ pub struct RequestCtx {
     pub hit_for_miss: bool,
     /// A 304 from the origin while revalidating, to merge into the stored header.
     pub not_modified: Option<Box<ResponseHeader>>,
+    /// The request was a PURGE.
+    pub purge: bool,
+}
+
+/// Send a small JSON response from lacquer itself.
+async fn respond_json(session: &mut Session, status: u16, body: String) -> Result<()> {
+    let mut header = ResponseHeader::build(status, Some(3))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(bytes::Bytes::from(body)), true)
+        .await
 }
 
 #[async_trait]
@@ -89,6 +174,11 @@ impl ProxyHttp for LacquerProxy {
             RequestDecision::Bypass(reason) => {
                 ctx.bypass = Some(reason);
                 return Ok(false);
+            }
+            RequestDecision::Purge => {
+                ctx.purge = true;
+                self.handle_purge(session).await?;
+                return Ok(true);
             }
             RequestDecision::Cache { strip_cookies } => strip_cookies,
         };
@@ -156,7 +246,12 @@ impl ProxyHttp for LacquerProxy {
         let key = ctx.key.as_ref().ok_or_else(|| {
             Error::explain(ErrorType::InternalError, "cache enabled without a key")
         })?;
-        Ok(CacheKey::new(key.primary(), ""))
+        let mut key = CacheKey::new(key.primary(), "");
+        // the fetch's place in time relative to purges: a fill stamped before a purge that
+        // covers it is not stored (compare before set, see cache/storage.rs)
+        key.extensions
+            .insert(FetchStamp(self.cache.storage.stamp()));
+        Ok(key)
     }
 
     fn cache_vary_filter(
@@ -286,6 +381,15 @@ impl ProxyHttp for LacquerProxy {
         }
         upstream_response.insert_header("Cache-Status", outcome.header_value())?;
         ctx.status = Some(outcome.status);
+        if self.config.purge.strip_tag_headers {
+            for name in &self.config.purge.tag_headers {
+                upstream_response.remove_header(name.as_str());
+            }
+        }
+        if ctx.bypass == Some(BypassReason::Method) && session.subrequest_ctx.is_none() {
+            self.invalidate_after_unsafe(session, upstream_response)
+                .await;
+        }
         Ok(())
     }
 

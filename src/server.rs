@@ -32,7 +32,7 @@ pub fn build(config: Config) -> Result<Server> {
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
 
-    let cache = CacheRuntime::leak(&config.cache);
+    let cache = CacheRuntime::leak(&config);
     let proxy = LacquerProxy::new(config.clone(), cache)?;
     let mut proxy_service =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "lacquer proxy");
@@ -41,7 +41,10 @@ pub fn build(config: Config) -> Result<Server> {
     }
     server.add_service(proxy_service);
 
-    let mut admin = Service::new("lacquer admin".to_string(), AdminApp::new(cache));
+    let mut admin = Service::new(
+        "lacquer admin".to_string(),
+        AdminApp::new(cache, config.clone()),
+    );
     admin.add_tcp(&config.admin_listen.to_string());
     server.add_service(admin);
     Ok(server)

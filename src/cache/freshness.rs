@@ -225,6 +225,18 @@ fn stale_windows(
     (swr, sie)
 }
 
+/// Whether the response forbids being served stale (`must-revalidate`, `proxy-revalidate`,
+/// `s-maxage`, `no-cache`; RFC 9111 sections 4.2.4 and 5.2.2).
+pub fn stale_forbidden(resp: &ResponseHeader) -> bool {
+    let (cc, _) = governing_directives(resp);
+    cc.is_some_and(|cc| {
+        cc.must_revalidate()
+            || cc.proxy_revalidate()
+            || cc.no_cache()
+            || cc.has_directive(&DirectiveKey::SMaxAge)
+    })
+}
+
 /// Whether any `Vary` field value lists `*`.
 pub fn vary_star(resp: &ResponseHeader) -> bool {
     resp.headers.get_all(http::header::VARY).iter().any(|v| {

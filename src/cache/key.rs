@@ -88,6 +88,30 @@ impl RequestKey {
     pub fn primary(&self) -> String {
         format!("{}://{}{}", self.scheme, self.host, self.path_and_query)
     }
+
+    /// The primary key hash pingora-cache and the storage use for this URL.
+    pub fn primary_hash(&self) -> u128 {
+        use pingora_cache::key::CacheHashKey;
+        u128::from_be_bytes(pingora_cache::CacheKey::new(self.primary(), "").primary_bin())
+    }
+
+    /// The key of an absolute URL (`http://host/path?query`), as a request for it would get.
+    pub fn from_url(url: &str, tracking: &[NamePattern]) -> Result<RequestKey, KeyError> {
+        let uri: http::Uri = url.parse().map_err(|_| KeyError::InvalidHost)?;
+        let scheme: &'static str = match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("http") => "http",
+            Some(s) if s.eq_ignore_ascii_case("https") => "https",
+            _ => return Err(KeyError::MissingHost),
+        };
+        let authority = uri.authority().ok_or(KeyError::MissingHost)?;
+        let mut req = RequestHeader::build("GET", b"/", None).map_err(|_| KeyError::InvalidHost)?;
+        let target = uri.path_and_query().map_or("/", |p| p.as_str());
+        req.set_raw_path(target.as_bytes())
+            .map_err(|_| KeyError::InvalidHost)?;
+        req.insert_header(http::header::HOST, authority.as_str())
+            .map_err(|_| KeyError::InvalidHost)?;
+        RequestKey::from_request(scheme, &req, tracking)
+    }
 }
 
 /// The authority of an absolute-form request target (`GET http://host/path`), if any.
@@ -269,6 +293,24 @@ mod tests {
             let got = key(target, *host);
             assert_eq!(got, want.map(|s| s.to_string()), "{target} {host:?}");
         }
+    }
+
+    #[test]
+    fn keys_from_urls_match_keys_from_requests() {
+        let from_url =
+            RequestKey::from_url("http://Example.com:80/a?utm_source=x&b=1", &tracking()).unwrap();
+        assert_eq!(
+            from_url.primary(),
+            key("/a?b=1", Some("example.com")).unwrap()
+        );
+        assert_eq!(
+            RequestKey::from_url("/relative", &[]),
+            Err(KeyError::MissingHost)
+        );
+        assert_eq!(
+            RequestKey::from_url("ftp://h/x", &[]),
+            Err(KeyError::MissingHost)
+        );
     }
 
     #[test]

@@ -3,10 +3,13 @@
 //! predictor), bundled in [`CacheRuntime`].
 
 pub mod freshness;
+pub mod index;
 pub mod key;
 pub mod policy;
+pub mod purge_log;
 pub mod status;
 pub mod storage;
+pub mod tags;
 pub mod vary;
 
 use std::time::{Duration, SystemTime};
@@ -16,9 +19,9 @@ use pingora_cache::predictor::Predictor;
 use pingora_cache::CacheMeta;
 use pingora_http::ResponseHeader;
 
-use crate::config::CacheConfig;
+use crate::config::Config;
 use freshness::Freshness;
-use storage::MemoryStorage;
+use storage::{MemoryStorage, StorageSettings};
 
 /// Shards of the hit-for-miss predictor.
 pub const PREDICTOR_SHARDS: usize = 32;
@@ -36,12 +39,24 @@ pub struct CacheRuntime {
 
 impl CacheRuntime {
     /// Build and leak the cache pieces for `config`.
-    pub fn leak(config: &CacheConfig) -> &'static CacheRuntime {
-        let storage: &'static MemoryStorage = Box::leak(Box::new(MemoryStorage::new(
-            config.max_size,
-            config.max_object_size,
-            config.keep,
-        )));
+    pub fn leak(config: &Config) -> &'static CacheRuntime {
+        let t = &config.timeouts;
+        let settings = StorageSettings {
+            max_size: config.cache.max_size,
+            max_object_size: config.cache.max_object_size,
+            keep: config.cache.keep,
+            tag_headers: config.purge.tag_headers.clone(),
+            soft_grace: config.purge.soft_grace,
+            // the longest a fill can run: waiting on a lock, connecting, rendering, and a
+            // generous allowance for the body, with a floor of ten minutes
+            purge_horizon: (config.cache.lock_timeout
+                + t.connect
+                + t.first_byte * 2
+                + t.between_bytes * 4)
+                .max(Duration::from_secs(600)),
+        };
+        let config = &config.cache;
+        let storage: &'static MemoryStorage = Box::leak(Box::new(MemoryStorage::new(settings)));
         // A lock holder that takes longer than this lets the waiters compete again; it is the
         // same bound as a waiter's own patience.
         let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(config.lock_timeout));

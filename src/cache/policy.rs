@@ -47,10 +47,15 @@ pub enum RequestDecision {
     },
     /// Go straight to the origin; never store the response.
     Bypass(BypassReason),
+    /// An invalidation (`PURGE`): answered by lacquer, never forwarded.
+    Purge,
 }
 
 /// Decide whether `req` may be served from, and fill, the cache.
 pub fn request_decision(req: &RequestHeader, bypass: &BypassConfig) -> RequestDecision {
+    if req.method.as_str() == "PURGE" {
+        return RequestDecision::Purge;
+    }
     if req.method != Method::GET && req.method != Method::HEAD {
         return RequestDecision::Bypass(BypassReason::Method);
     }
@@ -184,6 +189,7 @@ mod tests {
             ),
             ("GET", vec![("Cookie", "=x")], &any, Bypass(Cookie)),
             ("GET", vec![("Upgrade", "websocket")], &any, Bypass(Upgrade)),
+            ("PURGE", vec![("Cookie", "sessionid=1")], &named, Purge),
         ];
         for (method, headers, cfg, want) in cases {
             assert_eq!(

@@ -1,17 +1,22 @@
-//! lacquer's in-memory `pingora_cache::Storage`, on a moka cache bounded in bytes.
+//! lacquer's in-memory `pingora_cache::Storage`, on a moka cache bounded in bytes, and the
+//! purge operations on it.
 //!
 //! - One moka entry per stored variant, keyed by the variant's combined hash (primary key plus
 //!   Vary variance). The value holds the serialized `CacheMeta`, the body as one `Bytes` (hits
-//!   share it, never copy it) and the URL, which purge by prefix needs.
-//! - The weigher counts key, URL, metadata, body and a fixed per-entry overhead, so
-//!   `cache.max_size` bounds what the cache really holds. moka's TinyLFU admission makes the
-//!   cache scan resistant: a scan of cold URLs cannot flush the hot set.
+//!   share it, never copy it), the URL and the tags.
+//! - The weigher counts key, URL, metadata, body, tags, index entries and a fixed per-entry
+//!   overhead, so `cache.max_size` bounds what the cache really holds. moka's TinyLFU admission
+//!   makes the cache scan resistant: a scan of cold URLs cannot flush the hot set.
 //! - Each entry expires from memory when it is past its freshness, its stale windows and (if it
-//!   has validators) `cache.keep`.
-//! - Writes compare before they set: a fill only replaces an entry if it started after the fill
-//!   that wrote the stored one, so a slow, older fetch never overwrites a newer object.
+//!   has validators) `cache.keep`. moka's eviction listener keeps the indexes (`index.rs`) in
+//!   step with every removal, whatever its cause.
+//! - Writes compare before they set. Every fetch is stamped with a sequence number when its
+//!   request is keyed ([`FetchStamp`]); every purge takes one too and is logged
+//!   (`purge_log.rs`). A fill stores nothing that a newer purge covers, and never replaces an
+//!   object written by a newer fill.
 //!
-//! Not here: what may be stored (`freshness.rs`) or the HTTP state machine (pingora-cache).
+//! Not here: what may be stored (`freshness.rs`), who may purge (`purge.rs`), or the HTTP state
+//! machine (pingora-cache).
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use moka::future::Cache;
+use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
 use moka::Expiry;
 use pingora_cache::key::{CacheHashKey, CompactCacheKey};
@@ -32,9 +38,36 @@ use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheKey, CacheMeta};
 use pingora_error::{Error, ErrorType, Result};
 
-/// Bytes charged per entry beyond its key, URL, metadata and body: the moka node, the `Arc`'d
-/// entry and its vectors' headers, measured as the order of magnitude of what they allocate.
+use super::freshness::stale_forbidden;
+use super::index::{Index, INDEX_ENTRY_OVERHEAD};
+use super::purge_log::{Matcher, ObjectFacts, PurgeLog, Verdict};
+use super::tags::response_tags;
+
+/// Bytes charged per entry beyond its key, URL, metadata, tags and body: the moka node, the
+/// `Arc`'d entry and its vectors' headers, measured as the order of magnitude they allocate.
 pub const ENTRY_OVERHEAD: u32 = 256;
+
+/// The sequence number a request took when it was keyed; its fill is "older" than any purge or
+/// fetch that took a larger one. Travels in `CacheKey::extensions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchStamp(pub u64);
+
+/// How the storage is set up.
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    /// Byte budget.
+    pub max_size: u64,
+    /// Largest object stored.
+    pub max_object_size: u64,
+    /// How long expired objects with validators are kept.
+    pub keep: Duration,
+    /// Response headers carrying tags, lower-cased.
+    pub tag_headers: Vec<String>,
+    /// How long a soft-purged object may be served stale while it is refreshed.
+    pub soft_grace: Duration,
+    /// How long purges are remembered for in-flight fills (the longest a fetch may take).
+    pub purge_horizon: Duration,
+}
 
 /// A stored variant.
 pub struct StoredObject {
@@ -44,7 +77,11 @@ pub struct StoredObject {
     body: Bytes,
     /// The primary key text (`http://host/path?query`).
     url: Box<str>,
-    /// Order of the fill that wrote it: a later fill wins, an earlier one never overwrites.
+    /// The primary key hash, shared by all variants of the URL.
+    primary: u128,
+    /// Tags (surrogate keys).
+    tags: Box<[Box<str>]>,
+    /// Stamp of the fetch that wrote it.
     fill_seq: u64,
     /// When moka may drop it.
     drop_at: Instant,
@@ -53,11 +90,18 @@ pub struct StoredObject {
 impl StoredObject {
     /// What this object costs the budget.
     fn weight(&self) -> u32 {
+        let tag_bytes: usize = self
+            .tags
+            .iter()
+            .map(|t| t.len() + INDEX_ENTRY_OVERHEAD)
+            .sum();
         let bytes = 16
             + self.url.len()
             + self.meta.0.len()
             + self.meta.1.len()
             + self.body.len()
+            + tag_bytes
+            + INDEX_ENTRY_OVERHEAD
             + ENTRY_OVERHEAD as usize;
         u32::try_from(bytes).unwrap_or(u32::MAX)
     }
@@ -65,6 +109,14 @@ impl StoredObject {
     /// The URL it was stored under.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    fn facts(&self) -> ObjectFacts<'_> {
+        ObjectFacts {
+            primary: self.primary,
+            url: &self.url,
+            tags: &self.tags,
+        }
     }
 }
 
@@ -91,29 +143,59 @@ impl Expiry<u128, Arc<StoredObject>> for DropAtExpiry {
     }
 }
 
+/// What a purge targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeScope {
+    /// Every variant of the URL with this primary key hash.
+    Url(u128),
+    /// Every object carrying this tag.
+    Tag(String),
+    /// Every object whose URL starts with this text (`http://host/blog/`).
+    Prefix(String),
+    /// Everything.
+    All,
+}
+
 /// The moka-backed storage. Created once per process and leaked: pingora wants `&'static`.
 pub struct MemoryStorage {
     objects: Cache<u128, Arc<StoredObject>>,
+    index: Arc<Index>,
+    log: PurgeLog,
+    settings: StorageSettings,
     max_object_size: usize,
-    keep: Duration,
-    next_fill: AtomicU64,
+    seq: AtomicU64,
 }
 
 impl MemoryStorage {
-    /// A storage holding at most `max_size` bytes (as weighed), objects of at most
-    /// `max_object_size` bytes, keeping expired objects with validators for `keep`.
-    pub fn new(max_size: u64, max_object_size: u64, keep: Duration) -> MemoryStorage {
+    /// A storage set up by `settings`.
+    pub fn new(settings: StorageSettings) -> MemoryStorage {
+        let index: Arc<Index> = Arc::default();
+        let listener_index = index.clone();
         let objects = Cache::builder()
-            .max_capacity(max_size)
+            .max_capacity(settings.max_size)
             .weigher(|_k: &u128, v: &Arc<StoredObject>| v.weight())
             .expire_after(DropAtExpiry)
+            .eviction_listener(move |k: Arc<u128>, v: Arc<StoredObject>, cause| {
+                // a replacement is unregistered by whoever replaced it (see `Fill::finish`);
+                // metadata rewrites keep the same fill and index entries
+                if cause != RemovalCause::Replaced {
+                    listener_index.unregister(v.primary, *k, v.fill_seq, &v.tags);
+                }
+            })
             .build();
         MemoryStorage {
             objects,
-            max_object_size: usize::try_from(max_object_size).unwrap_or(usize::MAX),
-            keep,
-            next_fill: AtomicU64::new(1),
+            index,
+            log: PurgeLog::new(settings.purge_horizon, 100_000),
+            max_object_size: usize::try_from(settings.max_object_size).unwrap_or(usize::MAX),
+            settings,
+            seq: AtomicU64::new(1),
         }
+    }
+
+    /// A new sequence number: stamps a fetch or a purge.
+    pub fn stamp(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Number of stored variants (eventually consistent).
@@ -124,6 +206,11 @@ impl MemoryStorage {
     /// Bytes charged to the budget (eventually consistent).
     pub fn weighted_size(&self) -> u64 {
         self.objects.weighted_size()
+    }
+
+    /// Number of distinct tags in the index.
+    pub fn tag_count(&self) -> usize {
+        self.index.tag_count()
     }
 
     /// Apply pending evictions and expirations now (tests and metrics).
@@ -146,7 +233,7 @@ impl MemoryStorage {
         let has_validator = headers.contains_key(http::header::ETAG)
             || headers.contains_key(http::header::LAST_MODIFIED);
         let keep = if has_validator {
-            self.keep
+            self.settings.keep
         } else {
             Duration::ZERO
         };
@@ -158,15 +245,123 @@ impl MemoryStorage {
         Instant::now() + total
     }
 
+    /// Mark `meta` stale now, keeping its age; serveable stale for `purge.soft_grace` unless
+    /// the response forbids serving it stale (must-revalidate, s-maxage, ...).
+    fn soft_expire(&self, meta: &mut CacheMeta) {
+        let epoch = meta.epoch();
+        let grace = u32::try_from(self.settings.soft_grace.as_secs()).unwrap_or(u32::MAX);
+        let swr = if stale_forbidden(meta.response_header()) {
+            0
+        } else {
+            meta.stale_while_revalidate_sec().max(grace)
+        };
+        let sie = meta.stale_if_error_sec();
+        meta.update_freshness(SystemTime::now() - Duration::from_secs(1), swr, sie);
+        meta.set_epoch_override(epoch);
+    }
+
     /// A copy of `object` with new metadata, sharing its body.
     fn with_meta(&self, object: &StoredObject, meta: &CacheMeta) -> Result<Arc<StoredObject>> {
         Ok(Arc::new(StoredObject {
             meta: meta.serialize()?,
             body: object.body.clone(),
             url: object.url.clone(),
+            primary: object.primary,
+            tags: object.tags.clone(),
             fill_seq: object.fill_seq,
             drop_at: self.drop_at(meta),
         }))
+    }
+
+    /// Remove (or, `soft`, mark stale) the object at `hash` if it is still the one written by
+    /// fill `fill_seq` (any fill when `None`) and older than the purge `purge_seq`.
+    async fn invalidate(
+        &self,
+        hash: u128,
+        fill_seq: Option<u64>,
+        purge_seq: u64,
+        soft: bool,
+    ) -> bool {
+        let Some(object) = self.objects.get(&hash).await else {
+            return false;
+        };
+        let same = fill_seq.is_none_or(|s| s == object.fill_seq);
+        if !same || object.fill_seq > purge_seq {
+            return false;
+        }
+        if !soft {
+            let removed = self
+                .objects
+                .remove_if_same_fill(hash, object.fill_seq)
+                .await;
+            if let Some(o) = &removed {
+                self.index.unregister(o.primary, hash, o.fill_seq, &o.tags);
+            }
+            return removed.is_some();
+        }
+        let Ok(mut meta) = CacheMeta::deserialize(&object.meta.0, &object.meta.1) else {
+            return false;
+        };
+        self.soft_expire(&mut meta);
+        let Ok(replaced) = self.with_meta(&object, &meta) else {
+            return false;
+        };
+        let seq = object.fill_seq;
+        let result = self
+            .objects
+            .entry(hash)
+            .and_compute_with(|existing| {
+                let op = match existing {
+                    Some(e) if e.value().fill_seq == seq => Op::Put(replaced),
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+        matches!(result, moka::ops::compute::CompResult::ReplacedWith(_))
+    }
+
+    /// Purge `scope`: remove the objects, or with `soft` mark them stale so the next request
+    /// is served the stale copy while one background fetch refreshes it. Fills that began
+    /// before this purge will not store what it covers. Returns how many objects it touched.
+    pub async fn purge_scope(&self, scope: &PurgeScope, soft: bool) -> usize {
+        let seq = self.stamp();
+        let matcher = match scope {
+            PurgeScope::Url(p) => Matcher::Url(*p),
+            PurgeScope::Tag(t) => Matcher::Tag(t.as_str().into()),
+            PurgeScope::Prefix(p) => Matcher::Prefix(p.as_str().into()),
+            PurgeScope::All => Matcher::All,
+        };
+        // record first: a fill that stores after this line sees the record, one that stored
+        // before it is found below
+        self.log.record(seq, matcher.clone(), soft);
+        let targets: Vec<(u128, Option<u64>)> = match scope {
+            PurgeScope::Url(p) => self
+                .index
+                .variants_of(*p)
+                .into_iter()
+                .map(|(h, s)| (h, Some(s)))
+                .collect(),
+            PurgeScope::Tag(t) => self
+                .index
+                .tagged(t)
+                .into_iter()
+                .map(|(h, s)| (h, Some(s)))
+                .collect(),
+            PurgeScope::Prefix(_) | PurgeScope::All => self
+                .objects
+                .iter()
+                .filter(|(_, o)| matcher.matches(&o.facts()))
+                .map(|(h, o)| (*h, Some(o.fill_seq)))
+                .collect(),
+        };
+        let mut n = 0;
+        for (hash, fill) in targets {
+            if self.invalidate(hash, fill, seq, soft).await {
+                n += 1;
+            }
+        }
+        n
     }
 
     fn hash_of(key: &impl CacheHashKey) -> u128 {
@@ -174,6 +369,29 @@ impl MemoryStorage {
     }
 }
 
+/// moka has no remove-if; this does it with a compute.
+trait RemoveIfSameFill {
+    async fn remove_if_same_fill(&self, hash: u128, seq: u64) -> Option<Arc<StoredObject>>;
+}
+
+impl RemoveIfSameFill for Cache<u128, Arc<StoredObject>> {
+    async fn remove_if_same_fill(&self, hash: u128, seq: u64) -> Option<Arc<StoredObject>> {
+        let result = self
+            .entry(hash)
+            .and_compute_with(|existing| {
+                let op = match existing {
+                    Some(e) if e.value().fill_seq == seq => Op::Remove,
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+        match result {
+            moka::ops::compute::CompResult::Removed(e) => Some(e.into_value()),
+            _ => None,
+        }
+    }
+}
 /// Reads one stored body, whole or a range of it.
 struct Hit {
     body: Bytes,
@@ -239,19 +457,30 @@ impl HandleHit for Hit {
 struct Fill {
     storage: &'static MemoryStorage,
     hash: u128,
+    primary: u128,
     url: Box<str>,
+    tags: Box<[Box<str>]>,
     meta: (Vec<u8>, Vec<u8>),
     drop_at: Instant,
     fill_seq: u64,
     chunks: Vec<Bytes>,
     size: usize,
     overflow: bool,
-    eof: bool,
+}
+
+impl Fill {
+    fn facts(&self) -> ObjectFacts<'_> {
+        ObjectFacts {
+            primary: self.primary,
+            url: &self.url,
+            tags: &self.tags,
+        }
+    }
 }
 
 #[async_trait]
 impl HandleMiss for Fill {
-    async fn write_body(&mut self, data: Bytes, eof: bool) -> Result<()> {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
         if self.overflow {
             return Error::e_explain(ErrorType::InternalError, "object over max_object_size");
         }
@@ -265,7 +494,6 @@ impl HandleMiss for Fill {
         if !data.is_empty() {
             self.chunks.push(data);
         }
-        self.eof |= eof;
         Ok(())
     }
 
@@ -273,32 +501,79 @@ impl HandleMiss for Fill {
         if self.overflow {
             return Error::e_explain(ErrorType::InternalError, "object over max_object_size");
         }
+        let storage = self.storage;
+        let mut meta = self.meta.clone();
+        match storage.log.verdict(self.fill_seq, &self.facts()) {
+            // purged while it was being fetched: nothing is stored, and the waiters look up
+            // again and fetch the post-purge object
+            Verdict::Drop => return Ok(MissFinishType::Created(0)),
+            Verdict::StoreStale => {
+                let mut m = CacheMeta::deserialize(&meta.0, &meta.1)?;
+                storage.soft_expire(&mut m);
+                meta = m.serialize()?;
+            }
+            Verdict::Store => {}
+        }
         // one exact-size copy: the stored body owns no slack from read buffers
         let mut body = BytesMut::with_capacity(self.size);
         for c in &self.chunks {
             body.extend_from_slice(c);
         }
         let object = Arc::new(StoredObject {
-            meta: self.meta,
+            meta,
             body: body.freeze(),
-            url: self.url,
+            url: self.url.clone(),
+            primary: self.primary,
+            tags: self.tags.clone(),
             fill_seq: self.fill_seq,
             drop_at: self.drop_at,
         });
         let weight = object.weight() as usize;
         let seq = self.fill_seq;
-        self.storage
+        let mut replaced: Option<Arc<StoredObject>> = None;
+        let result = storage
             .objects
             .entry(self.hash)
             .and_compute_with(|existing| {
                 let op = match existing {
                     // compare before set: an older fill never replaces a newer object
                     Some(e) if e.value().fill_seq > seq => Op::Nop,
-                    _ => Op::Put(object),
+                    Some(e) => {
+                        replaced = Some(e.into_value());
+                        Op::Put(object)
+                    }
+                    None => Op::Put(object),
                 };
                 std::future::ready(op)
             })
             .await;
+        let stored = matches!(
+            result,
+            moka::ops::compute::CompResult::Inserted(_)
+                | moka::ops::compute::CompResult::ReplacedWith(_)
+        );
+        if !stored {
+            return Ok(MissFinishType::Created(0));
+        }
+        if let Some(old) = replaced {
+            storage
+                .index
+                .unregister(old.primary, self.hash, old.fill_seq, &old.tags);
+        }
+        storage
+            .index
+            .register(self.primary, self.hash, seq, &self.tags);
+        // a purge that recorded itself after the check above but before the index had this
+        // object could not find it: look again now that it can
+        match storage.log.verdict(seq, &self.facts()) {
+            Verdict::Drop => {
+                storage
+                    .invalidate(self.hash, Some(seq), u64::MAX, false)
+                    .await;
+            }
+            Verdict::StoreStale => {}
+            Verdict::Store => {}
+        }
         Ok(MissFinishType::Created(weight))
     }
 }
@@ -330,17 +605,23 @@ impl Storage for MemoryStorage {
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
         let url = key.primary_key_str().unwrap_or_default().into();
+        let fill_seq = key
+            .extensions
+            .get::<FetchStamp>()
+            .map_or_else(|| self.stamp(), |s| s.0);
+        let tags = response_tags(meta.response_header(), &self.settings.tag_headers);
         Ok(Box::new(Fill {
             storage: self,
             hash: Self::hash_of(key),
+            primary: u128::from_be_bytes(key.primary_bin()),
             url,
+            tags: tags.into_boxed_slice(),
             meta: meta.serialize()?,
             drop_at: self.drop_at(meta),
-            fill_seq: self.next_fill.fetch_add(1, Ordering::Relaxed),
+            fill_seq,
             chunks: Vec::new(),
             size: 0,
             overflow: false,
-            eof: false,
         }))
     }
 
@@ -352,7 +633,10 @@ impl Storage for MemoryStorage {
     ) -> Result<PurgeOutcome> {
         let hash = compact_hash(target.key());
         match self.objects.remove(&hash).await {
-            Some(_) => Ok(PurgeOutcome::Purged(None)),
+            Some(o) => {
+                self.index.unregister(o.primary, hash, o.fill_seq, &o.tags);
+                Ok(PurgeOutcome::Purged(None))
+            }
             None => Ok(PurgeOutcome::NotFound),
         }
     }
@@ -363,14 +647,12 @@ impl Storage for MemoryStorage {
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
         let hash = compact_hash(target.key());
-        let Some(object) = self.objects.get(&hash).await else {
-            return Ok(PurgeOutcome::NotFound);
-        };
-        let mut meta = CacheMeta::deserialize(&object.meta.0, &object.meta.1)?;
-        meta.expire_at(SystemTime::now() - Duration::from_secs(1));
-        let replaced = self.with_meta(&object, &meta)?;
-        self.objects.insert(hash, replaced).await;
-        Ok(PurgeOutcome::Expired)
+        let seq = self.stamp();
+        if self.invalidate(hash, None, seq, true).await {
+            Ok(PurgeOutcome::Expired)
+        } else {
+            Ok(PurgeOutcome::NotFound)
+        }
     }
 
     async fn update_meta(
@@ -383,8 +665,25 @@ impl Storage for MemoryStorage {
         let Some(object) = self.objects.get(&hash).await else {
             return Ok(false);
         };
+        // a revalidation that began before a purge of this object must not make it fresh again:
+        // the origin's 304 describes its state before the purge
+        if let Some(stamp) = key.extensions.get::<FetchStamp>() {
+            if self.log.verdict(stamp.0, &object.facts()) != Verdict::Store {
+                return Ok(false);
+            }
+        }
         let replaced = self.with_meta(&object, meta)?;
-        self.objects.insert(hash, replaced).await;
+        let seq = object.fill_seq;
+        self.objects
+            .entry(hash)
+            .and_compute_with(|existing| {
+                let op = match existing {
+                    Some(e) if e.value().fill_seq == seq => Op::Put(replaced),
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
         Ok(true)
     }
 
@@ -404,7 +703,14 @@ mod tests {
     use pingora_http::ResponseHeader;
 
     fn storage(max: u64) -> &'static MemoryStorage {
-        Box::leak(Box::new(MemoryStorage::new(max, 1 << 20, Duration::ZERO)))
+        Box::leak(Box::new(MemoryStorage::new(StorageSettings {
+            max_size: max,
+            max_object_size: 1 << 20,
+            keep: Duration::ZERO,
+            tag_headers: vec!["xkey".into()],
+            soft_grace: Duration::from_secs(60),
+            purge_horizon: Duration::from_secs(600),
+        })))
     }
 
     fn meta() -> CacheMeta {

@@ -32,6 +32,91 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Who bypasses the cache.
     pub bypass: BypassConfig,
+    /// Invalidation.
+    pub purge: PurgeConfig,
+}
+
+/// `purge:`
+#[derive(Clone)]
+pub struct PurgeConfig {
+    /// Client networks allowed to purge without a token.
+    pub allow: Vec<Cidr>,
+    /// A bearer token that authorises purges from anywhere.
+    pub token: Option<String>,
+    /// Response headers that carry tags (surrogate keys), lower-cased.
+    pub tag_headers: Vec<String>,
+    /// Remove the tag headers from responses sent to clients.
+    pub strip_tag_headers: bool,
+    /// How long a soft-purged object may be served stale while it is refreshed.
+    pub soft_grace: Duration,
+    /// Invalidate a URL when an unsafe method on it succeeds (RFC 9111 section 4.4).
+    pub invalidate_on_unsafe: bool,
+}
+
+impl fmt::Debug for PurgeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // the token is a secret: never in logs
+        f.debug_struct("PurgeConfig")
+            .field("allow", &self.allow)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("tag_headers", &self.tag_headers)
+            .field("strip_tag_headers", &self.strip_tag_headers)
+            .field("soft_grace", &self.soft_grace)
+            .field("invalidate_on_unsafe", &self.invalidate_on_unsafe)
+            .finish()
+    }
+}
+
+/// An IP network such as `127.0.0.1/32` or `::1/128`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parse `addr/prefix` (a bare address means a single host).
+    pub fn parse(text: &str) -> Option<Cidr> {
+        let (a, p) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: std::net::IpAddr = a.trim().parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|&n| n <= max)?,
+            None => max,
+        };
+        Some(Cidr { addr, prefix })
+    }
+
+    /// Whether `ip` is inside this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(self.prefix))
+                };
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.prefix))
+                };
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 /// One app server.
@@ -337,6 +422,54 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
     let tracking_params = name_patterns(&mut errors, "cache.tracking_params", &c.tracking_params);
+    let p = &raw.purge;
+    let mut allow = Vec::new();
+    for (i, c) in p.allow.iter().enumerate() {
+        match Cidr::parse(c) {
+            Some(cidr) => allow.push(cidr),
+            None => errors.push(format!(
+                "purge.allow[{i}]: expected a network like \"127.0.0.1/32\" or \"::1/128\", got \"{c}\""
+            )),
+        }
+    }
+    let token = match (&p.token, &p.token_env) {
+        (Some(_), Some(_)) => {
+            errors.push(
+                "purge.token_env: set either purge.token or purge.token_env, not both".to_string(),
+            );
+            None
+        }
+        (Some(t), None) => Some(t.clone()),
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(t) => Some(t),
+            Err(_) => {
+                errors.push(format!(
+                    "purge.token_env: environment variable {var} is not set"
+                ));
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    if let Some(t) = &token {
+        if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            errors.push(
+                "purge.token: must be at least 16 printable characters without spaces".to_string(),
+            );
+        }
+    }
+    let mut tag_headers = Vec::new();
+    for (i, h) in p.tag_headers.iter().enumerate() {
+        if http::HeaderName::from_bytes(h.as_bytes()).is_ok() {
+            tag_headers.push(h.to_ascii_lowercase());
+        } else {
+            errors.push(format!(
+                "purge.tag_headers[{i}]: not a valid header name: \"{h}\""
+            ));
+        }
+    }
+    let soft_grace = duration(&mut errors, "purge.soft_grace", &p.soft_grace);
+
     let session_cookies = name_patterns(
         &mut errors,
         "bypass.session_cookies",
@@ -365,6 +498,14 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             tracking_params,
         },
         bypass: BypassConfig { session_cookies },
+        purge: PurgeConfig {
+            allow,
+            token,
+            tag_headers,
+            strip_tag_headers: p.strip_tag_headers,
+            soft_grace,
+            invalidate_on_unsafe: p.invalidate_on_unsafe,
+        },
     })
 }
 
@@ -453,6 +594,43 @@ mod tests {
         ));
         assert_eq!(e.len(), 1);
         assert!(e[0].starts_with("cache.max_object_size: must not exceed"));
+    }
+
+    #[test]
+    fn purge_defaults_and_networks() {
+        let c = Config::from_yaml(MINIMAL).unwrap();
+        let lo4: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let lo6: std::net::IpAddr = "::1".parse().unwrap();
+        let mapped: std::net::IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let other: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(c.purge.allow.iter().any(|n| n.contains(lo4)));
+        assert!(c.purge.allow.iter().any(|n| n.contains(lo6)));
+        assert!(c.purge.allow.iter().any(|n| n.contains(mapped)));
+        assert!(!c.purge.allow.iter().any(|n| n.contains(other)));
+        assert_eq!(
+            c.purge.tag_headers,
+            vec!["surrogate-key", "xkey", "cache-tag"]
+        );
+        assert!(c.purge.token.is_none());
+        let net = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(other));
+        assert_eq!(Cidr::parse("10.0.0.0/33"), None);
+    }
+
+    #[test]
+    fn bad_purge_settings_are_named() {
+        let e = errors(&format!(
+            "{MINIMAL}purge:\n  allow: [\"everyone\"]\n  token: short\n  token_env: X\n"
+        ));
+        assert_eq!(
+            e,
+            vec![
+                "purge.allow[0]: expected a network like \"127.0.0.1/32\" or \"::1/128\", got \"everyone\"".to_string(),
+                "purge.token_env: set either purge.token or purge.token_env, not both".to_string(),
+            ]
+        );
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct RawConfig {
     pub cache: RawCache,
     #[serde(default)]
     pub bypass: RawBypass,
+    #[serde(default)]
+    pub purge: RawPurge,
 }
 
 fn default_listen() -> Vec<String> {
@@ -167,4 +169,51 @@ pub fn default_tracking_params() -> Vec<String> {
 pub struct RawBypass {
     #[serde(default)]
     pub session_cookies: Vec<String>,
+}
+
+/// `purge:`: who may invalidate, and how objects are tagged.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPurge {
+    #[serde(default = "default_purge_allow")]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default = "default_tag_headers")]
+    pub tag_headers: Vec<String>,
+    #[serde(default = "default_true")]
+    pub strip_tag_headers: bool,
+    #[serde(default = "default_soft_grace")]
+    pub soft_grace: String,
+    #[serde(default = "default_true")]
+    pub invalidate_on_unsafe: bool,
+}
+
+impl Default for RawPurge {
+    fn default() -> Self {
+        RawPurge {
+            allow: default_purge_allow(),
+            token: None,
+            token_env: None,
+            tag_headers: default_tag_headers(),
+            strip_tag_headers: true,
+            soft_grace: default_soft_grace(),
+            invalidate_on_unsafe: true,
+        }
+    }
+}
+
+fn default_purge_allow() -> Vec<String> {
+    vec!["127.0.0.1/32".into(), "::1/128".into()]
+}
+fn default_tag_headers() -> Vec<String> {
+    vec!["Surrogate-Key".into(), "xkey".into(), "Cache-Tag".into()]
+}
+fn default_true() -> bool {
+    true
+}
+fn default_soft_grace() -> String {
+    "60s".into()
 }

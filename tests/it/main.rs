@@ -10,5 +10,6 @@ mod coalescing;
 mod config;
 mod memory;
 mod proxying;
+mod purge;
 mod stale;
 mod vary;

@@ -5,6 +5,6 @@ pub mod client;
 pub mod origin;
 pub mod proxy;
 
-pub use client::Client;
+pub use client::{Client, Resp};
 pub use origin::{Counter, Origin, Reply};
 pub use proxy::Proxy;

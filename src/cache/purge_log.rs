@@ -1,0 +1,209 @@
+//! Recent purges, so a fill that started before a purge cannot store its (older) response after
+//! it: compare before you set. Each purge is recorded with the sequence number it took from the
+//! same counter that stamps fetches; a fill checks the purges newer than its own stamp.
+//!
+//! The log is bounded in time and count. When a record is dropped, its sequence number becomes
+//! the floor: a fill stamped below the floor may have been purged by a forgotten record, so it
+//! is treated as purged (it is not stored; the next request fetches again).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// What a purge matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Matcher {
+    /// Every variant of one URL (its primary key hash).
+    Url(u128),
+    /// Every object carrying this tag.
+    Tag(Box<str>),
+    /// Every object whose URL starts with this text (`http://host/blog/`).
+    Prefix(Box<str>),
+    /// Everything.
+    All,
+}
+
+/// The facts of an object a matcher looks at.
+pub struct ObjectFacts<'a> {
+    /// Primary key hash.
+    pub primary: u128,
+    /// URL (primary key text).
+    pub url: &'a str,
+    /// Tags.
+    pub tags: &'a [Box<str>],
+}
+
+impl Matcher {
+    /// Whether this purge covers the object.
+    pub fn matches(&self, o: &ObjectFacts<'_>) -> bool {
+        match self {
+            Matcher::Url(p) => *p == o.primary,
+            Matcher::Tag(t) => o.tags.iter().any(|x| x == t),
+            Matcher::Prefix(p) => o.url.starts_with(&**p),
+            Matcher::All => true,
+        }
+    }
+}
+
+/// What a fill must do given the purges newer than it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// No purge covers it: store it.
+    Store,
+    /// A soft purge covers it: store it already stale.
+    StoreStale,
+    /// A purge covers it: do not store it.
+    Drop,
+}
+
+struct Record {
+    seq: u64,
+    at: Instant,
+    matcher: Matcher,
+    soft: bool,
+}
+
+struct Inner {
+    records: VecDeque<Record>,
+    floor: u64,
+}
+
+/// The bounded log of recent purges.
+pub struct PurgeLog {
+    inner: Mutex<Inner>,
+    horizon: Duration,
+    max_records: usize,
+}
+
+impl PurgeLog {
+    /// A log keeping purges for `horizon` (the longest a fetch can take) and at most
+    /// `max_records` of them.
+    pub fn new(horizon: Duration, max_records: usize) -> PurgeLog {
+        PurgeLog {
+            inner: Mutex::new(Inner {
+                records: VecDeque::new(),
+                floor: 0,
+            }),
+            horizon,
+            max_records: max_records.max(1),
+        }
+    }
+
+    /// Record a purge that took sequence number `seq`.
+    pub fn record(&self, seq: u64, matcher: Matcher, soft: bool) {
+        let now = Instant::now();
+        let mut inner = match self.inner.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        while let Some(front) = inner.records.front() {
+            let expired = now.duration_since(front.at) > self.horizon;
+            if !expired && inner.records.len() < self.max_records {
+                break;
+            }
+            let dropped = front.seq;
+            inner.records.pop_front();
+            inner.floor = inner.floor.max(dropped);
+        }
+        inner.records.push_back(Record {
+            seq,
+            at: now,
+            matcher,
+            soft,
+        });
+    }
+
+    /// What a fill stamped `fill_seq` may do with the object described by `facts`.
+    pub fn verdict(&self, fill_seq: u64, facts: &ObjectFacts<'_>) -> Verdict {
+        let inner = match self.inner.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if fill_seq < inner.floor {
+            return Verdict::Drop;
+        }
+        let mut verdict = Verdict::Store;
+        // newest first; records are in sequence order
+        for r in inner.records.iter().rev() {
+            if r.seq <= fill_seq {
+                break;
+            }
+            if r.matcher.matches(facts) {
+                if !r.soft {
+                    return Verdict::Drop;
+                }
+                verdict = Verdict::StoreStale;
+            }
+        }
+        verdict
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts<'a>(url: &'a str, tags: &'a [Box<str>]) -> ObjectFacts<'a> {
+        ObjectFacts {
+            primary: 7,
+            url,
+            tags,
+        }
+    }
+
+    #[test]
+    fn only_purges_newer_than_the_fill_count() {
+        let log = PurgeLog::new(Duration::from_secs(60), 100);
+        let tags: Vec<Box<str>> = vec!["news".into()];
+        log.record(10, Matcher::Tag("news".into()), false);
+        let f = facts("http://h/a", &tags);
+        assert_eq!(
+            log.verdict(5, &f),
+            Verdict::Drop,
+            "fill began before the purge"
+        );
+        assert_eq!(
+            log.verdict(11, &f),
+            Verdict::Store,
+            "fill began after the purge"
+        );
+        assert_eq!(
+            log.verdict(5, &facts("http://h/a", &[])),
+            Verdict::Store,
+            "untagged"
+        );
+    }
+
+    #[test]
+    fn matchers() {
+        let tags: Vec<Box<str>> = vec!["t".into()];
+        let f = facts("http://h/blog/post", &tags);
+        assert!(Matcher::Url(7).matches(&f));
+        assert!(!Matcher::Url(8).matches(&f));
+        assert!(Matcher::Prefix("http://h/blog/".into()).matches(&f));
+        assert!(!Matcher::Prefix("http://h/shop/".into()).matches(&f));
+        assert!(!Matcher::Prefix("http://other/blog/".into()).matches(&f));
+        assert!(Matcher::All.matches(&f));
+    }
+
+    #[test]
+    fn soft_purges_store_stale_and_hard_ones_win() {
+        let log = PurgeLog::new(Duration::from_secs(60), 100);
+        let f = facts("http://h/a", &[]);
+        log.record(10, Matcher::All, true);
+        assert_eq!(log.verdict(5, &f), Verdict::StoreStale);
+        log.record(11, Matcher::Url(7), false);
+        assert_eq!(log.verdict(5, &f), Verdict::Drop);
+    }
+
+    #[test]
+    fn a_forgotten_purge_still_protects_older_fills() {
+        let log = PurgeLog::new(Duration::from_secs(60), 2);
+        log.record(10, Matcher::Url(1), false);
+        log.record(20, Matcher::Url(2), false);
+        log.record(30, Matcher::Url(3), false); // drops seq 10
+        let f = facts("http://h/x", &[]);
+        assert_eq!(log.verdict(5, &f), Verdict::Drop, "below the floor");
+        assert_eq!(log.verdict(15, &f), Verdict::Store);
+    }
+}
