@@ -20,6 +20,13 @@ echo "== first request: a miss, the app renders (200 ms)"
 curl -s -w 'time: %{time_total}s\n' -D - -o /dev/null http://127.0.0.1:6081/ | grep -iE 'cache-status|^HTTP|time'
 echo "== second request: a hit, from memory"
 curl -s -w 'time: %{time_total}s\n' -D - -o /dev/null http://127.0.0.1:6081/ | grep -iE 'cache-status|^HTTP|^age|time'
+echo "== a visitor submits a post: the app soft-purges the front page by its tag"
+curl -s -X POST -d 'title=Hello' http://127.0.0.1:6081/submit; echo
+echo "== the next visitor is served at once (stale) while lacquer refreshes in the background"
+curl -s -w 'time: %{time_total}s\n' -D - -o /dev/null http://127.0.0.1:6081/ | grep -iE 'cache-status|time'
+sleep 0.5
+echo "== and then the refreshed page, from memory again"
+curl -s -D - http://127.0.0.1:6081/ | grep -iE 'cache-status|<li>'
 echo
 echo "lacquer is serving http://127.0.0.1:6081/ (admin: http://127.0.0.1:6082/healthz). Ctrl-C to stop."
 wait $PROXY
