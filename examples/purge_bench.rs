@@ -1,0 +1,188 @@
+//! Purge benchmark on lacquer's storage, in process: fills N small objects (100-byte bodies,
+//! each with `--tags` shared category tags and one unique tag; the first 100,000 also carry
+//! one of ten group tags, `group0`..`group9`, 10,000 objects each), then measures
+//! - a tag purge of 10,000 objects (`group0`..`group4`, median of 5),
+//! - a URL purge (one object), averaged, at this cache size,
+//! - lookups per second of unpurged objects from a concurrent task, over 2 s without purges
+//!   and over 2 s in which `group5`..`group9` are purged (one every 300 ms, with the
+//!   background removal of what they purge),
+//! - resident memory per object.
+//!
+//! `cargo run --release --example purge_bench -- --objects 1000000 --tags 2`
+//! (`bench/purge.sh` runs it with and without tags and derives the tag index cost.)
+
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use lacquer::cache::storage::{MemoryStorage, PurgeScope, StorageSettings};
+use pingora_cache::key::CacheHashKey;
+use pingora_cache::storage::Storage;
+use pingora_cache::trace::Span;
+use pingora_cache::{CacheKey, CacheMeta};
+use pingora_http::ResponseHeader;
+
+const GROUP: usize = 10_000;
+const GROUPS: usize = 10;
+const TAGGED: usize = GROUP * GROUPS;
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn key(i: usize) -> CacheKey {
+    CacheKey::new(format!("http://bench.example/obj/{i}"), "")
+}
+
+fn meta(i: usize, tags: usize) -> CacheMeta {
+    let now = SystemTime::now();
+    let mut header = ResponseHeader::build(200, Some(4)).expect("header");
+    header.append_header("Content-Type", "text/html").expect("header");
+    if tags > 0 {
+        let mut t = Vec::new();
+        if i < TAGGED {
+            t.push(format!("group{}", i / GROUP));
+        }
+        for k in 0..tags {
+            t.push(format!("cat{k}-{}", i % 1000));
+        }
+        t.push(format!("item-{i}"));
+        header.append_header("xkey", t.join(" ")).expect("header");
+    }
+    CacheMeta::new(now + Duration::from_secs(3600), now, 0, 0, header)
+}
+
+async fn fill(storage: &'static MemoryStorage, range: std::ops::Range<usize>, tags: usize) {
+    let span = Span::inactive().handle();
+    let body = Bytes::from(vec![b'x'; 100]);
+    for i in range {
+        let k = key(i);
+        let Ok(mut handler) = storage.get_miss_handler(&k, &meta(i, tags), &span).await else {
+            continue;
+        };
+        let _ = handler.write_body(body.clone(), true).await;
+        let _ = handler.finish().await;
+    }
+}
+
+async fn lookups_per_sec(storage: &'static MemoryStorage, objects: usize, window: Duration) -> f64 {
+    let span = Span::inactive().handle();
+    let started = Instant::now();
+    let mut n = 0u64;
+    let mut i = TAGGED;
+    while started.elapsed() < window {
+        i = (i * 7919 + 13) % objects.max(TAGGED + 1);
+        if i < TAGGED {
+            continue;
+        }
+        if let Ok(Some((_, mut hit))) = storage.lookup(&key(i), &span).await {
+            let _ = hit.read_body().await;
+        }
+        n += 1;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mut objects = 1_000_000usize;
+    let mut tags = 2usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--objects" => objects = args.next().and_then(|v| v.parse().ok()).unwrap_or(objects),
+            "--tags" => tags = args.next().and_then(|v| v.parse().ok()).unwrap_or(tags),
+            _ => {}
+        }
+    }
+    let storage: &'static MemoryStorage = Box::leak(Box::new(MemoryStorage::new(StorageSettings {
+        max_size: 16 << 30,
+        max_object_size: 1 << 20,
+        keep: Duration::ZERO,
+        tag_headers: vec!["xkey".into()],
+        soft_grace: Duration::from_secs(60),
+        purge_horizon: Duration::from_secs(600),
+    })));
+    let rss_before = rss_bytes();
+    let started = Instant::now();
+    fill(storage, 0..objects, tags).await;
+    storage.run_pending_tasks().await;
+    let rss_after = rss_bytes();
+    println!(
+        "filled {} objects with {} tags each in {:.1}s; weighted {} MiB; RSS +{} MiB = {} bytes/object",
+        storage.object_count(),
+        if tags > 0 { tags + 1 } else { 0 },
+        started.elapsed().as_secs_f64(),
+        storage.weighted_size() >> 20,
+        (rss_after - rss_before) >> 20,
+        (rss_after - rss_before) / objects as u64
+    );
+
+    if tags > 0 && objects > TAGGED {
+        let mut runs = Vec::new();
+        for g in 0..5 {
+            let t = Instant::now();
+            let n = storage
+                .purge_scope(&PurgeScope::Tag(format!("group{g}")), false)
+                .await;
+            runs.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(n, GROUP, "a tag purge removes exactly the tagged objects");
+        }
+        println!(
+            "tag purge of {GROUP} objects among {objects}: median {:.2} ms (runs: {})",
+            median(runs.clone()),
+            runs.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+        );
+    }
+
+    // URL purges of single objects
+    let span = Span::inactive().handle();
+    let sample = 2000.min(objects / 2);
+    let t = Instant::now();
+    let mut removed = 0;
+    for i in 0..sample {
+        let k = key(objects - 1 - i);
+        let primary = u128::from_be_bytes(k.primary_bin());
+        removed += storage.purge_scope(&PurgeScope::Url(primary), false).await;
+    }
+    println!(
+        "URL purge: {:.2} us per purge ({} purged) with {} objects cached",
+        t.elapsed().as_secs_f64() * 1e6 / sample as f64,
+        removed,
+        objects
+    );
+    let _ = storage.lookup(&key(0), &span).await;
+
+    if tags > 0 && objects > TAGGED {
+        let window = Duration::from_secs(2);
+        // let the background removals of the timed purges finish first
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let quiet = lookups_per_sec(storage, objects - sample, window).await;
+        let purger = tokio::spawn(async move {
+            let mut n = 0;
+            for g in 5..GROUPS {
+                n += storage
+                    .purge_scope(&PurgeScope::Tag(format!("group{g}")), false)
+                    .await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            n
+        });
+        let busy = lookups_per_sec(storage, objects - sample, window).await;
+        let purged = purger.await.unwrap_or(0);
+        println!(
+            "concurrent lookups: {quiet:.0}/s without purges, {busy:.0}/s while {purged} objects were purged in 5 tag purges = {:.1}% of quiet",
+            busy / quiet * 100.0
+        );
+    }
+}
