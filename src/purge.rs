@@ -161,7 +161,11 @@ pub fn normalize_prefix(prefix: &str) -> Option<String> {
 }
 
 /// Run purges, totalling each kind into a report.
-pub async fn run(storage: &'static MemoryStorage, scopes: &[PurgeScope], soft: bool) -> PurgeReport {
+pub async fn run(
+    storage: &'static MemoryStorage,
+    scopes: &[PurgeScope],
+    soft: bool,
+) -> PurgeReport {
     let mut report = PurgeReport {
         soft,
         ..PurgeReport::default()

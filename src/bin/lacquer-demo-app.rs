@@ -39,7 +39,10 @@ async fn purge_front_page(lacquer: &str) -> std::io::Result<String> {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn form_title(body: &[u8]) -> Option<String> {
@@ -98,7 +101,11 @@ impl ServeHttp for DemoApp {
                 let posts: String = self
                     .posts
                     .lock()
-                    .map(|p| p.iter().map(|t| format!("<li>{}</li>", escape(t))).collect())
+                    .map(|p| {
+                        p.iter()
+                            .map(|t| format!("<li>{}</li>", escape(t)))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let mut resp = page(
                     StatusCode::OK,

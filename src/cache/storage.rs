@@ -12,8 +12,8 @@
 //!   step with every removal, whatever its cause.
 //! - A purge marks its objects at once through flags on the objects (dead, or soft-purged at a
 //!   time that every read applies to the metadata), found through the indexes without a cache
-//!   lookup; the dead ones leave moka in the background. So a purge of 10,000 tagged objects
-//!   takes about a millisecond and hits never wait on it.
+//!   lookup; a paced reaper takes the dead ones out of moka in the background. So a purge of
+//!   10,000 tagged objects takes about a millisecond and hits never wait on it.
 //! - Writes compare before they set. Every fetch is stamped with a sequence number when its
 //!   request is keyed ([`FetchStamp`]); every purge takes one too and is logged
 //!   (`purge_log.rs`). A fill stores nothing that a newer purge covers, and never replaces an
@@ -24,8 +24,10 @@
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -53,6 +55,13 @@ use super::tags::response_tags;
 /// minus body, metadata and URL, for 100-byte objects), so that `cache.max_size` bounds the
 /// process's real memory and not only the payload.
 pub const ENTRY_OVERHEAD: u32 = 800;
+
+/// Purged objects waiting for removal; beyond this the rest are left to moka's own eviction.
+const REAPER_QUEUE: usize = 100_000;
+/// The reaper removes this many objects...
+const REAPER_BATCH: u64 = 4;
+/// ...then pauses this long: about 2,000 removals a second.
+const REAPER_PAUSE: Duration = Duration::from_millis(2);
 
 /// The sequence number a request took when it was keyed; its fill is "older" than any purge or
 /// fetch that took a larger one. Travels in `CacheKey::extensions`.
@@ -184,6 +193,7 @@ pub struct MemoryStorage {
     settings: StorageSettings,
     max_object_size: usize,
     seq: AtomicU64,
+    reaper: OnceLock<mpsc::Sender<(u128, Arc<StoredObject>)>>,
 }
 
 impl MemoryStorage {
@@ -209,6 +219,7 @@ impl MemoryStorage {
             max_object_size: usize::try_from(settings.max_object_size).unwrap_or(usize::MAX),
             settings,
             seq: AtomicU64::new(1),
+            reaper: OnceLock::new(),
         }
     }
 
@@ -351,35 +362,47 @@ impl MemoryStorage {
         n
     }
 
-    /// Take purged objects out of moka without holding up the purge: a batch at a time,
-    /// yielding between batches so hits keep their share of the CPU. Only the very object
-    /// that was purged is removed, never a newer one stored since under the same hash.
+    /// Hand purged objects to the reaper, which takes them out of moka without holding up the
+    /// purge or the hits: the flags already hide them, so removal only frees memory.
     fn remove_in_background(&'static self, doomed: Vec<(u128, Arc<StoredObject>)>) {
-        let work = async move {
-            for (i, (hash, object)) in doomed.into_iter().enumerate() {
-                self.objects
-                    .entry(hash)
-                    .and_compute_with(|existing| {
-                        let op = match existing {
-                            Some(e) if Arc::ptr_eq(e.value(), &object) => Op::Remove,
-                            _ => Op::Nop,
-                        };
-                        std::future::ready(op)
-                    })
-                    .await;
-                if i % 256 == 255 {
-                    tokio::task::yield_now().await;
-                }
+        let Some(reaper) = self.reaper() else { return };
+        for item in doomed {
+            // a full queue leaves the rest to moka: they are hidden, counted in the budget,
+            // replaced by the next fill of their URL, and evicted or expired in time
+            if reaper.try_send(item).is_err() {
+                break;
             }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(work);
-            }
-            // no runtime (never in the server): the flags already hide the objects, and moka
-            // drops them when they expire or are evicted
-            Err(_) => drop(work),
         }
+    }
+
+    /// The queue of the one reaper task, started on first use.
+    fn reaper(&'static self) -> Option<&'static mpsc::Sender<(u128, Arc<StoredObject>)>> {
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        Some(self.reaper.get_or_init(|| {
+            let (tx, mut rx) = mpsc::channel::<(u128, Arc<StoredObject>)>(REAPER_QUEUE);
+            handle.spawn(async move {
+                let mut n: u64 = 0;
+                while let Some((hash, object)) = rx.recv().await {
+                    self.objects
+                        .entry(hash)
+                        .and_compute_with(|existing| {
+                            let op = match existing {
+                                Some(e) if Arc::ptr_eq(e.value(), &object) => Op::Remove,
+                                _ => Op::Nop,
+                            };
+                            std::future::ready(op)
+                        })
+                        .await;
+                    n += 1;
+                    // paced: every removal runs moka's housekeeping, which concurrent hits
+                    // would otherwise queue behind (measured in docs/benchmarks.md)
+                    if n % REAPER_BATCH == 0 {
+                        tokio::time::sleep(REAPER_PAUSE).await;
+                    }
+                }
+            });
+            tx
+        }))
     }
 
     fn hash_of(key: &impl CacheHashKey) -> u128 {
@@ -540,7 +563,10 @@ impl HandleMiss for Fill {
                 std::future::ready(op)
             })
             .await;
-        if !matches!(result, CompResult::Inserted(_) | CompResult::ReplacedWith(_)) {
+        if !matches!(
+            result,
+            CompResult::Inserted(_) | CompResult::ReplacedWith(_)
+        ) {
             return Ok(MissFinishType::Created(0));
         }
         storage
@@ -639,7 +665,11 @@ impl Storage for MemoryStorage {
         }
     }
 
-    async fn expire(&'static self, target: PurgeTarget<'_>, _trace: &SpanHandle) -> Result<PurgeOutcome> {
+    async fn expire(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
         let hash = compact_hash(target.key());
         match self.objects.get(&hash).await {
             Some(o) if !o.is_dead() => {
