@@ -14,7 +14,7 @@ use dashmap::DashMap;
 /// Bytes one tag of one object costs beyond the tag text, charged to the cache budget: its
 /// entry in the tag's list, its share of the tag's map slot and the tag's copy in the object
 /// (measured with `bench/purge.sh`: resident memory with tags minus without, per tag).
-pub const INDEX_ENTRY_OVERHEAD: usize = 160;
+pub const INDEX_ENTRY_OVERHEAD: usize = 200;
 
 /// The objects under one URL or tag. Most URLs have one variant and many tags (`post-123`) one
 /// object, so a short list is kept inline in a vector and only a long one becomes a map.

@@ -844,14 +844,19 @@ mod tests {
         let key = CacheKey::new("http://h/soft", "");
         let span = Span::inactive().handle();
         let mut fill = s.get_miss_handler(&key, &meta(), &span).await.unwrap();
-        fill.write_body(Bytes::from_static(b"x"), true).await.unwrap();
+        fill.write_body(Bytes::from_static(b"x"), true)
+            .await
+            .unwrap();
         fill.finish().await.unwrap();
         let primary = u128::from_be_bytes(key.primary_bin());
         assert_eq!(s.purge_scope(&PurgeScope::Url(primary), true).await, 1);
         let (m, _) = s.lookup(&key, &span).await.unwrap().unwrap();
         let now = SystemTime::now();
         assert!(!m.is_fresh(now), "stale after a soft purge");
-        assert!(m.serve_stale_while_revalidate(now), "served stale during the grace");
+        assert!(
+            m.serve_stale_while_revalidate(now),
+            "served stale during the grace"
+        );
         assert!(m.age() < Duration::from_secs(5), "the age did not jump");
         // a hard purge hides it at once
         assert_eq!(s.purge_scope(&PurgeScope::Url(primary), false).await, 1);
@@ -866,9 +871,14 @@ mod tests {
         let mut key = CacheKey::new("http://h/late", "");
         key.extensions.insert(FetchStamp(s.stamp()));
         let mut fill = s.get_miss_handler(&key, &meta(), &span).await.unwrap();
-        s.purge_scope(&PurgeScope::Url(u128::from_be_bytes(key.primary_bin())), false)
-            .await;
-        fill.write_body(Bytes::from_static(b"old"), true).await.unwrap();
+        s.purge_scope(
+            &PurgeScope::Url(u128::from_be_bytes(key.primary_bin())),
+            false,
+        )
+        .await;
+        fill.write_body(Bytes::from_static(b"old"), true)
+            .await
+            .unwrap();
         fill.finish().await.unwrap();
         assert!(s.lookup(&key, &span).await.unwrap().is_none());
     }
