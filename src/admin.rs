@@ -1,5 +1,5 @@
-//! The admin listener: `/healthz`, `/stats` and the purge API (`POST /purge`, see `purge.rs`).
-//! Never exposed on the proxy listener.
+//! The admin listener: `/metrics` (Prometheus), `/healthz`, `/stats` and the purge API
+//! (`POST /purge`, see `purge.rs`). Never exposed on the proxy listener.
 
 use std::sync::Arc;
 
@@ -10,7 +10,8 @@ use pingora_core::protocols::http::ServerSession;
 
 use crate::cache::CacheRuntime;
 use crate::config::Config;
-use crate::purge::{self, PurgeApiRequest, PurgeAuth};
+use crate::metrics::metrics;
+use crate::purge::{self, PurgeApiRequest, PurgeAuth, PurgeSource};
 
 /// The largest purge API body accepted.
 const MAX_BODY: usize = 1 << 20;
@@ -67,7 +68,7 @@ impl AdminApp {
             Ok(parsed) => parsed,
             Err(message) => return error(StatusCode::BAD_REQUEST, &message),
         };
-        let report = purge::run(self.cache.storage, &scopes, req.soft).await;
+        let report = purge::run(self.cache.storage, &scopes, req.soft, PurgeSource::Request).await;
         match serde_json::to_string(&report) {
             Ok(text) => json(StatusCode::OK, text),
             Err(_) => error(
@@ -75,6 +76,43 @@ impl AdminApp {
                 "could not encode the report",
             ),
         }
+    }
+}
+
+impl AdminApp {
+    /// 200 when every proxy listener accepts a connection (so lacquer can serve, from the cache
+    /// at least, whatever the app servers' state), 503 naming the ones that do not.
+    async fn healthz(&self) -> Response<Vec<u8>> {
+        let mut down = Vec::new();
+        for addr in &self.config.listen {
+            let probe = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await;
+            if !matches!(probe, Ok(Ok(_))) {
+                down.push(addr.to_string());
+            }
+        }
+        if down.is_empty() {
+            text(StatusCode::OK, "ok\n".to_string())
+        } else {
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("proxy listener not accepting: {}\n", down.join(", ")),
+            )
+        }
+    }
+
+    /// Bring the cache gauges up to date for a scrape.
+    async fn refresh_gauges(&self) {
+        let storage = self.cache.storage;
+        storage.run_pending_tasks().await;
+        let m = metrics();
+        m.cache_objects
+            .set(i64::try_from(storage.object_count()).unwrap_or(i64::MAX));
+        m.cache_bytes
+            .set(i64::try_from(storage.weighted_size()).unwrap_or(i64::MAX));
     }
 }
 
@@ -107,7 +145,16 @@ impl ServeHttp for AdminApp {
         let path = session.req_header().uri.path().to_string();
         match (method.as_str(), path.as_str()) {
             // lacquer answers here from the same process that serves the proxy listener
-            (_, "/healthz") => text(StatusCode::OK, "ok\n".to_string()),
+            (_, "/healthz") => self.healthz().await,
+            (_, "/metrics") => {
+                self.refresh_gauges().await;
+                let mut resp = text(StatusCode::OK, metrics().render());
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                resp
+            }
             (_, "/stats") => {
                 self.cache.storage.run_pending_tasks().await;
                 text(

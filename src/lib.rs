@@ -13,13 +13,16 @@
 //! - `upstream`: the app servers and their peers
 //! - `purge`: PURGE and the purge API, their authorisation, unsafe-method invalidation
 //! - `cache::index`, `cache::purge_log`, `cache::tags`: tag/variant indexes, recent purges, tag parsing
+//! - `metrics`: the Prometheus metrics; `access_log`: one line per client request
 //! - `admin`: the admin listener
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod access_log;
 pub mod admin;
 pub mod cache;
 pub mod config;
+pub mod metrics;
 pub mod proxy;
 pub mod purge;
 pub mod server;

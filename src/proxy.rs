@@ -4,7 +4,7 @@
 //! `upstream`. See docs/ARCHITECTURE.md for the phase-by-phase walk.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use pingora_cache::key::HashBinary;
@@ -14,6 +14,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 
+use crate::access_log::{AccessLog, Entry};
 use crate::cache::freshness::{self, FreshnessDefaults, NoStoreReason, Storability};
 use crate::cache::key::RequestKey;
 use crate::cache::policy::{self, BypassReason, RequestDecision};
@@ -21,7 +22,8 @@ use crate::cache::status::{CacheStatus, Outcome};
 use crate::cache::storage::{FetchStamp, PurgeScope};
 use crate::cache::{build_meta, merge_not_modified, vary, CacheRuntime};
 use crate::config::Config;
-use crate::purge::{self, PurgeAuth};
+use crate::metrics::{metrics, status_class};
+use crate::purge::{self, PurgeAuth, PurgeSource};
 use crate::upstream::Upstreams;
 
 /// The scheme of lacquer's listeners (plain HTTP; TLS terminates in front of lacquer).
@@ -33,13 +35,19 @@ pub struct LacquerProxy {
     cache: &'static CacheRuntime,
     upstreams: Upstreams,
     auth: PurgeAuth,
+    access_log: Arc<AccessLog>,
 }
 
 impl LacquerProxy {
     /// A proxy for `config`, using the process's cache.
-    pub fn new(config: Arc<Config>, cache: &'static CacheRuntime) -> Result<LacquerProxy> {
+    pub fn new(
+        config: Arc<Config>,
+        cache: &'static CacheRuntime,
+        access_log: Arc<AccessLog>,
+    ) -> Result<LacquerProxy> {
         let upstreams = Upstreams::new(&config.upstreams, config.timeouts)?;
         Ok(LacquerProxy {
+            access_log,
             auth: PurgeAuth::new(&config.purge),
             config,
             cache,
@@ -69,13 +77,14 @@ impl LacquerProxy {
         ) {
             Ok(k) => k,
             Err(e) => {
+                purge::count_refused("invalid");
                 let body = serde_json::json!({ "error": e.as_str() }).to_string();
                 return respond_json(session, 400, body).await;
             }
         };
         let (scopes, soft) = purge::proxy_purge_scopes(session.req_header(), &key);
         let by_url = matches!(scopes.first(), Some(PurgeScope::Url(_)));
-        let report = purge::run(self.cache.storage, &scopes, soft).await;
+        let report = purge::run(self.cache.storage, &scopes, soft, PurgeSource::Request).await;
         let n = report.urls + report.tags;
         // Varnish's convention: a URL purge that found nothing is a 404
         let status = if by_url && n == 0 { 404 } else { 200 };
@@ -109,7 +118,25 @@ impl LacquerProxy {
                 scopes.push(PurgeScope::Url(k.primary_hash()));
             }
         }
-        purge::run(self.cache.storage, &scopes, false).await;
+        purge::run(self.cache.storage, &scopes, false, PurgeSource::Unsafe).await;
+    }
+
+    /// The `cache_status` and `reason` labels of a finished request.
+    fn outcome_labels(&self, ctx: &RequestCtx, e: Option<&Error>) -> (&'static str, &'static str) {
+        if ctx.purge {
+            return ("purge", "");
+        }
+        match ctx.status {
+            Some(CacheStatus::Bypass(reason)) => ("bypass", reason.as_str()),
+            Some(CacheStatus::HitForMiss) => ("hit_for_miss", ctx.no_store.unwrap_or("")),
+            Some(s @ (CacheStatus::Miss | CacheStatus::Expired)) => {
+                (s.as_str(), ctx.no_store.unwrap_or(""))
+            }
+            Some(s) if e.is_none() => (s.as_str(), ""),
+            // failed after the header was sent (a broken upstream body, a client gone)
+            Some(s) => (s.as_str(), "incomplete"),
+            None => ("error", if ctx.tries > 0 { "upstream" } else { "request" }),
+        }
     }
 
     fn freshness_defaults(&self) -> FreshnessDefaults {
@@ -124,8 +151,22 @@ impl LacquerProxy {
 }
 
 /// What lacquer knows about one request as it moves through the phases.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RequestCtx {
+    /// When the request arrived.
+    pub arrived: SystemTime,
+    /// The same, on the monotonic clock.
+    pub started: Instant,
+    /// The request target as received, when lacquer rewrote it (tracking parameters).
+    pub original_target: Option<String>,
+    /// The app server asked last (its address).
+    pub upstream: Option<String>,
+    /// When the attempt on it began.
+    pub upstream_started: Option<Instant>,
+    /// Time to its response header.
+    pub upstream_time: Option<std::time::Duration>,
+    /// Whether that attempt is already in the upstream metrics.
+    pub upstream_counted: bool,
     /// The cache key, for requests that use the cache.
     pub key: Option<RequestKey>,
     /// Why the request does not use the cache.
@@ -165,7 +206,24 @@ impl ProxyHttp for LacquerProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx {
+            arrived: SystemTime::now(),
+            started: Instant::now(),
+            original_target: None,
+            upstream: None,
+            upstream_started: None,
+            upstream_time: None,
+            upstream_counted: false,
+            key: None,
+            bypass: None,
+            no_store: None,
+            upstream_status: None,
+            tries: 0,
+            status: None,
+            hit_for_miss: false,
+            not_modified: None,
+            purge: false,
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -217,6 +275,7 @@ impl ProxyHttp for LacquerProxy {
             // a parameter left out of the key must not reach the app either, or the app could
             // render it into a page that other visitors are then served (unkeyed input)
             if let Ok(uri) = key.path_and_query.parse::<http::Uri>() {
+                ctx.original_target = Some(String::from_utf8_lossy(req.raw_path()).into_owned());
                 req.set_uri(uri);
             }
         }
@@ -306,7 +365,11 @@ impl ProxyHttp for LacquerProxy {
     ) -> Result<Box<HttpPeer>> {
         ctx.tries += 1;
         // an error here is the origin's side failing: stale-if-error may cover it
-        self.upstreams.next_peer().map_err(|e| e.into_up())
+        let (peer, label) = self.upstreams.next_peer().map_err(|e| e.into_up())?;
+        ctx.upstream = Some(label);
+        ctx.upstream_started = Some(Instant::now());
+        ctx.upstream_counted = false;
+        Ok(peer)
     }
 
     fn fail_to_connect(
@@ -316,9 +379,17 @@ impl ProxyHttp for LacquerProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        let m = metrics();
+        if let Some(u) = &ctx.upstream {
+            m.upstream_requests
+                .with_label_values(&[u.as_str(), "error"])
+                .inc();
+            ctx.upstream_counted = true;
+        }
         // nothing was sent, so any method may try the next app server, once per server
         if ctx.tries < self.upstreams.len() {
             e.set_retry(true);
+            m.upstream_retries.inc();
         }
         e
     }
@@ -356,7 +427,20 @@ impl ProxyHttp for LacquerProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if !upstream_response.status.is_informational() {
-            ctx.upstream_status = Some(upstream_response.status.as_u16());
+            let status = upstream_response.status.as_u16();
+            ctx.upstream_status = Some(status);
+            if let (Some(u), Some(t)) = (&ctx.upstream, ctx.upstream_started) {
+                let elapsed = t.elapsed();
+                ctx.upstream_time = Some(elapsed);
+                let m = metrics();
+                m.upstream_requests
+                    .with_label_values(&[u.as_str(), status_class(status)])
+                    .inc();
+                m.upstream_response
+                    .with_label_values(&[u.as_str()])
+                    .observe(elapsed.as_secs_f64());
+                ctx.upstream_counted = true;
+            }
         }
         if upstream_response.status.as_u16() == 304 && session.cache.maybe_cache_meta().is_some() {
             ctx.not_modified = Some(Box::new(upstream_response.clone()));
@@ -391,6 +475,59 @@ impl ProxyHttp for LacquerProxy {
                 .await;
         }
         Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let m = metrics();
+        if let (Some(u), false) = (&ctx.upstream, ctx.upstream_counted) {
+            m.upstream_requests
+                .with_label_values(&[u.as_str(), "error"])
+                .inc();
+        }
+        if session.subrequest_ctx.is_some() {
+            // a background refresh of a stale object, not a client request
+            let result = if e.is_none() { "ok" } else { "error" };
+            m.background_revalidations
+                .with_label_values(&[result])
+                .inc();
+            return;
+        }
+        let (cache_status, reason) = self.outcome_labels(ctx, e);
+        let duration = ctx.started.elapsed();
+        m.request(cache_status, reason, duration);
+        if let Some(wait) = session.cache.lock_duration() {
+            m.coalesced.inc();
+            m.coalesced_wait.observe(wait.as_secs_f64());
+        }
+        let req = session.req_header();
+        let header =
+            |name: http::header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
+        let raw_target;
+        let target = match &ctx.original_target {
+            Some(t) => t.as_str(),
+            None => {
+                raw_target = String::from_utf8_lossy(req.raw_path());
+                &raw_target
+            }
+        };
+        self.access_log.log(&Entry {
+            time: ctx.arrived,
+            client: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            method: req.method.as_str(),
+            host: header(http::header::HOST).unwrap_or(""),
+            target,
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            bytes: session.as_ref().body_bytes_sent(),
+            duration,
+            cache_status,
+            upstream: ctx.upstream.as_deref(),
+            upstream_time: ctx.upstream_time,
+            referer: header(http::header::REFERER),
+            user_agent: header(http::header::USER_AGENT),
+        });
     }
 
     fn should_serve_stale(

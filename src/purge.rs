@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::key::{normalize_host, RequestKey};
 use crate::cache::storage::{MemoryStorage, PurgeScope};
 use crate::config::{Cidr, NamePattern, PurgeConfig};
+use crate::metrics::metrics;
 
 /// Who may purge.
 pub struct PurgeAuth {
@@ -160,26 +161,64 @@ pub fn normalize_prefix(prefix: &str) -> Option<String> {
     Some(format!("{scheme}://{host}{path}"))
 }
 
-/// Run purges, totalling each kind into a report.
+/// Where a purge came from, for metrics: an explicit request, or a successful unsafe request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeSource {
+    /// PURGE or the admin API.
+    Request,
+    /// RFC 9111 section 4.4 invalidation after POST/PUT/PATCH/DELETE.
+    Unsafe,
+}
+
+/// Run purges, totalling each kind into a report and the metrics.
 pub async fn run(
     storage: &'static MemoryStorage,
     scopes: &[PurgeScope],
     soft: bool,
+    source: PurgeSource,
 ) -> PurgeReport {
     let mut report = PurgeReport {
         soft,
         ..PurgeReport::default()
     };
+    let m = metrics();
     for scope in scopes {
         let n = storage.purge_scope(scope, soft).await;
-        match scope {
-            PurgeScope::Url(_) => report.urls += n,
-            PurgeScope::Tag(_) => report.tags += n,
-            PurgeScope::Prefix(_) => report.prefixes += n,
-            PurgeScope::All => report.all += n,
-        }
+        let kind = match scope {
+            PurgeScope::Url(_) => {
+                report.urls += n;
+                "url"
+            }
+            PurgeScope::Tag(_) => {
+                report.tags += n;
+                "tag"
+            }
+            PurgeScope::Prefix(_) => {
+                report.prefixes += n;
+                "prefix"
+            }
+            PurgeScope::All => {
+                report.all += n;
+                "all"
+            }
+        };
+        let kind = if source == PurgeSource::Unsafe {
+            "unsafe"
+        } else {
+            kind
+        };
+        m.purges.with_label_values(&[kind, "ok"]).inc();
+        m.purged_objects.with_label_values(&[kind]).inc_by(n as u64);
     }
     report
+}
+
+/// Count a purge request that was refused (`denied`: not authorised; `invalid`: malformed).
+pub fn count_refused(result: &'static str) {
+    metrics()
+        .purges
+        .with_label_values(&["unknown", result])
+        .inc();
 }
 
 /// What a `PURGE` request on the proxy listener asks for.

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
-use pingora_error::Result;
+use pingora_error::{Error, ErrorType, Result};
+
+use crate::access_log::AccessLog;
+use crate::metrics::metrics;
 
 use crate::admin::AdminApp;
 use crate::cache::CacheRuntime;
@@ -32,8 +35,20 @@ pub fn build(config: Config) -> Result<Server> {
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
 
+    // metrics first: every later piece may count into them
+    let m = metrics();
+    m.cache_capacity
+        .set(i64::try_from(config.cache.max_size).unwrap_or(i64::MAX));
+    let access_log = AccessLog::start(&config.access_log_target, config.access_log_format)
+        .map_err(|e| {
+            Error::because(
+                ErrorType::InternalError,
+                format!("access_log: cannot open {:?}", config.access_log_target),
+                e,
+            )
+        })?;
     let cache = CacheRuntime::leak(&config);
-    let proxy = LacquerProxy::new(config.clone(), cache)?;
+    let proxy = LacquerProxy::new(config.clone(), cache, Arc::new(access_log))?;
     let mut proxy_service =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "lacquer proxy");
     for addr in &config.listen {

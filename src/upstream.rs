@@ -50,12 +50,14 @@ impl Upstreams {
         self.count == 0
     }
 
-    /// The next app server, as a peer with lacquer's timeouts.
-    pub fn next_peer(&self) -> Result<Box<HttpPeer>> {
+    /// The next app server, as a peer with lacquer's timeouts, and its label for metrics and
+    /// logs (its address).
+    pub fn next_peer(&self) -> Result<(Box<HttpPeer>, String)> {
         let backend = self
             .balancer
             .select(b"", 256)
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "no app server available"))?;
+        let label = backend.addr.to_string();
         let mut peer = HttpPeer::new(backend, false, String::new());
         let o = &mut peer.options;
         o.connection_timeout = Some(self.timeouts.connect);
@@ -65,6 +67,6 @@ impl Upstreams {
         o.read_timeout = Some(self.timeouts.first_byte.max(self.timeouts.between_bytes));
         o.write_timeout = Some(self.timeouts.between_bytes);
         o.idle_timeout = Some(std::time::Duration::from_secs(60));
-        Ok(Box::new(peer))
+        Ok((Box::new(peer), label))
     }
 }

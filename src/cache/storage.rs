@@ -48,6 +48,7 @@ use super::freshness::stale_forbidden;
 use super::index::{Index, INDEX_ENTRY_OVERHEAD};
 use super::purge_log::{Matcher, ObjectFacts, PurgeLog, Verdict};
 use super::tags::response_tags;
+use crate::metrics::metrics;
 
 /// Bytes charged per entry beyond its key, URL, metadata, tags and body: the moka entry and
 /// its deque and timer nodes, the `Arc`'d object, its allocations' headers and rounding, and
@@ -207,9 +208,14 @@ impl MemoryStorage {
             .expire_after(DropAtExpiry)
             .eviction_listener(move |k: Arc<u128>, v: Arc<StoredObject>, cause| {
                 // a replacement is re-indexed by whoever replaced it (see `Fill::finish`)
-                if cause != RemovalCause::Replaced {
-                    listener_index.unregister(v.primary, *k, &v, &v.tags);
-                }
+                let label = match cause {
+                    RemovalCause::Replaced => return,
+                    RemovalCause::Size => "size",
+                    RemovalCause::Expired => "expired",
+                    RemovalCause::Explicit => "purged",
+                };
+                listener_index.unregister(v.primary, *k, &v, &v.tags);
+                metrics().cache_evictions.with_label_values(&[label]).inc();
             })
             .build();
         MemoryStorage {
@@ -569,6 +575,7 @@ impl HandleMiss for Fill {
         ) {
             return Ok(MissFinishType::Created(0));
         }
+        metrics().cache_inserts.inc();
         storage
             .index
             .register(self.primary, self.hash, &object, &self.tags);

@@ -34,6 +34,10 @@ pub struct Config {
     pub bypass: BypassConfig,
     /// Invalidation.
     pub purge: PurgeConfig,
+    /// Where the access log goes.
+    pub access_log_target: crate::access_log::Target,
+    /// How access log lines look.
+    pub access_log_format: crate::access_log::Format,
 }
 
 /// `purge:`
@@ -470,6 +474,39 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let soft_grace = duration(&mut errors, "purge.soft_grace", &p.soft_grace);
 
+    use crate::access_log::{Format, Target};
+    let al = &raw.access_log;
+    let access_log_target = match (al.target.as_str(), &al.path) {
+        ("off", None) => Target::Off,
+        ("stdout", None) => Target::Stdout,
+        ("file", Some(p)) if !p.is_empty() => Target::File(p.into()),
+        ("file", _) => {
+            errors.push("access_log.path: required when access_log.target is \"file\"".to_string());
+            Target::Off
+        }
+        ("off" | "stdout", Some(_)) => {
+            errors
+                .push("access_log.path: only used when access_log.target is \"file\"".to_string());
+            Target::Off
+        }
+        (other, _) => {
+            errors.push(format!(
+                "access_log.target: expected \"off\", \"stdout\" or \"file\", got \"{other}\""
+            ));
+            Target::Off
+        }
+    };
+    let access_log_format = match al.format.as_str() {
+        "combined" => Format::Combined,
+        "json" => Format::Json,
+        other => {
+            errors.push(format!(
+                "access_log.format: expected \"combined\" or \"json\", got \"{other}\""
+            ));
+            Format::Combined
+        }
+    };
+
     let session_cookies = name_patterns(
         &mut errors,
         "bypass.session_cookies",
@@ -506,6 +543,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             soft_grace,
             invalidate_on_unsafe: p.invalidate_on_unsafe,
         },
+        access_log_target,
+        access_log_format,
     })
 }
 
@@ -629,6 +668,22 @@ mod tests {
             vec![
                 "purge.allow[0]: expected a network like \"127.0.0.1/32\" or \"::1/128\", got \"everyone\"".to_string(),
                 "purge.token_env: set either purge.token or purge.token_env, not both".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn access_log_settings() {
+        let c = Config::from_yaml(MINIMAL).unwrap();
+        assert_eq!(c.access_log_target, crate::access_log::Target::Stdout);
+        let e = errors(&format!(
+            "{MINIMAL}access_log:\n  target: file\n  format: xml\n"
+        ));
+        assert_eq!(
+            e,
+            vec![
+                "access_log.path: required when access_log.target is \"file\"".to_string(),
+                "access_log.format: expected \"combined\" or \"json\", got \"xml\"".to_string(),
             ]
         );
     }

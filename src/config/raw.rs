@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub bypass: RawBypass,
     #[serde(default)]
     pub purge: RawPurge,
+    #[serde(default)]
+    pub access_log: RawAccessLog,
 }
 
 fn default_listen() -> Vec<String> {
@@ -216,4 +218,33 @@ fn default_true() -> bool {
 }
 fn default_soft_grace() -> String {
     "60s".into()
+}
+
+/// `access_log:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    #[serde(default = "default_log_target")]
+    pub target: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default = "default_log_format")]
+    pub format: String,
+}
+
+impl Default for RawAccessLog {
+    fn default() -> Self {
+        RawAccessLog {
+            target: default_log_target(),
+            path: None,
+            format: default_log_format(),
+        }
+    }
+}
+
+fn default_log_target() -> String {
+    "stdout".into()
+}
+fn default_log_format() -> String {
+    "combined".into()
 }

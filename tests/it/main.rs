@@ -9,6 +9,7 @@ mod caching;
 mod coalescing;
 mod config;
 mod memory;
+mod observability;
 mod proxying;
 mod purge;
 mod stale;

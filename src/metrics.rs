@@ -1,0 +1,295 @@
+//! lacquer's Prometheus metrics: one [`Metrics`] registered into an owned registry, served on
+//! the admin listener at `/metrics`. Labels are bounded enums or configured upstream addresses,
+//! never a URL, a host or a client address.
+//!
+//! The process-wide instance ([`metrics()`]) is reachable from pingora's hooks, the storage's
+//! eviction listener and the admin app alike.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Buckets for request and upstream times: 100 µs to 30 s.
+const SECONDS_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0, 30.0,
+];
+
+/// Every metric lacquer exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `lacquer_requests_total{cache_status, reason}`.
+    pub requests: IntCounterVec,
+    /// `lacquer_request_duration_seconds{cache_status}`.
+    pub request_duration: HistogramVec,
+    /// `lacquer_background_revalidations_total{result}`.
+    pub background_revalidations: IntCounterVec,
+    /// `lacquer_upstream_requests_total{upstream, status_class}`.
+    pub upstream_requests: IntCounterVec,
+    /// `lacquer_upstream_response_seconds{upstream}`.
+    pub upstream_response: HistogramVec,
+    /// `lacquer_upstream_healthy{upstream}`.
+    pub upstream_healthy: IntGaugeVec,
+    /// `lacquer_upstream_retries_total`.
+    pub upstream_retries: IntCounter,
+    /// `lacquer_coalesced_requests_total`.
+    pub coalesced: IntCounter,
+    /// `lacquer_coalesced_wait_seconds`.
+    pub coalesced_wait: Histogram,
+    /// `lacquer_cache_objects`.
+    pub cache_objects: IntGauge,
+    /// `lacquer_cache_bytes`.
+    pub cache_bytes: IntGauge,
+    /// `lacquer_cache_capacity_bytes`.
+    pub cache_capacity: IntGauge,
+    /// `lacquer_cache_inserts_total`.
+    pub cache_inserts: IntCounter,
+    /// `lacquer_cache_evictions_total{cause}`.
+    pub cache_evictions: IntCounterVec,
+    /// `lacquer_purges_total{kind, result}`.
+    pub purges: IntCounterVec,
+    /// `lacquer_purged_objects_total{kind}`.
+    pub purged_objects: IntCounterVec,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable_metric(name, e));
+    register(registry, name, Box::new(c.clone()));
+    c
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).unwrap_or_else(|e| unreachable_metric(name, e));
+    register(registry, name, Box::new(c.clone()));
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).unwrap_or_else(|e| unreachable_metric(name, e));
+    register(registry, name, Box::new(g.clone()));
+    g
+}
+
+fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(SECONDS_BUCKETS.to_vec());
+    let h = HistogramVec::new(opts, labels).unwrap_or_else(|e| unreachable_metric(name, e));
+    register(registry, name, Box::new(h.clone()));
+    h
+}
+
+fn register(registry: &Registry, name: &str, c: Box<dyn prometheus::core::Collector>) {
+    if let Err(e) = registry.register(c) {
+        log::error!("metric {name} not registered: {e}");
+    }
+}
+
+/// Metric definitions are constants: an invalid one is a programming error found by the
+/// first test, never a runtime condition.
+fn unreachable_metric<T>(name: &str, e: prometheus::Error) -> T {
+    panic!("invalid metric definition {name}: {e}")
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new();
+        let requests = counter_vec(
+            &r,
+            "lacquer_requests_total",
+            "Client requests by cache outcome, each counted once when it ends.",
+            &["cache_status", "reason"],
+        );
+        let request_duration = histogram_vec(
+            &r,
+            "lacquer_request_duration_seconds",
+            "Time from a client request's arrival to its last byte.",
+            &["cache_status"],
+        );
+        let background_revalidations = counter_vec(
+            &r,
+            "lacquer_background_revalidations_total",
+            "Background fetches that refresh stale objects (not client requests).",
+            &["result"],
+        );
+        let upstream_requests = counter_vec(
+            &r,
+            "lacquer_upstream_requests_total",
+            "Requests sent to app servers, by response status class (error: no response).",
+            &["upstream", "status_class"],
+        );
+        let upstream_response = histogram_vec(
+            &r,
+            "lacquer_upstream_response_seconds",
+            "Time from connecting to an app server to its response header.",
+            &["upstream"],
+        );
+        let upstream_healthy = IntGaugeVec::new(
+            Opts::new(
+                "lacquer_upstream_healthy",
+                "Whether the app server is in rotation (1) or not (0).",
+            ),
+            &["upstream"],
+        )
+        .unwrap_or_else(|e| unreachable_metric("lacquer_upstream_healthy", e));
+        register(
+            &r,
+            "lacquer_upstream_healthy",
+            Box::new(upstream_healthy.clone()),
+        );
+        let upstream_retries = counter(
+            &r,
+            "lacquer_upstream_retries_total",
+            "Requests retried on another app server after a connection failure.",
+        );
+        let coalesced = counter(
+            &r,
+            "lacquer_coalesced_requests_total",
+            "Requests that waited for another request's fetch of the same object.",
+        );
+        let coalesced_wait = Histogram::with_opts(
+            HistogramOpts::new(
+                "lacquer_coalesced_wait_seconds",
+                "How long coalesced requests waited for the other request's fetch.",
+            )
+            .buckets(SECONDS_BUCKETS.to_vec()),
+        )
+        .unwrap_or_else(|e| unreachable_metric("lacquer_coalesced_wait_seconds", e));
+        register(
+            &r,
+            "lacquer_coalesced_wait_seconds",
+            Box::new(coalesced_wait.clone()),
+        );
+        let cache_objects = gauge(
+            &r,
+            "lacquer_cache_objects",
+            "Objects (variants) in the cache.",
+        );
+        let cache_bytes = gauge(
+            &r,
+            "lacquer_cache_bytes",
+            "Bytes charged to the cache budget.",
+        );
+        let cache_capacity = gauge(
+            &r,
+            "lacquer_cache_capacity_bytes",
+            "The cache budget (cache.max_size).",
+        );
+        let cache_inserts = counter(&r, "lacquer_cache_inserts_total", "Objects stored.");
+        let cache_evictions = counter_vec(
+            &r,
+            "lacquer_cache_evictions_total",
+            "Objects removed from the cache, by cause (size, expired, purged).",
+            &["cause"],
+        );
+        let purges = counter_vec(
+            &r,
+            "lacquer_purges_total",
+            "Purge requests by kind (url, tag, prefix, all, unsafe) and result (ok, denied, invalid).",
+            &["kind", "result"],
+        );
+        let purged_objects = counter_vec(
+            &r,
+            "lacquer_purged_objects_total",
+            "Objects removed or marked stale by purges, by kind.",
+            &["kind"],
+        );
+        #[cfg(target_os = "linux")]
+        register(
+            &r,
+            "process",
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        );
+        Metrics {
+            registry: r,
+            requests,
+            request_duration,
+            background_revalidations,
+            upstream_requests,
+            upstream_response,
+            upstream_healthy,
+            upstream_retries,
+            coalesced,
+            coalesced_wait,
+            cache_objects,
+            cache_bytes,
+            cache_capacity,
+            cache_inserts,
+            cache_evictions,
+            purges,
+            purged_objects,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            log::error!("encoding metrics: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Record one finished client request.
+    pub fn request(&self, cache_status: &str, reason: &str, duration: Duration) {
+        self.requests
+            .with_label_values(&[cache_status, reason])
+            .inc();
+        self.request_duration
+            .with_label_values(&[cache_status])
+            .observe(duration.as_secs_f64());
+    }
+}
+
+/// The status class label of an HTTP status: `2xx`, `3xx`, ...
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_renders_with_prometheus_names() {
+        let m = metrics();
+        m.request("hit", "", Duration::from_millis(1));
+        m.cache_evictions.with_label_values(&["size"]).inc();
+        let text = m.render();
+        for name in [
+            "lacquer_requests_total",
+            "lacquer_request_duration_seconds_bucket",
+            "lacquer_cache_evictions_total",
+            "lacquer_cache_objects",
+            "lacquer_cache_capacity_bytes",
+            "lacquer_coalesced_requests_total",
+            "lacquer_upstream_retries_total",
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
+        #[cfg(target_os = "linux")]
+        assert!(text.contains("process_resident_memory_bytes"));
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(304), "3xx");
+        assert_eq!(status_class(503), "5xx");
+    }
+}
