@@ -1,17 +1,15 @@
 //! The admin listener: `/metrics` (Prometheus), `/healthz`, `/stats` and the purge API
 //! (`POST /purge`, see `purge.rs`). Never exposed on the proxy listener.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
 use crate::cache::CacheRuntime;
-use crate::config::Config;
+use crate::live::SharedLive;
 use crate::metrics::metrics;
-use crate::purge::{self, PurgeApiRequest, PurgeAuth, PurgeSource};
+use crate::purge::{self, PurgeApiRequest, PurgeSource};
 
 /// The largest purge API body accepted.
 const MAX_BODY: usize = 1 << 20;
@@ -19,18 +17,13 @@ const MAX_BODY: usize = 1 << 20;
 /// The admin HTTP app.
 pub struct AdminApp {
     cache: &'static CacheRuntime,
-    config: Arc<Config>,
-    auth: PurgeAuth,
+    live: SharedLive,
 }
 
 impl AdminApp {
-    /// An admin app for `cache`, with the purge rules of `config`.
-    pub fn new(cache: &'static CacheRuntime, config: Arc<Config>) -> AdminApp {
-        AdminApp {
-            auth: PurgeAuth::new(&config.purge),
-            cache,
-            config,
-        }
+    /// An admin app for `cache`, following `live`'s config (purge rules, listeners).
+    pub fn new(cache: &'static CacheRuntime, live: SharedLive) -> AdminApp {
+        AdminApp { cache, live }
     }
 
     async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -44,7 +37,8 @@ impl AdminApp {
             .get(http::header::AUTHORIZATION)
             .map(|v| v.as_bytes().to_vec());
         // refused before any work, the body included
-        if !self.auth.allows(client, authorization.as_deref()) {
+        let live = self.live.load_full();
+        if !live.auth.allows(client, authorization.as_deref()) {
             return json(
                 StatusCode::FORBIDDEN,
                 r#"{"error":"purge not allowed"}"#.into(),
@@ -63,7 +57,7 @@ impl AdminApp {
                 Err(_) => return error(StatusCode::BAD_REQUEST, "could not read the request body"),
             }
         }
-        let (req, scopes) = match PurgeApiRequest::parse(&body, &self.config.cache.tracking_params)
+        let (req, scopes) = match PurgeApiRequest::parse(&body, &live.config.cache.tracking_params)
         {
             Ok(parsed) => parsed,
             Err(message) => return error(StatusCode::BAD_REQUEST, &message),
@@ -84,7 +78,8 @@ impl AdminApp {
     /// at least, whatever the app servers' state), 503 naming the ones that do not.
     async fn healthz(&self) -> Response<Vec<u8>> {
         let mut down = Vec::new();
-        for addr in &self.config.listen {
+        let live = self.live.load_full();
+        for addr in &live.config.listen {
             let probe = tokio::time::timeout(
                 std::time::Duration::from_secs(1),
                 tokio::net::TcpStream::connect(addr),

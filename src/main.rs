@@ -60,7 +60,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let server = match lacquer::server::build(config) {
+    let run_args = lacquer::server::run_args(&config);
+    let server = match lacquer::server::build(config, path) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("cannot start: {e}");
@@ -68,6 +69,6 @@ fn main() -> ExitCode {
         }
     };
     log::info!("lacquer {} starting", env!("CARGO_PKG_VERSION"));
-    server.run(pingora_core::server::RunArgs::default());
+    server.run(run_args);
     ExitCode::SUCCESS
 }

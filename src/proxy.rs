@@ -22,41 +22,37 @@ use crate::cache::status::{CacheStatus, Outcome};
 use crate::cache::storage::{FetchStamp, PurgeScope};
 use crate::cache::{build_meta, merge_not_modified, vary, CacheRuntime};
 use crate::config::Config;
+use crate::live::{Live, SharedLive};
 use crate::metrics::{metrics, status_class};
-use crate::purge::{self, PurgeAuth, PurgeSource};
-use crate::upstream::Upstreams;
+use crate::purge::{self, PurgeSource};
+use crate::services::InFlight;
 
 /// The scheme of lacquer's listeners (plain HTTP; TLS terminates in front of lacquer).
 const SCHEME: &str = "http";
 
-/// The proxy: config, cache and app servers.
+/// The proxy: the reloadable config and app servers, the cache, the access log.
 pub struct LacquerProxy {
-    config: Arc<Config>,
+    live: SharedLive,
     cache: &'static CacheRuntime,
-    upstreams: Upstreams,
-    auth: PurgeAuth,
     access_log: Arc<AccessLog>,
 }
 
 impl LacquerProxy {
-    /// A proxy for `config`, using the process's cache.
+    /// A proxy serving `live`'s current config from the process's cache.
     pub fn new(
-        config: Arc<Config>,
+        live: SharedLive,
         cache: &'static CacheRuntime,
         access_log: Arc<AccessLog>,
-    ) -> Result<LacquerProxy> {
-        let upstreams = Upstreams::new(&config.upstreams, config.timeouts)?;
-        Ok(LacquerProxy {
-            access_log,
-            auth: PurgeAuth::new(&config.purge),
-            config,
+    ) -> LacquerProxy {
+        LacquerProxy {
+            live,
             cache,
-            upstreams,
-        })
+            access_log,
+        }
     }
 
     /// Answer a `PURGE` request (see `purge.rs`); it never reaches the app.
-    async fn handle_purge(&self, session: &mut Session) -> Result<()> {
+    async fn handle_purge(&self, session: &mut Session, live: &Live) -> Result<()> {
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -66,14 +62,15 @@ impl LacquerProxy {
             .headers
             .get(http::header::AUTHORIZATION)
             .map(|v| v.as_bytes().to_vec());
-        if !self.auth.allows(client, authorization.as_deref()) {
+        if !live.auth.allows(client, authorization.as_deref()) {
+            purge::count_refused("denied");
             return respond_json(session, 403, r#"{"error":"purge not allowed"}"#.to_string())
                 .await;
         }
         let key = match RequestKey::from_request(
             SCHEME,
             session.req_header(),
-            &self.config.cache.tracking_params,
+            &live.config.cache.tracking_params,
         ) {
             Ok(k) => k,
             Err(e) => {
@@ -94,16 +91,16 @@ impl LacquerProxy {
 
     /// RFC 9111 section 4.4: a successful unsafe request invalidates its URL and the same-host
     /// URLs in `Location` and `Content-Location`.
-    async fn invalidate_after_unsafe(&self, session: &Session, resp: &ResponseHeader) {
+    async fn invalidate_after_unsafe(&self, session: &Session, resp: &ResponseHeader, live: &Live) {
         let req = session.req_header();
         let status = resp.status.as_u16();
-        if !self.config.purge.invalidate_on_unsafe
+        if !live.config.purge.invalidate_on_unsafe
             || !purge::invalidating_method(&req.method)
             || !(200..400).contains(&status)
         {
             return;
         }
-        let tracking = &self.config.cache.tracking_params;
+        let tracking = &live.config.cache.tracking_params;
         let Ok(key) = RequestKey::from_request(SCHEME, req, tracking) else {
             return;
         };
@@ -139,8 +136,8 @@ impl LacquerProxy {
         }
     }
 
-    fn freshness_defaults(&self) -> FreshnessDefaults {
-        let c = &self.config.cache;
+    fn freshness_defaults(config: &Config) -> FreshnessDefaults {
+        let c = &config.cache;
         FreshnessDefaults {
             default_ttl: c.default_ttl,
             stale_while_revalidate: c.stale_while_revalidate,
@@ -151,8 +148,11 @@ impl LacquerProxy {
 }
 
 /// What lacquer knows about one request as it moves through the phases.
-#[derive(Debug)]
 pub struct RequestCtx {
+    /// The config generation this request runs under.
+    pub live: Arc<Live>,
+    /// Keeps the request counted as in flight (graceful stop).
+    pub in_flight: InFlight,
     /// When the request arrived.
     pub arrived: SystemTime,
     /// The same, on the monotonic clock.
@@ -207,6 +207,8 @@ impl ProxyHttp for LacquerProxy {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
+            live: self.live.load_full(),
+            in_flight: InFlight::enter(),
             arrived: SystemTime::now(),
             started: Instant::now(),
             original_target: None,
@@ -227,7 +229,7 @@ impl ProxyHttp for LacquerProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let decision = policy::request_decision(session.req_header(), &self.config.bypass);
+        let decision = policy::request_decision(session.req_header(), &ctx.live.config.bypass);
         let strip_cookies = match decision {
             RequestDecision::Bypass(reason) => {
                 ctx.bypass = Some(reason);
@@ -235,7 +237,8 @@ impl ProxyHttp for LacquerProxy {
             }
             RequestDecision::Purge => {
                 ctx.purge = true;
-                self.handle_purge(session).await?;
+                let live = ctx.live.clone();
+                self.handle_purge(session, &live).await?;
                 return Ok(true);
             }
             RequestDecision::Cache { strip_cookies } => strip_cookies,
@@ -243,7 +246,7 @@ impl ProxyHttp for LacquerProxy {
         let key = match RequestKey::from_request(
             SCHEME,
             session.req_header(),
-            &self.config.cache.tracking_params,
+            &ctx.live.config.cache.tracking_params,
         ) {
             Ok(k) => k,
             Err(e) => {
@@ -288,7 +291,7 @@ impl ProxyHttp for LacquerProxy {
             return Ok(());
         }
         let mut overrides = CacheOptionOverrides::default();
-        overrides.wait_timeout = Some(self.config.cache.lock_timeout);
+        overrides.wait_timeout = Some(ctx.live.config.cache.lock_timeout);
         session.cache.enable(
             self.cache.storage,
             None, // moka bounds memory and evicts; pingora's eviction managers would drift
@@ -296,7 +299,7 @@ impl ProxyHttp for LacquerProxy {
             Some(self.cache.lock),
             Some(overrides),
         );
-        let max = usize::try_from(self.config.cache.max_object_size).unwrap_or(usize::MAX);
+        let max = usize::try_from(ctx.live.config.cache.max_object_size).unwrap_or(usize::MAX);
         session.cache.set_max_file_size_bytes(max);
         Ok(())
     }
@@ -324,7 +327,7 @@ impl ProxyHttp for LacquerProxy {
 
     fn response_cache_filter(
         &self,
-        _session: &Session,
+        session: &Session,
         resp: &ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<RespCacheable> {
@@ -335,7 +338,16 @@ impl ProxyHttp for LacquerProxy {
             _ => None,
         };
         let resp = merged.as_ref().unwrap_or(resp);
-        match freshness::assess(resp, &self.freshness_defaults(), now) {
+        // a 5xx never replaces a good stored object, whatever its Cache-Control says: the
+        // stored copy stays for stale-if-error and the next revalidation
+        if resp.status.is_server_error() && session.cache.maybe_cache_meta().is_some() {
+            let reason = NoStoreReason::ErrorOverStored;
+            ctx.no_store = Some(reason.as_str());
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
+                reason.as_str(),
+            )));
+        }
+        match freshness::assess(resp, &Self::freshness_defaults(&ctx.live.config), now) {
             Storability::Store(f) => Ok(RespCacheable::Cacheable(build_meta(resp, &f, now))),
             Storability::DontStore(reason) => {
                 ctx.no_store = Some(reason.as_str());
@@ -365,7 +377,7 @@ impl ProxyHttp for LacquerProxy {
     ) -> Result<Box<HttpPeer>> {
         ctx.tries += 1;
         // an error here is the origin's side failing: stale-if-error may cover it
-        let (peer, label) = self.upstreams.next_peer().map_err(|e| e.into_up())?;
+        let (peer, label) = ctx.live.upstreams.next_peer().map_err(|e| e.into_up())?;
         ctx.upstream = Some(label);
         ctx.upstream_started = Some(Instant::now());
         ctx.upstream_counted = false;
@@ -387,8 +399,38 @@ impl ProxyHttp for LacquerProxy {
             ctx.upstream_counted = true;
         }
         // nothing was sent, so any method may try the next app server, once per server
-        if ctx.tries < self.upstreams.len() {
+        if ctx.tries <= ctx.live.config.retries {
             e.set_retry(true);
+            m.upstream_retries.inc();
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let m = metrics();
+        if let (Some(u), false) = (&ctx.upstream, ctx.upstream_counted) {
+            m.upstream_requests
+                .with_label_values(&[u.as_str(), "error"])
+                .inc();
+            ctx.upstream_counted = true;
+        }
+        // a reset or timeout before any response: an idempotent request may try another app
+        // server (pingora's default only retries on reused connections); anything else, or
+        // once the response has begun, fails as it is
+        let retry = session.req_header().method.is_idempotent()
+            && ctx.upstream_status.is_none()
+            && !session.as_ref().retry_buffer_truncated()
+            && ctx.tries <= ctx.live.config.retries;
+        e.set_retry(retry);
+        if retry {
             m.upstream_retries.inc();
         }
         e
@@ -465,13 +507,20 @@ impl ProxyHttp for LacquerProxy {
         }
         upstream_response.insert_header("Cache-Status", outcome.header_value())?;
         ctx.status = Some(outcome.status);
-        if self.config.purge.strip_tag_headers {
-            for name in &self.config.purge.tag_headers {
+        if outcome.status == CacheStatus::StaleIfError {
+            // pingora closes the client connection after serving stale for a failed upstream;
+            // say so, or a client would reuse it and see the close as an error
+            session.set_keepalive(None);
+            upstream_response.insert_header(http::header::CONNECTION, "close")?;
+        }
+        if ctx.live.config.purge.strip_tag_headers {
+            for name in &ctx.live.config.purge.tag_headers {
                 upstream_response.remove_header(name.as_str());
             }
         }
         if ctx.bypass == Some(BypassReason::Method) && session.subrequest_ctx.is_none() {
-            self.invalidate_after_unsafe(session, upstream_response)
+            let live = ctx.live.clone();
+            self.invalidate_after_unsafe(session, upstream_response, &live)
                 .await;
         }
         Ok(())

@@ -2,7 +2,12 @@
 //! here; pingora never reads our file), the proxy service on every `listen` address and the
 //! admin service on `admin.listen`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora_core::server::RunArgs;
+use pingora_core::services::background::background_service;
 
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
@@ -15,22 +20,25 @@ use crate::metrics::metrics;
 use crate::admin::AdminApp;
 use crate::cache::CacheRuntime;
 use crate::config::Config;
+use crate::live::{Live, SharedLive};
 use crate::proxy::LacquerProxy;
+use crate::services::{DrainingShutdown, HealthChecker, Reloader};
 
 /// pingora's own settings derived from ours.
 pub fn server_conf(config: &Config) -> ServerConf {
     ServerConf {
         threads: config.threads,
-        // SIGTERM: stop accepting at once, then give in-flight requests this long to finish
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(10),
+        // SIGTERM: pingora stops accepting, then waits this long before stopping the runtimes;
+        // lacquer's DrainingShutdown exits earlier, as soon as in-flight requests are done
+        grace_period_seconds: Some(config.shutdown_timeout.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: 256,
         ..ServerConf::default()
     }
 }
 
-/// A ready-to-run server for `config`.
-pub fn build(config: Config) -> Result<Server> {
+/// A ready-to-run server for `config`, read from `path` (re-read on SIGHUP).
+pub fn build(config: Config, path: PathBuf) -> Result<Server> {
     let config = Arc::new(config);
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
@@ -48,7 +56,8 @@ pub fn build(config: Config) -> Result<Server> {
             )
         })?;
     let cache = CacheRuntime::leak(&config);
-    let proxy = LacquerProxy::new(config.clone(), cache, Arc::new(access_log))?;
+    let live: SharedLive = Arc::new(ArcSwap::from_pointee(Live::new(config.clone())?));
+    let proxy = LacquerProxy::new(live.clone(), cache, Arc::new(access_log));
     let mut proxy_service =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "lacquer proxy");
     for addr in &config.listen {
@@ -58,9 +67,28 @@ pub fn build(config: Config) -> Result<Server> {
 
     let mut admin = Service::new(
         "lacquer admin".to_string(),
-        AdminApp::new(cache, config.clone()),
+        AdminApp::new(cache, live.clone()),
     );
     admin.add_tcp(&config.admin_listen.to_string());
     server.add_service(admin);
+
+    server.add_service(background_service(
+        "lacquer health checks",
+        HealthChecker::new(live.clone()),
+    ));
+    server.add_service(background_service(
+        "lacquer reload",
+        Reloader::new(path, live),
+    ));
     Ok(server)
+}
+
+/// How `Server::run` watches signals: SIGTERM drains in-flight requests, bounded by
+/// `shutdown_timeout`.
+pub fn run_args(config: &Config) -> RunArgs {
+    RunArgs {
+        shutdown_signal: Box::new(DrainingShutdown {
+            timeout: config.shutdown_timeout,
+        }),
+    }
 }

@@ -1,28 +1,39 @@
-//! The app servers: round-robin selection (honouring weights) over `upstreams`, and the
-//! `HttpPeer` with lacquer's timeouts for each attempt.
-//!
-//! Health checks and richer retry policy come with the upstream-resilience work; a connect
-//! failure is already retried on the next server for idempotent requests (see `proxy.rs`).
+//! The app servers: round-robin selection (honouring weights) over `upstreams` on
+//! pingora-load-balancing, active health checks (TCP or HTTP) that take a failing server out of
+//! rotation and put it back when it recovers, and the `HttpPeer` with lacquer's timeouts for
+//! each attempt. Retries on another server are decided in `proxy.rs` (`fail_to_connect`,
+//! `error_while_proxy`).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
+use pingora_http::RequestHeader;
+use pingora_load_balancing::discovery::Static;
+use pingora_load_balancing::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::selection::RoundRobin;
-use pingora_load_balancing::{Backend, LoadBalancer};
+use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
-use crate::config::{Timeouts, Upstream};
+use crate::config::{HealthCheckConfig, HealthCheckKind, Timeouts, Upstream};
+use crate::metrics::metrics;
 
 /// The pool of app servers.
 pub struct Upstreams {
     balancer: Arc<LoadBalancer<RoundRobin>>,
+    backends: Vec<Backend>,
     timeouts: Timeouts,
-    count: usize,
+    health: HealthCheckConfig,
 }
 
 impl Upstreams {
-    /// A pool over `upstreams`, each attempt bounded by `timeouts`.
-    pub fn new(upstreams: &[Upstream], timeouts: Timeouts) -> Result<Upstreams> {
+    /// A pool over `upstreams`, each attempt bounded by `timeouts`, checked as `health` says.
+    pub fn new(
+        upstreams: &[Upstream],
+        timeouts: Timeouts,
+        health: &HealthCheckConfig,
+    ) -> Result<Upstreams> {
         let mut backends = Vec::with_capacity(upstreams.len());
         for u in upstreams {
             let b = Backend::new_with_weight(&u.addr.to_string(), u.weight).map_err(|e| {
@@ -30,28 +41,107 @@ impl Upstreams {
             })?;
             backends.push(b);
         }
-        let balancer = LoadBalancer::try_from_iter(backends).map_err(|e| {
-            Error::because(ErrorType::InternalError, "building the upstream pool", e)
-        })?;
-        Ok(Upstreams {
+        // built from the Backend values themselves: `try_from_iter` would drop the weights
+        let discovery = Static::new(backends.iter().cloned().collect::<BTreeSet<Backend>>());
+        let mut balancer: LoadBalancer<RoundRobin> =
+            LoadBalancer::from_backends(Backends::new(discovery));
+        // static discovery completes without waiting: poll it once
+        let built = {
+            let update = std::pin::pin!(balancer.update());
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            std::future::Future::poll(update, &mut cx)
+        };
+        match built {
+            std::task::Poll::Ready(result) => result?,
+            std::task::Poll::Pending => {
+                return Error::e_explain(ErrorType::InternalError, "upstream pool did not build");
+            }
+        }
+        match &health.kind {
+            HealthCheckKind::None => {}
+            HealthCheckKind::Tcp => {
+                let mut check = TcpHealthCheck::new();
+                check.consecutive_failure = health.failures;
+                check.consecutive_success = health.successes;
+                check.peer_template.options.connection_timeout = Some(health.timeout);
+                check.peer_template.options.total_connection_timeout = Some(health.timeout);
+                balancer.set_health_check(check);
+            }
+            HealthCheckKind::Http { path, host } => {
+                let mut check = HttpHealthCheck::new(host.as_deref().unwrap_or("localhost"), false);
+                let mut req = RequestHeader::build("GET", path.as_bytes(), None)?;
+                if let Some(h) = host {
+                    req.insert_header(http::header::HOST, h.as_str())?;
+                }
+                req.insert_header(http::header::USER_AGENT, "lacquer-health-check")?;
+                check.req = req;
+                check.consecutive_failure = health.failures;
+                check.consecutive_success = health.successes;
+                let o = &mut check.peer_template.options;
+                o.connection_timeout = Some(health.timeout);
+                o.total_connection_timeout = Some(health.timeout);
+                o.read_timeout = Some(health.timeout);
+                // any 2xx or 3xx means the app answers
+                check.validator = Some(Box::new(|resp| {
+                    if (200..400).contains(&resp.status.as_u16()) {
+                        Ok(())
+                    } else {
+                        Error::e_explain(
+                            ErrorType::CustomCode("health check status", resp.status.as_u16()),
+                            "health check answered with an error status",
+                        )
+                    }
+                }));
+                balancer.set_health_check(Box::new(check));
+            }
+        }
+        let pool = Upstreams {
             balancer: Arc::new(balancer),
+            backends,
             timeouts,
-            count: upstreams.len(),
-        })
+            health: health.clone(),
+        };
+        pool.publish_health();
+        Ok(pool)
     }
 
     /// How many app servers there are.
     pub fn len(&self) -> usize {
-        self.count
+        self.backends.len()
     }
 
     /// Whether the pool is empty (never, for a validated config).
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.backends.is_empty()
     }
 
-    /// The next app server, as a peer with lacquer's timeouts, and its label for metrics and
-    /// logs (its address).
+    /// How often the servers are checked; `None` when they are not.
+    pub fn check_interval(&self) -> Option<Duration> {
+        (self.health.kind != HealthCheckKind::None).then_some(self.health.interval)
+    }
+
+    /// Check every server once (concurrently) and publish the result.
+    pub async fn check_health(&self) {
+        if self.health.kind == HealthCheckKind::None {
+            return;
+        }
+        self.balancer.backends().run_health_check(true).await;
+        self.publish_health();
+    }
+
+    /// Set `lacquer_upstream_healthy` for every server of this pool.
+    pub fn publish_health(&self) {
+        let gauge = &metrics().upstream_healthy;
+        for b in &self.backends {
+            let up = self.balancer.backends().ready(b);
+            gauge
+                .with_label_values(&[b.addr.to_string().as_str()])
+                .set(i64::from(up));
+        }
+    }
+
+    /// The next app server in rotation, as a peer with lacquer's timeouts, and its label for
+    /// metrics and logs (its address). An error when none is in rotation.
     pub fn next_peer(&self) -> Result<(Box<HttpPeer>, String)> {
         let backend = self
             .balancer
@@ -62,11 +152,12 @@ impl Upstreams {
         let o = &mut peer.options;
         o.connection_timeout = Some(self.timeouts.connect);
         o.total_connection_timeout = Some(self.timeouts.connect);
-        // pingora has one per-read timeout for the header and body; the first byte is usually
-        // the slow one (the app renders), so it bounds both until separate timers exist
+        // pingora 0.9 has one per-read timer for the response header and body: the first
+        // byte is usually the slow one (the app renders), so the larger bound applies to each
+        // read until pingora can tell them apart
         o.read_timeout = Some(self.timeouts.first_byte.max(self.timeouts.between_bytes));
         o.write_timeout = Some(self.timeouts.between_bytes);
-        o.idle_timeout = Some(std::time::Duration::from_secs(60));
+        o.idle_timeout = Some(Duration::from_secs(60));
         Ok((Box::new(peer), label))
     }
 }

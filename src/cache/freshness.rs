@@ -32,6 +32,8 @@ pub enum NoStoreReason {
     NoFreshness,
     /// Larger than `cache.max_object_size`.
     TooLarge,
+    /// A server error while a good object is stored: it must not replace it.
+    ErrorOverStored,
 }
 
 impl NoStoreReason {
@@ -45,6 +47,7 @@ impl NoStoreReason {
             NoStoreReason::VaryStar => "vary-star",
             NoStoreReason::NoFreshness => "no-freshness",
             NoStoreReason::TooLarge => "too-large",
+            NoStoreReason::ErrorOverStored => "error-over-stored",
         }
     }
 }

@@ -61,14 +61,23 @@ impl CacheRuntime {
         // same bound as a waiter's own patience.
         let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(config.lock_timeout));
         let shard_capacity = config.hit_for_miss_keys.div_ceil(PREDICTOR_SHARDS).max(1);
-        let predictor: &'static Predictor<PREDICTOR_SHARDS> =
-            Box::leak(Box::new(Predictor::new(shard_capacity, None)));
+        let predictor: &'static Predictor<PREDICTOR_SHARDS> = Box::leak(Box::new(Predictor::new(
+            shard_capacity,
+            Some(not_a_url_property),
+        )));
         Box::leak(Box::new(CacheRuntime {
             storage,
             lock,
             predictor,
         }))
     }
+}
+
+/// Reasons not to store a response that say nothing about the URL's next response, so they must
+/// not make the URL hit-for-miss: a 5xx while a good object is stored would otherwise make the
+/// next requests skip that object.
+fn not_a_url_property(reason: &str) -> bool {
+    reason == freshness::NoStoreReason::ErrorOverStored.as_str()
 }
 
 /// Hop-by-hop fields (RFC 9110 section 7.6.1) that must not be stored with an object.

@@ -38,6 +38,43 @@ pub struct Config {
     pub access_log_target: crate::access_log::Target,
     /// How access log lines look.
     pub access_log_format: crate::access_log::Format,
+    /// Active health checks of the app servers.
+    pub health_check: HealthCheckConfig,
+    /// Extra attempts on another app server after a failure before the response.
+    pub retries: usize,
+    /// How long SIGTERM waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+}
+
+/// How app servers are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    /// No active checks: every server stays in rotation.
+    None,
+    /// A TCP connect.
+    Tcp,
+    /// `GET path` answered with a 2xx or 3xx.
+    Http {
+        /// The path requested.
+        path: String,
+        /// The Host header sent; the server's address when absent.
+        host: Option<String>,
+    },
+}
+
+/// `health_check:`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    /// What is checked.
+    pub kind: HealthCheckKind,
+    /// How often.
+    pub interval: Duration,
+    /// How long one check may take.
+    pub timeout: Duration,
+    /// Consecutive failures that take a server out of rotation.
+    pub failures: usize,
+    /// Consecutive successes that put it back.
+    pub successes: usize,
 }
 
 /// `purge:`
@@ -507,6 +544,67 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     };
 
+    let h = &raw.health_check;
+    let hc_kind = match (h.kind.as_str(), &h.path) {
+        ("none", None) => HealthCheckKind::None,
+        ("tcp", None) => HealthCheckKind::Tcp,
+        ("http", path) => {
+            let path = path.clone().unwrap_or_else(|| "/".to_string());
+            if !path.starts_with('/')
+                || path
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            {
+                errors.push(format!(
+                    "health_check.path: expected a path like \"/healthz\", got \"{path}\""
+                ));
+            }
+            HealthCheckKind::Http {
+                path,
+                host: h.host.clone(),
+            }
+        }
+        ("none" | "tcp", Some(_)) => {
+            errors.push(
+                "health_check.path: only used when health_check.type is \"http\"".to_string(),
+            );
+            HealthCheckKind::None
+        }
+        (other, _) => {
+            errors.push(format!(
+                "health_check.type: expected \"tcp\", \"http\" or \"none\", got \"{other}\""
+            ));
+            HealthCheckKind::None
+        }
+    };
+    if h.host.is_some() && !matches!(hc_kind, HealthCheckKind::Http { .. }) {
+        errors.push("health_check.host: only used when health_check.type is \"http\"".to_string());
+    }
+    for (name, v) in [
+        ("health_check.failures", h.failures),
+        ("health_check.successes", h.successes),
+    ] {
+        if !(1..=100).contains(&v) {
+            errors.push(format!(
+                "{name}: expected a whole number from 1 to 100, got {v}"
+            ));
+        }
+    }
+    let health_check = HealthCheckConfig {
+        kind: hc_kind,
+        interval: positive_duration(&mut errors, "health_check.interval", &h.interval),
+        timeout: positive_duration(&mut errors, "health_check.timeout", &h.timeout),
+        failures: h.failures.clamp(1, 100) as usize,
+        successes: h.successes.clamp(1, 100) as usize,
+    };
+    if !(0..=10).contains(&raw.retries) {
+        errors.push(format!(
+            "retries: expected a whole number from 0 to 10, got {}",
+            raw.retries
+        ));
+    }
+    let shutdown_timeout = duration(&mut errors, "shutdown_timeout", &raw.shutdown_timeout);
+
     let session_cookies = name_patterns(
         &mut errors,
         "bypass.session_cookies",
@@ -545,6 +643,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         },
         access_log_target,
         access_log_format,
+        health_check,
+        retries: raw.retries.clamp(0, 10) as usize,
+        shutdown_timeout,
     })
 }
 
@@ -684,6 +785,36 @@ mod tests {
             vec![
                 "access_log.path: required when access_log.target is \"file\"".to_string(),
                 "access_log.format: expected \"combined\" or \"json\", got \"xml\"".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn health_check_settings() {
+        let c = Config::from_yaml(MINIMAL).unwrap();
+        assert_eq!(c.health_check.kind, HealthCheckKind::Tcp);
+        assert_eq!(c.retries, 2);
+        let c = Config::from_yaml(&format!(
+            "{MINIMAL}health_check:\n  type: http\n  path: /up\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.health_check.kind,
+            HealthCheckKind::Http {
+                path: "/up".into(),
+                host: None
+            }
+        );
+        let e = errors(&format!(
+            "{MINIMAL}health_check:\n  type: udp\n  failures: 0\nretries: 50\n"
+        ));
+        assert_eq!(
+            e,
+            vec![
+                "health_check.type: expected \"tcp\", \"http\" or \"none\", got \"udp\""
+                    .to_string(),
+                "health_check.failures: expected a whole number from 1 to 100, got 0".to_string(),
+                "retries: expected a whole number from 0 to 10, got 50".to_string(),
             ]
         );
     }

@@ -25,6 +25,69 @@ pub struct RawConfig {
     pub purge: RawPurge,
     #[serde(default)]
     pub access_log: RawAccessLog,
+    #[serde(default)]
+    pub health_check: RawHealthCheck,
+    #[serde(default = "default_retries")]
+    pub retries: i64,
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: String,
+}
+
+fn default_retries() -> i64 {
+    2
+}
+fn default_shutdown_timeout() -> String {
+    "10s".into()
+}
+
+/// `health_check:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    #[serde(default = "default_hc_type", rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default = "default_hc_interval")]
+    pub interval: String,
+    #[serde(default = "default_hc_timeout")]
+    pub timeout: String,
+    #[serde(default = "default_hc_failures")]
+    pub failures: i64,
+    #[serde(default = "default_hc_successes")]
+    pub successes: i64,
+}
+
+impl Default for RawHealthCheck {
+    fn default() -> Self {
+        RawHealthCheck {
+            kind: default_hc_type(),
+            path: None,
+            host: None,
+            interval: default_hc_interval(),
+            timeout: default_hc_timeout(),
+            failures: default_hc_failures(),
+            successes: default_hc_successes(),
+        }
+    }
+}
+
+fn default_hc_type() -> String {
+    "tcp".into()
+}
+fn default_hc_interval() -> String {
+    "2s".into()
+}
+fn default_hc_timeout() -> String {
+    "1s".into()
+}
+fn default_hc_failures() -> i64 {
+    3
+}
+fn default_hc_successes() -> i64 {
+    2
 }
 
 fn default_listen() -> Vec<String> {

@@ -13,4 +13,5 @@ mod observability;
 mod proxying;
 mod purge;
 mod stale;
+mod upstream;
 mod vary;

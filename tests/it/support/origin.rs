@@ -45,6 +45,10 @@ pub struct Reply {
     pub delay: Duration,
     /// Send the body chunked instead of with Content-Length.
     pub chunked: bool,
+    /// Close the connection without answering.
+    pub reset: bool,
+    /// Send this many body bytes, then stall this long before the rest.
+    pub stall: Option<(usize, Duration)>,
 }
 
 impl Reply {
@@ -55,7 +59,23 @@ impl Reply {
             body: body.into(),
             delay: Duration::ZERO,
             chunked: false,
+            reset: false,
+            stall: None,
         }
+    }
+
+    /// Close the connection without a response.
+    pub fn reset() -> Reply {
+        Reply {
+            reset: true,
+            ..Reply::ok("")
+        }
+    }
+
+    /// Send `bytes` of the body, then stall for `d`.
+    pub fn stall_after(mut self, bytes: usize, d: Duration) -> Reply {
+        self.stall = Some((bytes, d));
+        self
     }
 
     pub fn status(mut self, status: u16) -> Reply {
@@ -81,27 +101,49 @@ impl Reply {
 
 type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
 
-/// A running origin. Stops when dropped.
+/// A running origin. Dropping it stops it like a killed server: the listener closes and
+/// every open connection is cut.
 pub struct Origin {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Drop for Origin {
     fn drop(&mut self) {
+        let _ = self.stop.send(true);
         self.task.abort();
     }
 }
 
 impl Origin {
-    /// Start an origin answering every request with `handler`.
+    /// Start an origin on a free port answering every request with `handler`.
     pub async fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        Origin::start_on("127.0.0.1:0".parse().unwrap(), handler).await
+    }
+
+    /// Start an origin on `addr` (to revive a server where it was).
+    pub async fn start_on(
+        addr: SocketAddr,
+        handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Origin {
+        let mut listener = None;
+        for _ in 0..100 {
+            match TcpListener::bind(addr).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        let listener = listener.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let handler: Handler = Arc::new(handler);
         let seen2 = seen.clone();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -109,12 +151,21 @@ impl Origin {
                 };
                 let handler = handler.clone();
                 let seen = seen2.clone();
+                let mut stopped = stopped.clone();
                 tokio::spawn(async move {
-                    let _ = serve(stream, handler, seen).await;
+                    tokio::select! {
+                        _ = serve(stream, handler, seen) => {}
+                        _ = stopped.changed() => {}
+                    }
                 });
             }
         });
-        Origin { addr, seen, task }
+        Origin {
+            addr,
+            seen,
+            task,
+            stop,
+        }
     }
 
     /// How many requests reached this path (query ignored).
@@ -239,6 +290,9 @@ async fn serve(
         if !reply.delay.is_zero() {
             tokio::time::sleep(reply.delay).await;
         }
+        if reply.reset {
+            return Ok(());
+        }
         let close = get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let mut out = format!("HTTP/1.1 {} X\r\n", reply.status).into_bytes();
         for (k, v) in &reply.headers {
@@ -265,10 +319,21 @@ async fn serve(
                 );
             }
             out.extend_from_slice(b"\r\n");
-            if method != "HEAD" && !no_body {
-                out.extend_from_slice(&reply.body);
+            match reply.stall {
+                Some((n, d)) if method != "HEAD" && !no_body => {
+                    let n = n.min(reply.body.len());
+                    out.extend_from_slice(&reply.body[..n]);
+                    stream.write_all(&out).await?;
+                    tokio::time::sleep(d).await;
+                    stream.write_all(&reply.body[n..]).await?;
+                }
+                _ => {
+                    if method != "HEAD" && !no_body {
+                        out.extend_from_slice(&reply.body);
+                    }
+                    stream.write_all(&out).await?;
+                }
             }
-            stream.write_all(&out).await?;
         }
         if close {
             return Ok(());

@@ -22,6 +22,21 @@ impl Drop for Proxy {
     }
 }
 
+fn config_text(
+    addr: SocketAddr,
+    admin: SocketAddr,
+    upstreams: &[(SocketAddr, u32)],
+    extra: &str,
+) -> String {
+    let mut yaml =
+        format!("listen: [\"{addr}\"]\nthreads: 2\nadmin:\n  listen: \"{admin}\"\nupstreams:\n");
+    for (u, w) in upstreams {
+        yaml.push_str(&format!("  - addr: \"{u}\"\n    weight: {w}\n"));
+    }
+    yaml.push_str(extra);
+    yaml
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -37,16 +52,16 @@ impl Proxy {
     /// Start lacquer in front of `upstreams`, with `extra` YAML appended to a minimal config
     /// (it may set `cache:`, `bypass:` and other top-level keys).
     pub async fn start(upstreams: &[SocketAddr], extra: &str) -> Proxy {
+        let weighted: Vec<(SocketAddr, u32)> = upstreams.iter().map(|u| (*u, 1)).collect();
+        Proxy::start_weighted(&weighted, extra).await
+    }
+
+    /// Start lacquer in front of weighted upstreams.
+    pub async fn start_weighted(upstreams: &[(SocketAddr, u32)], extra: &str) -> Proxy {
         let addr = free_port();
         let admin = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut yaml = format!(
-            "listen: [\"{addr}\"]\nthreads: 2\nadmin:\n  listen: \"{admin}\"\nupstreams:\n"
-        );
-        for u in upstreams {
-            yaml.push_str(&format!("  - addr: \"{u}\"\n"));
-        }
-        yaml.push_str(extra);
+        let yaml = config_text(addr, admin, upstreams, extra);
         let config = dir.path().join("lacquer.yaml");
         std::fs::write(&config, &yaml).expect("write config");
         let log = std::fs::File::create(dir.path().join("lacquer.log")).expect("log");
@@ -117,5 +132,39 @@ impl Proxy {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Replace the config file (same listeners) with new upstreams and `extra` keys.
+    pub fn rewrite_config(&self, upstreams: &[SocketAddr], extra: &str) {
+        let weighted: Vec<(SocketAddr, u32)> = upstreams.iter().map(|u| (*u, 1)).collect();
+        let yaml = config_text(self.addr, self.admin, &weighted, extra);
+        std::fs::write(self.dir.path().join("lacquer.yaml"), yaml).expect("rewrite config");
+    }
+
+    /// Replace the config file with arbitrary text.
+    pub fn write_config_text(&self, text: &str) {
+        std::fs::write(self.dir.path().join("lacquer.yaml"), text).expect("write config");
+    }
+
+    /// Send a signal (`HUP`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Wait for the process to exit, up to `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
     }
 }
