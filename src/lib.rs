@@ -10,7 +10,9 @@
 //! - `cache::vary`: Vary variants, with Accept-Encoding normalised
 //! - `cache::storage`: the moka-backed `pingora_cache::Storage`
 //! - `cache::status`: the outcome of a request and its RFC 9211 `Cache-Status` header
-//! - `upstream`: the app servers and their peers
+//! - `upstream`: the app servers: round robin with weights, health checks, peers and timeouts
+//! - `live`: the reloadable generation (config, app servers, purge rules) requests snapshot
+//! - `services`: health-check loop, SIGHUP reload, SIGTERM drain
 //! - `purge`: PURGE and the purge API, their authorisation, unsafe-method invalidation
 //! - `cache::index`, `cache::purge_log`, `cache::tags`: tag/variant indexes, recent purges, tag parsing
 //! - `metrics`: the Prometheus metrics; `access_log`: one line per client request
