@@ -1,0 +1,334 @@
+#!/usr/bin/env python3
+"""lacquer against Varnish and nginx proxy_cache, on one machine, in one run.
+
+Starts one origin (examples/bench_origin.rs) and, in front of it, lacquer, Varnish (stock VCL,
+malloc storage) and nginx (proxy_cache, cache lock on), each pinned to CPU 0 with the load
+generator (wrk) and the origin on CPU 1. Measures, interleaving the targets and repeating:
+
+  hits     wrk -c64 on one cached URL per size (1 KiB, 16 KiB, 256 KiB): req/s, p50, p99,
+           CPU microseconds per request
+  stampede 200 simultaneous requests for one cold 100 ms URL: origin requests, latency spread
+  memory   bytes per cached object after 100,000 distinct 1 KiB objects (nginx: RSS + cache files)
+  scale    lacquer hit throughput with 1k, 100k and 1M objects cached (random URLs)
+
+Prints a Markdown report (also written to bench/results/latest.md). Usage:
+  python3 bench/run.py [--rounds 3] [--duration 5] [--quick]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ORIGIN = "127.0.0.1:8090"
+PORTS = {"lacquer": 6090, "varnish": 6091, "nginx": 6092}
+SIZES = ["1k", "16k", "256k"]
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=True, check=True, **kw)
+
+
+def wait_port(port, timeout=20):
+    import socket
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.read()
+
+
+def pids_of(pattern):
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def rss(pids):
+    total = 0
+    for p in pids:
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+def cpu_ticks(pids):
+    total = 0
+    for p in pids:
+        try:
+            fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total
+
+
+class Targets:
+    def __init__(self, workdir):
+        self.dir = workdir
+        self.procs = {}
+
+    def start_origin(self):
+        self.origin = subprocess.Popen(
+            ["taskset", "-c", LOAD_CPU, f"{ROOT}/target/release/examples/bench_origin", ORIGIN],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(8090)
+
+    def start(self, name, max_size="2GiB"):
+        d = self.dir
+        if name == "lacquer":
+            conf = f"{d}/lacquer.yaml"
+            open(conf, "w").write(f"""listen: ["127.0.0.1:{PORTS['lacquer']}"]
+threads: 1
+admin:
+  listen: "127.0.0.1:6094"
+upstreams:
+  - addr: "{ORIGIN}"
+health_check:
+  type: none
+cache:
+  max_size: "{max_size}"
+access_log:
+  target: "off"
+""")
+            p = subprocess.Popen(["taskset", "-c", SERVER_CPU, f"{ROOT}/target/release/lacquer", "--config", conf],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "error"})
+            self.procs[name] = (p, lambda: [p.pid])
+        elif name == "varnish":
+            vcl = f"{d}/default.vcl"
+            host, port = ORIGIN.split(":")
+            open(vcl, "w").write(f'vcl 4.1;\nbackend default {{ .host = "{host}"; .port = "{port}"; }}\n')
+            vdir = f"{d}/varnish"
+            os.makedirs(vdir, exist_ok=True)
+            shutil.chown(vdir, "varnish", "varnish") if shutil.which("varnishd") else None
+            p = subprocess.Popen(["taskset", "-c", SERVER_CPU, "varnishd", "-F", "-a", f"127.0.0.1:{PORTS['varnish']}",
+                                  "-f", vcl, "-s", f"malloc,{max_size.replace('GiB', 'G')}", "-n", vdir,
+                                  "-T", "127.0.0.1:6095"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.procs[name] = (p, lambda: pids_of(f"varnishd.*{vdir}") + pids_of("cache-main"))
+        elif name == "nginx":
+            cache = f"{d}/nginx-cache"
+            os.makedirs(cache, exist_ok=True)
+            conf = f"{d}/nginx.conf"
+            open(conf, "w").write(f"""user root;
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log error;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  proxy_cache_path {cache} levels=1:2 keys_zone=lacquerbench:256m max_size={max_size.replace('GiB', 'g')} inactive=1h use_temp_path=off;
+  server {{
+    listen 127.0.0.1:{PORTS['nginx']};
+    location / {{
+      proxy_pass http://{ORIGIN};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache lacquerbench;
+      proxy_cache_key $scheme$host$request_uri;
+      proxy_cache_lock on;
+      proxy_cache_lock_timeout 10s;
+    }}
+  }}
+}}
+""")
+            p = subprocess.Popen(["taskset", "-c", SERVER_CPU, "nginx", "-c", conf],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.procs[name] = (p, lambda: pids_of(f"nginx.*{conf}") + pids_of("nginx: worker") + pids_of("nginx: cache"))
+        wait_port(PORTS[name])
+        time.sleep(0.5)
+
+    def pids(self, name):
+        return self.procs[name][1]()
+
+    def stop(self, name):
+        p, _ = self.procs.pop(name)
+        p.send_signal(signal.SIGINT if name != "nginx" else signal.SIGQUIT)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        if name == "varnish":
+            subprocess.run(["pkill", "-9", "-f", "cache-main"], capture_output=True)
+        if name == "nginx":
+            subprocess.run(["pkill", "-9", "-f", "nginx: "], capture_output=True)
+        time.sleep(0.5)
+
+    def stop_all(self):
+        for name in list(self.procs):
+            self.stop(name)
+        self.origin.terminate()
+
+
+UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def wrk(url, duration, connections=64, script=None):
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if script:
+        cmd += ["-s", script]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    lat = {}
+    for q, v, u in re.findall(r"\s+(50|99)%\s+([\d.]+)(us|ms|s)\b", out):
+        lat[q] = float(v) * UNIT[u]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "requests": total, "p50": lat.get("50"), "p99": lat.get("99"),
+            "non2xx": int(errors.group(1)) if errors else 0}
+
+
+def client(*args):
+    out = subprocess.run(["taskset", "-c", LOAD_CPU, f"{ROOT}/target/release/examples/bench_client", *map(str, args)],
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def fmt_s(s):
+    return f"{s * 1e3:.2f} ms" if s >= 1e-3 else f"{s * 1e6:.0f} µs"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="1 round, 3 s, no 1M scale point")
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.duration = 1, 3
+    names = ["lacquer", "varnish", "nginx"]
+    workdir = tempfile.mkdtemp(prefix="lacquer-bench-")
+    os.chmod(workdir, 0o755)
+    t = Targets(workdir)
+    t.start_origin()
+    report = []
+    try:
+        # ---- hits, interleaved ----
+        for n in names:
+            t.start(n)
+        hits = {(n, s): [] for n in names for s in SIZES}
+        for r in range(args.rounds):
+            for s in SIZES:
+                for n in names:
+                    url = f"http://127.0.0.1:{PORTS[n]}/{s}/hot"
+                    get(url), get(url)  # warm: miss, then hit
+                    pids = t.pids(n)
+                    c0 = cpu_ticks(pids)
+                    res = wrk(url, args.duration)
+                    res["cpu_us"] = (cpu_ticks(pids) - c0) / os.sysconf("SC_CLK_TCK") / max(res["requests"], 1) * 1e6
+                    hits[(n, s)].append(res)
+        # ---- stampede ----
+        stampede = {n: [] for n in names}
+        for r in range(args.rounds):
+            for n in names:
+                path = f"/slow/stampede-{n}-{r}-{time.time_ns()}"
+                res = client("stampede", f"http://127.0.0.1:{PORTS[n]}{path}", 200)
+                res["origin"] = int(get(f"http://{ORIGIN}/_count?{path}"))
+                stampede[n].append(res)
+        for n in names:
+            t.stop(n)
+
+        # ---- memory ----
+        memory = {}
+        for n in names:
+            t.start(n)
+            get(f"http://127.0.0.1:{PORTS[n]}/1k/warm")
+            time.sleep(0.5)
+            before = rss(t.pids(n))
+            disk_before = int(subprocess.run(["du", "-sb", f"{workdir}/nginx-cache"], capture_output=True, text=True).stdout.split()[0]) if n == "nginx" else 0
+            fill = client("fill", f"http://127.0.0.1:{PORTS[n]}", "1k/mem", 100_000, 32)
+            time.sleep(2)
+            after = rss(t.pids(n))
+            disk_after = int(subprocess.run(["du", "-sb", f"{workdir}/nginx-cache"], capture_output=True, text=True).stdout.split()[0]) if n == "nginx" else 0
+            total = (after - before) + (disk_after - disk_before)
+            memory[n] = {"bytes_per_object": total / 100_000, "rss_delta": after - before,
+                         "disk_delta": disk_after - disk_before, "fill_errors": fill["errors"],
+                         "fill_seconds": fill["seconds"]}
+            t.stop(n)
+
+        # ---- scale (lacquer) ----
+        scale = {}
+        points = [1_000, 100_000] + ([] if args.quick else [1_000_000])
+        t.start("lacquer", max_size="4GiB")
+        filled = 0
+        lua = f"{workdir}/random.lua"
+        for n_obj in points:
+            client("fill", f"http://127.0.0.1:{PORTS['lacquer']}", "1k/scale", n_obj, 32) if n_obj > filled else None
+            filled = max(filled, n_obj)
+            open(lua, "w").write(
+                f'math.randomseed(42)\nrequest = function() return wrk.format(nil, "/1k/scale/" .. math.random(0, {n_obj - 1})) end\n')
+            runs = [wrk(f"http://127.0.0.1:{PORTS['lacquer']}", args.duration, script=lua) for _ in range(args.rounds)]
+            scale[n_obj] = runs
+        t.stop("lacquer")
+    finally:
+        t.stop_all()
+
+    # ---- report ----
+    def med(xs):
+        return statistics.median(xs)
+
+    versions = {
+        "lacquer": subprocess.run([f"{ROOT}/target/release/lacquer", "--version"], capture_output=True, text=True).stdout.strip(),
+        "varnish": subprocess.run(["varnishd", "-V"], capture_output=True, text=True).stderr.splitlines()[0],
+        "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip(),
+        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0] if True else "",
+    }
+    lines = [f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.rounds} round(s) of {args.duration} s, "
+             f"medians. Versions: {'; '.join(versions.values())}.", ""]
+    lines += ["### Cache hits (wrk -t1 -c64, one URL)", "",
+              "| size | target | req/s | p50 | p99 | CPU µs/req | vs Varnish | vs nginx |", "|---|---|---|---|---|---|---|---|"]
+    for s in SIZES:
+        base = {n: med([r["rps"] for r in hits[(n, s)]]) for n in names}
+        for n in names:
+            rs = hits[(n, s)]
+            lines.append(f"| {s} | {n} | {base[n]:,.0f} | {fmt_s(med([r['p50'] for r in rs]))} | "
+                         f"{fmt_s(med([r['p99'] for r in rs]))} | {med([r['cpu_us'] for r in rs]):.1f} | "
+                         f"{base[n] / base['varnish']:.2f}x | {base[n] / base['nginx']:.2f}x |")
+    lines += ["", "### Stampede (200 simultaneous requests, one cold URL, origin takes 100 ms)", "",
+              "| target | origin requests | min | p50 | p99 | max | errors |", "|---|---|---|---|---|---|---|"]
+    for n in names:
+        rs = stampede[n]
+        lines.append(f"| {n} | {', '.join(str(r['origin']) for r in rs)} | {fmt_s(med([r['min'] for r in rs]))} | "
+                     f"{fmt_s(med([r['p50'] for r in rs]))} | {fmt_s(med([r['p99'] for r in rs]))} | "
+                     f"{fmt_s(med([r['max'] for r in rs]))} | {sum(r['errors'] for r in rs)} |")
+    lines += ["", "### Memory (100,000 distinct 1 KiB objects)", "",
+              "| target | bytes per object | overhead beyond the 1 KiB body | RSS growth | cache files |", "|---|---|---|---|---|"]
+    for n in names:
+        m = memory[n]
+        lines.append(f"| {n} | {m['bytes_per_object']:,.0f} | {m['bytes_per_object'] - 1024:,.0f} | "
+                     f"{m['rss_delta'] / 2**20:.0f} MiB | {m['disk_delta'] / 2**20:.0f} MiB |")
+    lines += ["", "### Scale (lacquer, random hits over N cached 1 KiB objects)", "",
+              "| objects cached | req/s | p99 |", "|---|---|---|"]
+    for n_obj, runs in scale.items():
+        lines.append(f"| {n_obj:,} | {med([r['rps'] for r in runs]):,.0f} | {fmt_s(med([r['p99'] for r in runs]))} |")
+    text = "\n".join(lines) + "\n"
+    os.makedirs(f"{ROOT}/bench/results", exist_ok=True)
+    open(f"{ROOT}/bench/results/latest.md", "w").write(text)
+    print(text)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
