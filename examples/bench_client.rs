@@ -28,8 +28,13 @@ async fn main() {
             let started = Instant::now();
             let mut tasks = Vec::new();
             for _ in 0..conc {
-                let (client, base, prefix, next, errors) =
-                    (client.clone(), base.clone(), prefix.clone(), next.clone(), errors.clone());
+                let (client, base, prefix, next, errors) = (
+                    client.clone(),
+                    base.clone(),
+                    prefix.clone(),
+                    next.clone(),
+                    errors.clone(),
+                );
                 tasks.push(tokio::spawn(async move {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -82,7 +87,11 @@ async fn main() {
                 }
             }
             lat.sort_by(|a, b| a.total_cmp(b));
-            let pick = |q: f64| lat.get(((lat.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0.0);
+            let pick = |q: f64| {
+                lat.get(((lat.len() as f64 - 1.0) * q) as usize)
+                    .copied()
+                    .unwrap_or(0.0)
+            };
             println!(
                 "{{\"ok\": {}, \"errors\": {errors}, \"min\": {:.4}, \"p50\": {:.4}, \"p99\": {:.4}, \"max\": {:.4}}}",
                 lat.len(),

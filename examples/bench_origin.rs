@@ -25,7 +25,10 @@ fn body(size: usize) -> Vec<u8> {
 }
 
 fn cacheable(body: Vec<u8>) -> Response<Vec<u8>> {
+    let len = body.len();
     let mut r = Response::new(body);
+    r.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
     r.headers_mut().insert(
         http::header::CACHE_CONTROL,
         http::HeaderValue::from_static("public, max-age=3600"),
@@ -74,7 +77,9 @@ impl ServeHttp for BenchOrigin {
 }
 
 fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8090".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8090".into());
     let mut server = Server::new_with_opt_and_conf(None, Default::default());
     server.bootstrap();
     let mut service = Service::new(

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_READ_BUFFER_SIZE};
 use pingora_core::server::RunArgs;
 use pingora_core::services::background::background_service;
 
@@ -61,7 +62,12 @@ pub fn build(config: Config, path: PathBuf) -> Result<Server> {
     let mut proxy_service =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "lacquer proxy");
     for addr in &config.listen {
-        proxy_service.add_tcp(&addr.to_string());
+        // an 8 KiB write buffer puts a small cached response's header and body in one send;
+        // pingora's default (one 1460-byte segment) sends them separately
+        proxy_service.add_listener(
+            ListenerConfig::tcp(addr.to_string())
+                .l4_buffer(L4BufferSettings::new(DEFAULT_L4_READ_BUFFER_SIZE, 8 * 1024)),
+        );
     }
     server.add_service(proxy_service);
 

@@ -5,6 +5,7 @@
 pub mod freshness;
 pub mod index;
 pub mod key;
+pub mod meta_codec;
 pub mod policy;
 pub mod purge_log;
 pub mod status;

@@ -2,8 +2,9 @@
 //! purge operations on it.
 //!
 //! - One moka entry per stored variant, keyed by the variant's combined hash (primary key plus
-//!   Vary variance). The value holds the serialized `CacheMeta`, the body as one `Bytes` (hits
-//!   share it, never copy it), the URL and the tags.
+//!   Vary variance). The value holds the metadata (`meta_codec.rs`: plain fields and compact
+//!   header lines, no per-hit decompression), the body as one `Bytes` (hits share it, never
+//!   copy it), the URL and the tags.
 //! - The weigher counts key, URL, metadata, body, tags, index entries and a fixed per-entry
 //!   overhead, so `cache.max_size` bounds what the cache really holds. moka's TinyLFU admission
 //!   makes the cache scan resistant: a scan of cold URLs cannot flush the hot set.
@@ -46,6 +47,7 @@ use pingora_error::{Error, ErrorType, Result};
 
 use super::freshness::stale_forbidden;
 use super::index::{Index, INDEX_ENTRY_OVERHEAD};
+use super::meta_codec::StoredMeta;
 use super::purge_log::{Matcher, ObjectFacts, PurgeLog, Verdict};
 use super::tags::response_tags;
 use crate::metrics::metrics;
@@ -88,8 +90,8 @@ pub struct StorageSettings {
 
 /// A stored variant.
 pub struct StoredObject {
-    /// `CacheMeta::serialize()`: internal metadata and the response header.
-    meta: (Vec<u8>, Vec<u8>),
+    /// The metadata and response header.
+    meta: StoredMeta,
     /// The whole body.
     body: Bytes,
     /// The primary key text (`http://host/path?query`).
@@ -118,8 +120,8 @@ impl StoredObject {
             .sum();
         let bytes = 16
             + self.url.len()
-            + self.meta.0.len()
-            + self.meta.1.len()
+            + 96
+            + self.meta.heap_size()
             + self.body.len()
             + tag_bytes
             + ENTRY_OVERHEAD as usize;
@@ -308,7 +310,7 @@ impl MemoryStorage {
     /// A copy of `object` with new metadata, sharing its body; neither dead nor soft-purged.
     fn with_meta(&self, object: &StoredObject, meta: &CacheMeta) -> Result<Arc<StoredObject>> {
         Ok(Arc::new(StoredObject {
-            meta: meta.serialize()?,
+            meta: StoredMeta::from_meta(meta),
             body: object.body.clone(),
             url: object.url.clone(),
             primary: object.primary,
@@ -484,7 +486,7 @@ struct Fill {
     primary: u128,
     url: Box<str>,
     tags: Box<[Box<str>]>,
-    meta: (Vec<u8>, Vec<u8>),
+    meta: StoredMeta,
     drop_at: Instant,
     fill_seq: u64,
     chunks: Vec<Bytes>,
@@ -538,8 +540,10 @@ impl HandleMiss for Fill {
         for c in &self.chunks {
             body.extend_from_slice(c);
         }
+        let mut meta = self.meta.clone();
+        meta.set_body_length(self.size);
         let object = Arc::new(StoredObject {
-            meta: self.meta.clone(),
+            meta,
             body: body.freeze(),
             url: self.url.clone(),
             primary: self.primary,
@@ -618,7 +622,7 @@ impl Storage for MemoryStorage {
         if object.is_dead() {
             return Ok(None);
         }
-        let mut meta = CacheMeta::deserialize(&object.meta.0, &object.meta.1)?;
+        let mut meta = object.meta.to_meta()?;
         let soft_at = object.soft_at.load(Ordering::Acquire);
         if soft_at != 0 {
             self.apply_soft_purge(&mut meta, soft_at);
@@ -650,7 +654,7 @@ impl Storage for MemoryStorage {
             primary: u128::from_be_bytes(key.primary_bin()),
             url,
             tags: tags.into_boxed_slice(),
-            meta: meta.serialize()?,
+            meta: StoredMeta::from_meta(meta),
             drop_at: self.drop_at(meta),
             fill_seq,
             chunks: Vec::new(),

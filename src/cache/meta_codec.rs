@@ -1,0 +1,171 @@
+//! How a stored object's `CacheMeta` is kept: the freshness facts as plain fields and the
+//! response header as compact `Name: value` lines, rebuilt into a `CacheMeta` on each hit.
+//!
+//! pingora's own `CacheMeta::serialize` compresses the header with zstd and encodes the rest
+//! with MessagePack; decoding that on every hit was the largest user-space cost of a hit
+//! (see docs/benchmarks.md). Rebuilding from these fields costs a header parse of a few
+//! hundred bytes and no decompression.
+
+use std::time::SystemTime;
+
+use pingora_cache::key::HashBinary;
+use pingora_cache::CacheMeta;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+
+/// A `CacheMeta` at rest.
+#[derive(Debug, Clone)]
+pub struct StoredMeta {
+    fresh_until: SystemTime,
+    created: SystemTime,
+    epoch: SystemTime,
+    stale_while_revalidate: u32,
+    stale_if_error: u32,
+    variance: Option<HashBinary>,
+    status: u16,
+    reason: Option<Box<str>>,
+    /// `Name: value\r\n` lines, names in their original case.
+    headers: Box<[u8]>,
+}
+
+impl StoredMeta {
+    /// Capture `meta`.
+    pub fn from_meta(meta: &CacheMeta) -> StoredMeta {
+        let header = meta.response_header();
+        let mut headers = Vec::with_capacity(256);
+        header.header_to_h1_wire(&mut headers);
+        StoredMeta {
+            fresh_until: meta.fresh_until(),
+            created: meta.created(),
+            epoch: meta.epoch(),
+            stale_while_revalidate: meta.stale_while_revalidate_sec(),
+            stale_if_error: meta.stale_if_error_sec(),
+            variance: meta.variance(),
+            status: header.status.as_u16(),
+            reason: header.get_reason_phrase().map(Into::into),
+            headers: headers.into_boxed_slice(),
+        }
+    }
+
+    /// Rebuild the `CacheMeta`.
+    pub fn to_meta(&self) -> Result<CacheMeta> {
+        let count = self.headers.split(|&b| b == b'\n').count();
+        let mut header = ResponseHeader::build(self.status, Some(count))?;
+        if let Some(r) = &self.reason {
+            header.set_reason_phrase(Some(r))?;
+        }
+        for line in self.headers.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                continue;
+            }
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                return Error::e_explain(ErrorType::InternalError, "corrupt stored header");
+            };
+            let name = std::str::from_utf8(&line[..colon])
+                .map_err(|_| Error::explain(ErrorType::InternalError, "corrupt stored header"))?;
+            let value = line[colon + 1..].trim_ascii_start();
+            header.append_header(name.to_string(), value)?;
+        }
+        let mut meta = CacheMeta::new(
+            self.fresh_until,
+            self.created,
+            self.stale_while_revalidate,
+            self.stale_if_error,
+            header,
+        );
+        if let Some(v) = self.variance {
+            meta.set_variance(v);
+        }
+        if self.epoch != self.created {
+            meta.set_epoch_override(self.epoch);
+        }
+        Ok(meta)
+    }
+
+    /// Record the stored body's length in the header: `Content-Length` replaces any
+    /// `Transfer-Encoding`, so a hit is written with its length known, in one piece (as
+    /// Varnish does), even when the app streamed it chunked. Not for 1xx, 204 and 304, which
+    /// have no body.
+    pub fn set_body_length(&mut self, len: usize) {
+        if self.status < 200 || self.status == 204 || self.status == 304 {
+            return;
+        }
+        let mut out = Vec::with_capacity(self.headers.len() + 24);
+        for line in self.headers.split_inclusive(|&b| b == b'\n') {
+            let name_end = line.iter().position(|&b| b == b':').unwrap_or(0);
+            let name = &line[..name_end];
+            if name.eq_ignore_ascii_case(b"content-length")
+                || name.eq_ignore_ascii_case(b"transfer-encoding")
+            {
+                continue;
+            }
+            out.extend_from_slice(line);
+        }
+        out.extend_from_slice(format!("Content-Length: {len}\r\n").as_bytes());
+        self.headers = out.into_boxed_slice();
+    }
+
+    /// Bytes this takes beyond its fixed fields.
+    pub fn heap_size(&self) -> usize {
+        self.headers.len() + self.reason.as_ref().map_or(0, |r| r.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_meta_survives_the_round_trip() {
+        let now = SystemTime::now();
+        let mut header = ResponseHeader::build(404, None).unwrap();
+        header.append_header("Cache-Control", "max-age=60").unwrap();
+        header.append_header("X-Custom-Case", "a: b").unwrap();
+        header.append_header("Set-Thing", "1").unwrap();
+        header.append_header("Set-Thing", "2").unwrap();
+        header.set_reason_phrase(Some("Nope")).unwrap();
+        let mut meta = CacheMeta::new(now + Duration::from_secs(60), now, 5, 7, header);
+        meta.set_variance([7u8; 16]);
+        meta.set_epoch_override(now - Duration::from_secs(30));
+        let back = StoredMeta::from_meta(&meta).to_meta().unwrap();
+        assert_eq!(back.fresh_until(), meta.fresh_until());
+        assert_eq!(back.created(), meta.created());
+        assert_eq!(back.epoch(), meta.epoch());
+        assert_eq!(back.stale_while_revalidate_sec(), 5);
+        assert_eq!(back.stale_if_error_sec(), 7);
+        assert_eq!(back.variance(), Some([7u8; 16]));
+        let h = back.response_header();
+        assert_eq!(h.status.as_u16(), 404);
+        assert_eq!(h.get_reason_phrase(), Some("Nope"));
+        assert_eq!(h.headers.get("x-custom-case").unwrap(), "a: b");
+        assert_eq!(h.headers.get_all("set-thing").iter().count(), 2);
+        let mut wire = Vec::new();
+        h.header_to_h1_wire(&mut wire);
+        assert!(
+            String::from_utf8(wire)
+                .unwrap()
+                .contains("X-Custom-Case: a: b"),
+            "case kept"
+        );
+    }
+
+    #[test]
+    fn the_stored_length_replaces_chunked_framing() {
+        let now = SystemTime::now();
+        let mut header = ResponseHeader::build(200, None).unwrap();
+        header
+            .append_header("Transfer-Encoding", "chunked")
+            .unwrap();
+        header.append_header("X-A", "1").unwrap();
+        let meta = CacheMeta::new(now, now, 0, 0, header);
+        let mut stored = StoredMeta::from_meta(&meta);
+        stored.set_body_length(1234);
+        let back = stored.to_meta().unwrap();
+        let h = back.response_header();
+        assert!(h.headers.get("transfer-encoding").is_none());
+        assert_eq!(h.headers.get("content-length").unwrap(), "1234");
+        assert_eq!(h.headers.get("x-a").unwrap(), "1");
+    }
+}
