@@ -110,6 +110,11 @@ impl AccessLog {
         })
     }
 
+    /// Whether lines are written at all.
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Log one request.
     pub fn log(&self, e: &Entry<'_>) {
         let Some(tx) = &self.tx else { return };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
-use pingora_cache::key::HashBinary;
+use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_cache::{CacheKey, CacheMeta, CacheOptionOverrides, NoCacheReason, RespCacheable};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -309,6 +309,9 @@ impl ProxyHttp for LacquerProxy {
             Error::explain(ErrorType::InternalError, "cache enabled without a key")
         })?;
         let mut key = CacheKey::new(key.primary(), "");
+        // hash once: the predictor, the lock and the storage all ask for it
+        let primary = key.primary_bin();
+        key.set_primary_bin_override(primary);
         // the fetch's place in time relative to purges: a fill stamped before a purge that
         // covers it is not stored (compare before set, see cache/storage.rs)
         key.extensions
@@ -547,6 +550,9 @@ impl ProxyHttp for LacquerProxy {
         if let Some(wait) = session.cache.lock_duration() {
             m.coalesced.inc();
             m.coalesced_wait.observe(wait.as_secs_f64());
+        }
+        if !self.access_log.enabled() {
+            return;
         }
         let req = session.req_header();
         let header =

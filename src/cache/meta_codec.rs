@@ -8,6 +8,8 @@
 
 use std::time::SystemTime;
 
+use bytes::Bytes;
+use http::HeaderValue;
 use pingora_cache::key::HashBinary;
 use pingora_cache::CacheMeta;
 use pingora_error::{Error, ErrorType, Result};
@@ -24,8 +26,9 @@ pub struct StoredMeta {
     variance: Option<HashBinary>,
     status: u16,
     reason: Option<Box<str>>,
-    /// `Name: value\r\n` lines, names in their original case.
-    headers: Box<[u8]>,
+    /// `Name: value\r\n` lines, names in their original case. Shared: a hit's header names and
+    /// values are slices of it, not copies.
+    headers: Bytes,
 }
 
 impl StoredMeta {
@@ -43,7 +46,7 @@ impl StoredMeta {
             variance: meta.variance(),
             status: header.status.as_u16(),
             reason: header.get_reason_phrase().map(Into::into),
-            headers: headers.into_boxed_slice(),
+            headers: Bytes::from(headers),
         }
     }
 
@@ -54,18 +57,37 @@ impl StoredMeta {
         if let Some(r) = &self.reason {
             header.set_reason_phrase(Some(r))?;
         }
-        for line in self.headers.split(|&b| b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
-                continue;
-            }
-            let Some(colon) = line.iter().position(|&b| b == b':') else {
-                return Error::e_explain(ErrorType::InternalError, "corrupt stored header");
+        let all = &self.headers;
+        let mut start = 0;
+        while start < all.len() {
+            let end = all[start..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(all.len(), |i| start + i);
+            let line_end = if end > start && all[end - 1] == b'\r' {
+                end - 1
+            } else {
+                end
             };
-            let name = std::str::from_utf8(&line[..colon])
-                .map_err(|_| Error::explain(ErrorType::InternalError, "corrupt stored header"))?;
-            let value = line[colon + 1..].trim_ascii_start();
-            header.append_header(name.to_string(), value)?;
+            let line = &all[start..line_end];
+            if !line.is_empty() {
+                let Some(colon) = line.iter().position(|&b| b == b':') else {
+                    return Error::e_explain(ErrorType::InternalError, "corrupt stored header");
+                };
+                let mut value_start = start + colon + 1;
+                while value_start < line_end
+                    && (all[value_start] == b' ' || all[value_start] == b'\t')
+                {
+                    value_start += 1;
+                }
+                let name = all.slice(start..start + colon);
+                let value = HeaderValue::from_maybe_shared(all.slice(value_start..line_end))
+                    .map_err(|_| {
+                        Error::explain(ErrorType::InternalError, "corrupt stored header")
+                    })?;
+                header.append_header(name, value)?;
+            }
+            start = end + 1;
         }
         let mut meta = CacheMeta::new(
             self.fresh_until,
@@ -103,7 +125,7 @@ impl StoredMeta {
             out.extend_from_slice(line);
         }
         out.extend_from_slice(format!("Content-Length: {len}\r\n").as_bytes());
-        self.headers = out.into_boxed_slice();
+        self.headers = Bytes::from(out);
     }
 
     /// Bytes this takes beyond its fixed fields.
