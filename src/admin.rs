@@ -27,18 +27,12 @@ impl AdminApp {
     }
 
     async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let authorization = session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .map(|v| v.as_bytes().to_vec());
         // refused before any work, the body included
         let live = self.live.load_full();
-        if !live.auth.allows(client, authorization.as_deref()) {
+        if !live
+            .auth
+            .allows_request(session.client_addr(), session.req_header())
+        {
             return json(
                 StatusCode::FORBIDDEN,
                 r#"{"error":"purge not allowed"}"#.into(),

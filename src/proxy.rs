@@ -53,16 +53,10 @@ impl LacquerProxy {
 
     /// Answer a `PURGE` request (see `purge.rs`); it never reaches the app.
     async fn handle_purge(&self, session: &mut Session, live: &Live) -> Result<()> {
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let authorization = session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .map(|v| v.as_bytes().to_vec());
-        if !live.auth.allows(client, authorization.as_deref()) {
+        if !live
+            .auth
+            .allows_request(session.client_addr(), session.req_header())
+        {
             purge::count_refused("denied");
             return respond_json(session, 403, r#"{"error":"purge not allowed"}"#.to_string())
                 .await;

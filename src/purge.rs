@@ -37,6 +37,21 @@ impl PurgeAuth {
         }
     }
 
+    /// Whether this request may purge: its TCP peer (never a forwarded header) and its
+    /// `Authorization`.
+    pub fn allows_request(
+        &self,
+        peer: Option<&pingora_core::protocols::l4::socket::SocketAddr>,
+        req: &RequestHeader,
+    ) -> bool {
+        let client = peer.and_then(|a| a.as_inet()).map(|a| a.ip());
+        let authorization = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        self.allows(client, authorization)
+    }
+
     /// Whether a purge from `client` with this `Authorization` value is allowed.
     pub fn allows(&self, client: Option<IpAddr>, authorization: Option<&[u8]>) -> bool {
         if let (Some(token), Some(auth)) = (&self.token, authorization) {

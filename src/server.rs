@@ -70,10 +70,9 @@ pub fn build(config: Config, path: PathBuf) -> Result<Server> {
         // one send; pingora's default (one 1460-byte segment) sends them separately, which cost
         // a third of the hit rate at 16 KiB (docs/benchmarks.md). It costs about 11 KiB more
         // resident memory per connection that has served such a response.
-        proxy_service.add_listener(
-            ListenerConfig::tcp(addr.to_string())
-                .l4_buffer(L4BufferSettings::new(DEFAULT_L4_READ_BUFFER_SIZE, 32 * 1024)),
-        );
+        proxy_service.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(
+            L4BufferSettings::new(DEFAULT_L4_READ_BUFFER_SIZE, 32 * 1024),
+        ));
     }
     server.add_service(proxy_service);
 
