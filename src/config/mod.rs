@@ -201,6 +201,8 @@ pub struct CacheConfig {
     pub hit_for_miss_keys: usize,
     /// Query parameters left out of the cache key (and of cached requests).
     pub tracking_params: Vec<NamePattern>,
+    /// Request headers removed from requests the cache serves (unkeyed input), lower-cased.
+    pub strip_unkeyed_headers: Vec<http::HeaderName>,
 }
 
 /// `bypass:`
@@ -463,6 +465,15 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
     let tracking_params = name_patterns(&mut errors, "cache.tracking_params", &c.tracking_params);
+    let mut strip_unkeyed_headers = Vec::new();
+    for (i, h) in c.strip_unkeyed_headers.iter().enumerate() {
+        match http::HeaderName::from_bytes(h.as_bytes()) {
+            Ok(name) => strip_unkeyed_headers.push(name),
+            Err(_) => errors.push(format!(
+                "cache.strip_unkeyed_headers[{i}]: not a valid header name: \"{h}\""
+            )),
+        }
+    }
     let p = &raw.purge;
     let mut allow = Vec::new();
     for (i, c) in p.allow.iter().enumerate() {
@@ -631,6 +642,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             lock_timeout,
             hit_for_miss_keys: c.hit_for_miss_keys.clamp(16, 10_000_000) as usize,
             tracking_params,
+            strip_unkeyed_headers,
         },
         bypass: BypassConfig { session_cookies },
         purge: PurgeConfig {

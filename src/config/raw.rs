@@ -181,6 +181,8 @@ pub struct RawCache {
     pub hit_for_miss_keys: i64,
     #[serde(default = "default_tracking_params")]
     pub tracking_params: Vec<String>,
+    #[serde(default = "default_unkeyed_headers")]
+    pub strip_unkeyed_headers: Vec<String>,
 }
 
 impl Default for RawCache {
@@ -195,6 +197,7 @@ impl Default for RawCache {
             lock_timeout: default_lock_timeout(),
             hit_for_miss_keys: default_hit_for_miss(),
             tracking_params: default_tracking_params(),
+            strip_unkeyed_headers: default_unkeyed_headers(),
         }
     }
 }
@@ -216,6 +219,28 @@ fn default_lock_timeout() -> String {
 }
 fn default_hit_for_miss() -> i64 {
     65_536
+}
+
+/// Request headers that are not part of the key but that apps and frameworks commonly trust to
+/// build URLs, pick a scheme or override the method: removed from requests the cache serves.
+pub fn default_unkeyed_headers() -> Vec<String> {
+    [
+        "X-Forwarded-Host",
+        "X-Forwarded-Server",
+        "X-Forwarded-Scheme",
+        "X-Forwarded-Port",
+        "X-Forwarded-Prefix",
+        "X-Host",
+        "X-Original-URL",
+        "X-Rewrite-URL",
+        "X-HTTP-Method-Override",
+        "X-HTTP-Method",
+        "X-Method-Override",
+        "Forwarded",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// The query parameters left out of the cache key unless the file says otherwise.

@@ -12,6 +12,7 @@ mod memory;
 mod observability;
 mod proxying;
 mod purge;
+mod security;
 mod stale;
 mod upstream;
 mod vary;
