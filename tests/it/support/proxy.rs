@@ -37,10 +37,21 @@ fn config_text(
     yaml
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago and that no other test of this run was given.
+///
+/// pingora binds its listeners with `SO_REUSEPORT`, so two proxies given the same port would
+/// both start and share its connections: every port handed out is remembered.
 pub fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return addr;
+        }
+    }
 }
 
 /// The path of the built `lacquer` binary.
