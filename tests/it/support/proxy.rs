@@ -39,8 +39,8 @@ fn config_text(
 
 /// A loopback port that was free a moment ago and that no other test of this run was given.
 ///
-/// pingora binds its listeners with `SO_REUSEPORT`, so two proxies given the same port would
-/// both start and share its connections: every port handed out is remembered.
+/// A port handed to two tests let one of them find the other's listener "ready" while its own
+/// lacquer failed to bind: every port handed out is remembered.
 pub fn free_port() -> SocketAddr {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
@@ -106,6 +106,14 @@ impl Proxy {
             let proxy_up = tokio::net::TcpStream::connect(self.addr).await.is_ok();
             let admin_up = tokio::net::TcpStream::connect(self.admin).await.is_ok();
             if proxy_up && admin_up {
+                // the ports answering could still be someone else's: make sure ours bound them
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    panic!(
+                        "lacquer exited with {status}\nconfig:\n{yaml}\nlog:\n{}",
+                        self.log()
+                    );
+                }
                 return;
             }
             if Instant::now() > deadline {
