@@ -8,8 +8,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where lines go.
@@ -66,20 +65,13 @@ pub struct Entry<'a> {
 pub struct AccessLog {
     tx: Option<SyncSender<String>>,
     format: Format,
-    dropped: AtomicU64,
 }
 
 impl AccessLog {
     /// Open the log (a file is created if missing) and start its writer thread.
     pub fn start(target: &Target, format: Format) -> std::io::Result<AccessLog> {
         let mut out: Box<dyn Write + Send> = match target {
-            Target::Off => {
-                return Ok(AccessLog {
-                    tx: None,
-                    format,
-                    dropped: AtomicU64::new(0),
-                })
-            }
+            Target::Off => return Ok(AccessLog { tx: None, format }),
             Target::Stdout => Box::new(std::io::stdout()),
             Target::File(path) => Box::new(
                 std::fs::OpenOptions::new()
@@ -106,7 +98,6 @@ impl AccessLog {
         Ok(AccessLog {
             tx: Some(tx),
             format,
-            dropped: AtomicU64::new(0),
         })
     }
 
@@ -122,14 +113,9 @@ impl AccessLog {
             Format::Combined => combined(e),
             Format::Json => json(e),
         };
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(line) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        if tx.try_send(line).is_err() {
+            crate::metrics::metrics().access_log_dropped.inc();
         }
-    }
-
-    /// Lines dropped because the writer could not keep up.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
     }
 }
 

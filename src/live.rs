@@ -37,60 +37,64 @@ impl Live {
         })
     }
 
-    /// The keys that a reload cannot change, with their old and new values when they differ.
-    pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    /// Give the keys a running process cannot change (listeners, threads, cache size limits,
+    /// tag headers, access log) their old values in `new`, so every part of lacquer sees one
+    /// coherent config; returns `key: old -> new` for each that the file changed.
+    pub fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<String> {
         let mut changed = Vec::new();
-        let mut check = |key: &str, a: String, b: String| {
-            if a != b {
-                changed.push(format!("{key}: {a} -> {b}"));
-            }
-        };
-        check(
-            "listen",
-            format!("{:?}", old.listen),
-            format!("{:?}", new.listen),
-        );
-        check(
-            "admin.listen",
-            old.admin_listen.to_string(),
-            new.admin_listen.to_string(),
-        );
-        check("threads", old.threads.to_string(), new.threads.to_string());
-        check(
-            "cache.max_size",
-            old.cache.max_size.to_string(),
-            new.cache.max_size.to_string(),
-        );
-        check(
-            "cache.max_object_size",
-            old.cache.max_object_size.to_string(),
-            new.cache.max_object_size.to_string(),
-        );
-        check(
-            "cache.keep",
-            format!("{:?}", old.cache.keep),
-            format!("{:?}", new.cache.keep),
-        );
-        check(
-            "cache.hit_for_miss_keys",
-            old.cache.hit_for_miss_keys.to_string(),
-            new.cache.hit_for_miss_keys.to_string(),
-        );
-        check(
-            "purge.tag_headers",
-            format!("{:?}", old.purge.tag_headers),
-            format!("{:?}", new.purge.tag_headers),
-        );
-        check(
-            "purge.soft_grace",
-            format!("{:?}", old.purge.soft_grace),
-            format!("{:?}", new.purge.soft_grace),
-        );
-        check(
-            "access_log",
-            format!("{:?} {:?}", old.access_log_target, old.access_log_format),
-            format!("{:?} {:?}", new.access_log_target, new.access_log_format),
-        );
+        macro_rules! keep {
+            ($key:literal, $($field:ident).+) => {
+                if new.$($field).+ != old.$($field).+ {
+                    changed.push(format!(
+                        "{}: {:?} -> {:?}",
+                        $key,
+                        old.$($field).+,
+                        new.$($field).+
+                    ));
+                    new.$($field).+ = old.$($field).+.clone();
+                }
+            };
+        }
+        keep!("listen", listen);
+        keep!("admin.listen", admin_listen);
+        keep!("threads", threads);
+        keep!("cache.max_size", cache.max_size);
+        keep!("cache.max_object_size", cache.max_object_size);
+        keep!("cache.keep", cache.keep);
+        keep!("cache.hit_for_miss_keys", cache.hit_for_miss_keys);
+        keep!("purge.tag_headers", purge.tag_headers);
+        keep!("purge.soft_grace", purge.soft_grace);
+        keep!("access_log.target", access_log_target);
+        keep!("access_log.format", access_log_format);
         changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_only_keys_keep_their_old_values_and_are_reported() {
+        let old = Config::from_yaml("upstreams:\n  - addr: \"127.0.0.1:1\"\n").unwrap();
+        let mut new = Config::from_yaml(
+            "upstreams:\n  - addr: \"127.0.0.1:2\"\ncache:\n  max_size: 64MiB\n  default_ttl: 5s\n",
+        )
+        .unwrap();
+        let changed = Live::keep_restart_only(&old, &mut new);
+        assert_eq!(
+            changed,
+            vec![format!(
+                "cache.max_size: {} -> {}",
+                256u64 << 20,
+                64u64 << 20
+            )]
+        );
+        assert_eq!(new.cache.max_size, 256 << 20, "kept");
+        assert_eq!(new.upstreams[0].addr.port(), 2, "reloadable keys change");
+        assert_eq!(
+            new.cache.default_ttl,
+            Some(std::time::Duration::from_secs(5))
+        );
     }
 }

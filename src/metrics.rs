@@ -54,6 +54,8 @@ pub struct Metrics {
     pub purges: IntCounterVec,
     /// `lacquer_purged_objects_total{kind}`.
     pub purged_objects: IntCounterVec,
+    /// `lacquer_access_log_dropped_total`.
+    pub access_log_dropped: IntCounter,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -197,6 +199,11 @@ impl Metrics {
             "Objects removed or marked stale by purges, by kind.",
             &["kind"],
         );
+        let access_log_dropped = counter(
+            &r,
+            "lacquer_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind.",
+        );
         #[cfg(target_os = "linux")]
         register(
             &r,
@@ -221,6 +228,7 @@ impl Metrics {
             cache_evictions,
             purges,
             purged_objects,
+            access_log_dropped,
         }
     }
 

@@ -181,6 +181,19 @@ pub struct RequestCtx {
     pub purge: bool,
 }
 
+impl RequestCtx {
+    /// Count the current app-server attempt as failed (no response), once.
+    fn count_upstream_failure(&mut self) {
+        if let (Some(u), false) = (&self.upstream, self.upstream_counted) {
+            metrics()
+                .upstream_requests
+                .with_label_values(&[u.as_str(), "error"])
+                .inc();
+            self.upstream_counted = true;
+        }
+    }
+}
+
 /// Send a small JSON response from lacquer itself.
 async fn respond_json(session: &mut Session, status: u16, body: String) -> Result<()> {
     let mut header = ResponseHeader::build(status, Some(3))?;
@@ -393,13 +406,8 @@ impl ProxyHttp for LacquerProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        ctx.count_upstream_failure();
         let m = metrics();
-        if let Some(u) = &ctx.upstream {
-            m.upstream_requests
-                .with_label_values(&[u.as_str(), "error"])
-                .inc();
-            ctx.upstream_counted = true;
-        }
         // nothing was sent, so any method may try the next app server, once per server
         if ctx.tries <= ctx.live.config.retries {
             e.set_retry(true);
@@ -417,13 +425,8 @@ impl ProxyHttp for LacquerProxy {
         _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        ctx.count_upstream_failure();
         let m = metrics();
-        if let (Some(u), false) = (&ctx.upstream, ctx.upstream_counted) {
-            m.upstream_requests
-                .with_label_values(&[u.as_str(), "error"])
-                .inc();
-            ctx.upstream_counted = true;
-        }
         // a reset or timeout before any response: an idempotent request may try another app
         // server (pingora's default only retries on reused connections); anything else, or
         // once the response has begun, fails as it is
@@ -529,12 +532,8 @@ impl ProxyHttp for LacquerProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        ctx.count_upstream_failure();
         let m = metrics();
-        if let (Some(u), false) = (&ctx.upstream, ctx.upstream_counted) {
-            m.upstream_requests
-                .with_label_values(&[u.as_str(), "error"])
-                .inc();
-        }
         if session.subrequest_ctx.is_some() {
             // a background refresh of a stale object, not a client request
             let result = if e.is_none() { "ok" } else { "error" };

@@ -66,31 +66,14 @@ impl Reloader {
     pub fn reload(&self) -> Result<(), Vec<String>> {
         let mut config = Config::load(&self.path).map_err(|e| e.0)?;
         let old = self.live.load();
-        for change in Live::restart_only_changes(&old.config, &config) {
+        for change in Live::keep_restart_only(&old.config, &mut config) {
             warn!("reload: {change} takes effect only after a restart");
         }
-        keep_restart_only(&old.config, &mut config);
         let new = Live::new(Arc::new(config)).map_err(|e| vec![e.to_string()])?;
         new.upstreams.publish_health();
         self.live.store(Arc::new(new));
         Ok(())
     }
-}
-
-/// Keys a running process cannot change keep their old values, so every part of lacquer sees
-/// one coherent config.
-fn keep_restart_only(old: &Config, new: &mut Config) {
-    new.listen = old.listen.clone();
-    new.admin_listen = old.admin_listen;
-    new.threads = old.threads;
-    new.cache.max_size = old.cache.max_size;
-    new.cache.max_object_size = old.cache.max_object_size;
-    new.cache.keep = old.cache.keep;
-    new.cache.hit_for_miss_keys = old.cache.hit_for_miss_keys;
-    new.purge.tag_headers = old.purge.tag_headers.clone();
-    new.purge.soft_grace = old.purge.soft_grace;
-    new.access_log_target = old.access_log_target.clone();
-    new.access_log_format = old.access_log_format;
 }
 
 #[async_trait]

@@ -128,11 +128,6 @@ impl StoredObject {
         u32::try_from(bytes).unwrap_or(u32::MAX)
     }
 
-    /// The URL it was stored under.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     fn facts(&self) -> ObjectFacts<'_> {
         ObjectFacts {
             primary: self.primary,
@@ -391,16 +386,7 @@ impl MemoryStorage {
             handle.spawn(async move {
                 let mut n: u64 = 0;
                 while let Some((hash, object)) = rx.recv().await {
-                    self.objects
-                        .entry(hash)
-                        .and_compute_with(|existing| {
-                            let op = match existing {
-                                Some(e) if Arc::ptr_eq(e.value(), &object) => Op::Remove,
-                                _ => Op::Nop,
-                            };
-                            std::future::ready(op)
-                        })
-                        .await;
+                    self.swap_if_current(hash, &object, None).await;
                     n += 1;
                     // paced: every removal runs moka's housekeeping, which concurrent hits
                     // would otherwise queue behind (measured in docs/benchmarks.md)
@@ -411,6 +397,29 @@ impl MemoryStorage {
             });
             tx
         }))
+    }
+
+    /// Replace (`Some`) or remove (`None`) the entry at `hash` only while it still holds
+    /// `current`: a fill stored since then is never touched. Whether it did.
+    async fn swap_if_current(
+        &self,
+        hash: u128,
+        current: &Arc<StoredObject>,
+        with: Option<Arc<StoredObject>>,
+    ) -> bool {
+        let result = self
+            .objects
+            .entry(hash)
+            .and_compute_with(|existing| {
+                let op = match (existing, with) {
+                    (Some(e), Some(new)) if Arc::ptr_eq(e.value(), current) => Op::Put(new),
+                    (Some(e), None) if Arc::ptr_eq(e.value(), current) => Op::Remove,
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+        matches!(result, CompResult::ReplacedWith(_) | CompResult::Removed(_))
     }
 
     fn hash_of(key: &impl CacheHashKey) -> u128 {
@@ -713,18 +722,10 @@ impl Storage for MemoryStorage {
             }
         }
         let replaced = self.with_meta(&object, meta)?;
-        let result = self
-            .objects
-            .entry(hash)
-            .and_compute_with(|existing| {
-                let op = match existing {
-                    Some(e) if Arc::ptr_eq(e.value(), &object) => Op::Put(replaced.clone()),
-                    _ => Op::Nop,
-                };
-                std::future::ready(op)
-            })
-            .await;
-        if matches!(result, CompResult::ReplacedWith(_)) {
+        if self
+            .swap_if_current(hash, &object, Some(replaced.clone()))
+            .await
+        {
             self.index
                 .register(replaced.primary, hash, &replaced, &replaced.tags);
             Ok(true)
@@ -763,6 +764,19 @@ mod tests {
         let now = SystemTime::now();
         let header = ResponseHeader::build(200, None).unwrap();
         CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header)
+    }
+
+    /// Fill `key` with `chunks` and finish the fill.
+    async fn store(s: &'static MemoryStorage, key: &CacheKey, chunks: &[&[u8]]) {
+        let span = Span::inactive().handle();
+        let mut fill = s.get_miss_handler(key, &meta(), &span).await.unwrap();
+        for (i, c) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            fill.write_body(Bytes::copy_from_slice(c), last)
+                .await
+                .unwrap();
+        }
+        fill.finish().await.unwrap();
     }
 
     async fn body_of(s: &'static MemoryStorage, key: &CacheKey) -> Option<Vec<u8>> {
@@ -812,14 +826,9 @@ mod tests {
     #[tokio::test]
     async fn the_weighted_size_stays_within_the_budget() {
         let s = storage(1 << 20);
-        let span = Span::inactive().handle();
+        let body = vec![1u8; 16 << 10];
         for i in 0..200 {
-            let key = CacheKey::new(format!("http://h/{i}"), "");
-            let mut fill = s.get_miss_handler(&key, &meta(), &span).await.unwrap();
-            fill.write_body(Bytes::from(vec![1u8; 16 << 10]), true)
-                .await
-                .unwrap();
-            fill.finish().await.unwrap();
+            store(s, &CacheKey::new(format!("http://h/{i}"), ""), &[&body]).await;
         }
         s.run_pending_tasks().await;
         assert!(s.weighted_size() <= 1 << 20, "{}", s.weighted_size());
@@ -831,14 +840,7 @@ mod tests {
         let s = storage(1 << 20);
         let key = CacheKey::new("http://h/range", "");
         let span = Span::inactive().handle();
-        let mut fill = s.get_miss_handler(&key, &meta(), &span).await.unwrap();
-        fill.write_body(Bytes::from_static(b"0123"), false)
-            .await
-            .unwrap();
-        fill.write_body(Bytes::from_static(b"456789"), true)
-            .await
-            .unwrap();
-        fill.finish().await.unwrap();
+        store(s, &key, &[b"0123", b"456789"]).await;
         let (_, mut hit) = s.lookup(&key, &span).await.unwrap().unwrap();
         hit.seek(3, Some(6)).unwrap();
         assert_eq!(
@@ -854,11 +856,7 @@ mod tests {
         let s = storage(1 << 20);
         let key = CacheKey::new("http://h/soft", "");
         let span = Span::inactive().handle();
-        let mut fill = s.get_miss_handler(&key, &meta(), &span).await.unwrap();
-        fill.write_body(Bytes::from_static(b"x"), true)
-            .await
-            .unwrap();
-        fill.finish().await.unwrap();
+        store(s, &key, &[b"x"]).await;
         let primary = u128::from_be_bytes(key.primary_bin());
         assert_eq!(s.purge_scope(&PurgeScope::Url(primary), true).await, 1);
         let (m, _) = s.lookup(&key, &span).await.unwrap().unwrap();
