@@ -38,6 +38,13 @@ impl AdminApp {
                 r#"{"error":"purge not allowed"}"#.into(),
             );
         }
+        if !live.purge_rate.try_take() {
+            purge::count_refused("rate_limited");
+            return json(
+                StatusCode::TOO_MANY_REQUESTS,
+                r#"{"error":"too many purges, see purge.rate_limit"}"#.into(),
+            );
+        }
         let mut body = Vec::new();
         loop {
             match session.read_request_body().await {

@@ -16,6 +16,8 @@
 //! - `purge`: PURGE and the purge API, their authorisation, unsafe-method invalidation
 //! - `cache::index`, `cache::purge_log`, `cache::tags`: tag/variant indexes, recent purges, tag parsing
 //! - `metrics`: the Prometheus metrics; `access_log`: one line per client request
+//! - `rate_limit`: the token bucket that bounds purge requests
+//! - `limits`: client limits enforced on the connection (header time, size, count, URL, idle)
 //! - `admin`: the admin listener
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
@@ -24,10 +26,12 @@ pub mod access_log;
 pub mod admin;
 pub mod cache;
 pub mod config;
+pub mod limits;
 pub mod live;
 pub mod metrics;
 pub mod proxy;
 pub mod purge;
+pub mod rate_limit;
 pub mod server;
 pub mod services;
 pub mod upstream;

@@ -10,6 +10,7 @@ use pingora_error::Result;
 
 use crate::config::Config;
 use crate::purge::PurgeAuth;
+use crate::rate_limit::TokenBucket;
 use crate::upstream::Upstreams;
 
 /// One generation of the reloadable state.
@@ -20,6 +21,8 @@ pub struct Live {
     pub upstreams: Upstreams,
     /// Who may purge.
     pub auth: PurgeAuth,
+    /// How many purges a second are accepted (`purge.rate_limit`).
+    pub purge_rate: TokenBucket,
 }
 
 /// The current generation, shared by the proxy, the admin app, the health checker and the
@@ -32,6 +35,7 @@ impl Live {
         let upstreams = Upstreams::new(&config.upstreams, config.timeouts, &config.health_check)?;
         Ok(Live {
             auth: PurgeAuth::new(&config.purge),
+            purge_rate: TokenBucket::new(config.purge.rate_limit),
             upstreams,
             config,
         })

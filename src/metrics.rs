@@ -56,6 +56,10 @@ pub struct Metrics {
     pub purged_objects: IntCounterVec,
     /// `lacquer_access_log_dropped_total`.
     pub access_log_dropped: IntCounter,
+    /// `lacquer_client_limit_rejections_total{reason}`.
+    pub client_limit_rejections: IntCounterVec,
+    /// `lacquer_client_idle_closed_total`.
+    pub client_idle_closed: IntCounter,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -204,6 +208,17 @@ impl Metrics {
             "lacquer_access_log_dropped_total",
             "Access log lines dropped because the writer fell behind.",
         );
+        let client_limit_rejections = counter_vec(
+            &r,
+            "lacquer_client_limit_rejections_total",
+            "Request headers refused before parsing, by limit (header_timeout, url_too_long, header_too_large, too_many_headers).",
+            &["reason"],
+        );
+        let client_idle_closed = counter(
+            &r,
+            "lacquer_client_idle_closed_total",
+            "Keep-alive client connections closed after limits.idle_timeout without a request.",
+        );
         #[cfg(target_os = "linux")]
         register(
             &r,
@@ -229,6 +244,8 @@ impl Metrics {
             purges,
             purged_objects,
             access_log_dropped,
+            client_limit_rejections,
+            client_idle_closed,
         }
     }
 

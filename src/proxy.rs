@@ -61,6 +61,15 @@ impl LacquerProxy {
             return respond_json(session, 403, r#"{"error":"purge not allowed"}"#.to_string())
                 .await;
         }
+        if !live.purge_rate.try_take() {
+            purge::count_refused("rate_limited");
+            return respond_json(
+                session,
+                429,
+                r#"{"error":"too many purges, see purge.rate_limit"}"#.to_string(),
+            )
+            .await;
+        }
         let key = match RequestKey::from_request(
             SCHEME,
             session.req_header(),

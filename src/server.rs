@@ -21,6 +21,7 @@ use crate::metrics::metrics;
 use crate::admin::AdminApp;
 use crate::cache::CacheRuntime;
 use crate::config::Config;
+use crate::limits::LimitedApp;
 use crate::live::{Live, SharedLive};
 use crate::proxy::LacquerProxy;
 use crate::services::{DrainingShutdown, HealthChecker, Reloader};
@@ -63,8 +64,13 @@ pub fn build(config: Config, path: PathBuf) -> Result<Server> {
     let cache = CacheRuntime::leak(&config);
     let live: SharedLive = Arc::new(ArcSwap::from_pointee(Live::new(config.clone())?));
     let proxy = LacquerProxy::new(live.clone(), cache, Arc::new(access_log));
-    let mut proxy_service =
-        pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "lacquer proxy");
+    // every client connection is held to `limits:` (header time, size, count, URL length,
+    // idle keep-alive) before pingora parses it: see limits.rs
+    let proxy_app = LimitedApp::new(
+        pingora_proxy::http_proxy(&server.configuration, proxy),
+        live.clone(),
+    );
+    let mut proxy_service = Service::new("lacquer proxy".to_string(), proxy_app);
     for addr in &config.listen {
         // a 32 KiB write buffer puts a cached response's header and body (up to ~30 KiB) in
         // one send; pingora's default (one 1460-byte segment) sends them separately, which cost
@@ -76,10 +82,11 @@ pub fn build(config: Config, path: PathBuf) -> Result<Server> {
     }
     server.add_service(proxy_service);
 
-    let mut admin = Service::new(
-        "lacquer admin".to_string(),
-        AdminApp::new(cache, live.clone()),
+    let admin_app = LimitedApp::new(
+        pingora_core::apps::http_app::HttpServer::new_app(AdminApp::new(cache, live.clone())),
+        live.clone(),
     );
+    let mut admin = Service::new("lacquer admin".to_string(), admin_app);
     admin.add_tcp(&config.admin_listen.to_string());
     server.add_service(admin);
 

@@ -44,6 +44,8 @@ pub struct Config {
     pub retries: usize,
     /// How long SIGTERM waits for in-flight requests.
     pub shutdown_timeout: Duration,
+    /// What a client connection may send, and how slowly.
+    pub limits: crate::limits::ClientLimits,
 }
 
 /// How app servers are checked.
@@ -92,6 +94,8 @@ pub struct PurgeConfig {
     pub soft_grace: Duration,
     /// Invalidate a URL when an unsafe method on it succeeds (RFC 9111 section 4.4).
     pub invalidate_on_unsafe: bool,
+    /// Purge requests accepted per second, all clients together (0: no limit).
+    pub rate_limit: u32,
 }
 
 impl fmt::Debug for PurgeConfig {
@@ -104,6 +108,7 @@ impl fmt::Debug for PurgeConfig {
             .field("strip_tag_headers", &self.strip_tag_headers)
             .field("soft_grace", &self.soft_grace)
             .field("invalidate_on_unsafe", &self.invalidate_on_unsafe)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
@@ -616,6 +621,14 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let shutdown_timeout = duration(&mut errors, "shutdown_timeout", &raw.shutdown_timeout);
 
+    let limits = client_limits(&mut errors, &raw.limits);
+    if !(0..=1_000_000).contains(&raw.purge.rate_limit) {
+        errors.push(format!(
+            "purge.rate_limit: expected a whole number of purges per second from 0 (no limit) to 1000000, got {}",
+            raw.purge.rate_limit
+        ));
+    }
+
     let session_cookies = name_patterns(
         &mut errors,
         "bypass.session_cookies",
@@ -652,13 +665,44 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             strip_tag_headers: p.strip_tag_headers,
             soft_grace,
             invalidate_on_unsafe: p.invalidate_on_unsafe,
+            rate_limit: p.rate_limit.clamp(0, 1_000_000) as u32,
         },
         access_log_target,
         access_log_format,
         health_check,
         retries: raw.retries.clamp(0, 10) as usize,
         shutdown_timeout,
+        limits,
     })
+}
+
+/// `limits:`. pingora itself refuses headers over 1 MiB or with more than 256 fields, so the
+/// limits stay below those.
+fn client_limits(errors: &mut Vec<String>, l: &raw::RawLimits) -> crate::limits::ClientLimits {
+    let bounded_size = |errors: &mut Vec<String>, path: &str, text: &str, min: u64| {
+        let v = size(errors, path, text);
+        if parse_size(text).is_some() && !(min..=1 << 20).contains(&v) {
+            errors.push(format!(
+                "{path}: must be between {min} bytes and 1MiB, got \"{text}\""
+            ));
+        }
+        usize::try_from(v.clamp(min, 1 << 20)).unwrap_or(1 << 20)
+    };
+    let max_header_size = bounded_size(errors, "limits.max_header_size", &l.max_header_size, 1024);
+    let max_url_length = bounded_size(errors, "limits.max_url_length", &l.max_url_length, 256);
+    if !(1..=256).contains(&l.max_headers) {
+        errors.push(format!(
+            "limits.max_headers: expected a whole number from 1 to 256, got {}",
+            l.max_headers
+        ));
+    }
+    crate::limits::ClientLimits {
+        max_header_size,
+        max_headers: l.max_headers.clamp(1, 256) as usize,
+        max_url_length,
+        header_timeout: positive_duration(errors, "limits.header_timeout", &l.header_timeout),
+        idle_timeout: positive_duration(errors, "limits.idle_timeout", &l.idle_timeout),
+    }
 }
 
 #[cfg(test)]

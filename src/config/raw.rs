@@ -27,6 +27,8 @@ pub struct RawConfig {
     pub access_log: RawAccessLog,
     #[serde(default)]
     pub health_check: RawHealthCheck,
+    #[serde(default)]
+    pub limits: RawLimits,
     #[serde(default = "default_retries")]
     pub retries: i64,
     #[serde(default = "default_shutdown_timeout")]
@@ -279,6 +281,8 @@ pub struct RawPurge {
     pub soft_grace: String,
     #[serde(default = "default_true")]
     pub invalidate_on_unsafe: bool,
+    #[serde(default = "default_purge_rate")]
+    pub rate_limit: i64,
 }
 
 impl Default for RawPurge {
@@ -291,6 +295,7 @@ impl Default for RawPurge {
             strip_tag_headers: true,
             soft_grace: default_soft_grace(),
             invalidate_on_unsafe: true,
+            rate_limit: default_purge_rate(),
         }
     }
 }
@@ -305,6 +310,53 @@ fn default_true() -> bool {
     true
 }
 fn default_soft_grace() -> String {
+    "60s".into()
+}
+fn default_purge_rate() -> i64 {
+    1000
+}
+
+/// `limits:`: what a client connection may send and how slowly.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default = "default_max_header_size")]
+    pub max_header_size: String,
+    #[serde(default = "default_max_headers")]
+    pub max_headers: i64,
+    #[serde(default = "default_max_url_length")]
+    pub max_url_length: String,
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: String,
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: String,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_header_size: default_max_header_size(),
+            max_headers: default_max_headers(),
+            max_url_length: default_max_url_length(),
+            header_timeout: default_header_timeout(),
+            idle_timeout: default_idle_timeout(),
+        }
+    }
+}
+
+fn default_max_header_size() -> String {
+    "32KiB".into()
+}
+fn default_max_headers() -> i64 {
+    100
+}
+fn default_max_url_length() -> String {
+    "8KiB".into()
+}
+fn default_header_timeout() -> String {
+    "10s".into()
+}
+fn default_idle_timeout() -> String {
     "60s".into()
 }
 

@@ -4,7 +4,9 @@
 pub mod client;
 pub mod origin;
 pub mod proxy;
+pub mod raw;
 
 pub use client::{Client, Resp};
 pub use origin::{Counter, Origin, Reply};
 pub use proxy::Proxy;
+pub use raw::{exchange, RawConn};

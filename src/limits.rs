@@ -1,0 +1,594 @@
+//! Client limits that pingora does not enforce itself: the whole request header within
+//! `limits.header_timeout` (slowloris), a bounded header size, header count and URL length,
+//! and an idle timeout for keep-alive connections.
+//!
+//! pingora 0.9 reads a request header with a per-read timeout (60 s) and a 1 MiB cap, both
+//! fixed: a client sending one byte every 59 s holds a connection and its buffer for a very
+//! long time. So every accepted connection is wrapped in a [`GuardedStream`] that watches the
+//! bytes of each request header *before* pingora's parser sees them, and answers itself:
+//! `408` when the header is not complete in time, `414` for a request target over
+//! `limits.max_url_length`, `431` for a header over `limits.max_header_size` or with more than
+//! `limits.max_headers` fields; then the connection is closed. A connection that sends nothing
+//! for `limits.idle_timeout` is closed silently (Varnish's `timeout_idle`, nginx's
+//! `keepalive_timeout`).
+//!
+//! The stream cannot know where a request's body ends, so it stops watching at the end of
+//! each header; [`PerRequest`] re-arms it when pingora starts on the connection's next
+//! request (after the previous body was drained). Bodies (uploads) are never timed here:
+//! pingora's per-read timeout covers them.
+//!
+//! Not here: the limits' config keys (`config/mod.rs`) and what happens to a request once
+//! its header is in (`proxy.rs`).
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
+use pingora_core::protocols::http::v2::server::H2Options;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
+    Stream, TimingDigest, UniqueID, UniqueIDType,
+};
+use pingora_core::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::live::SharedLive;
+use crate::metrics::metrics;
+
+/// The limits one connection is held to (`limits:` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Request line and header fields together, in bytes.
+    pub max_header_size: usize,
+    /// Header fields (lines after the request line).
+    pub max_headers: usize,
+    /// The request target (path and query, or absolute form), in bytes.
+    pub max_url_length: usize,
+    /// From the first byte of a request to the end of its header.
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request started is closed after this long.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            max_header_size: 32 * 1024,
+            max_headers: 100,
+            max_url_length: 8 * 1024,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a request header was refused; the `reason` label of
+/// `lacquer_client_limit_rejections_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitBreach {
+    /// The header did not arrive within `header_timeout`: 408.
+    HeaderTimeout,
+    /// The request target is longer than `max_url_length`: 414.
+    UrlTooLong,
+    /// The header is larger than `max_header_size`: 431.
+    HeaderTooLarge,
+    /// More than `max_headers` fields: 431.
+    TooManyHeaders,
+}
+
+impl LimitBreach {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitBreach::HeaderTimeout => "header_timeout",
+            LimitBreach::UrlTooLong => "url_too_long",
+            LimitBreach::HeaderTooLarge => "header_too_large",
+            LimitBreach::TooManyHeaders => "too_many_headers",
+        }
+    }
+
+    /// The whole response sent before closing the connection.
+    fn response(self) -> &'static [u8] {
+        match self {
+            LimitBreach::HeaderTimeout => {
+                b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            }
+            LimitBreach::UrlTooLong => {
+                b"HTTP/1.1 414 URI Too Long\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            }
+            LimitBreach::HeaderTooLarge | LimitBreach::TooManyHeaders => {
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            }
+        }
+    }
+}
+
+/// Where the watch over one request header stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineState {
+    /// Inside a line.
+    Text,
+    /// Just after a line feed.
+    AfterLf,
+    /// A line feed then a carriage return: a further line feed ends the header.
+    AfterLfCr,
+}
+
+/// Counts over the bytes of one request header, as they arrive. Line ends are LF with an
+/// optional CR, as httparse accepts them, so the header ends where pingora's parser ends it.
+#[derive(Debug, Clone)]
+struct HeaderScan {
+    bytes: usize,
+    /// Lines completed, the request line included.
+    lines: usize,
+    /// Spaces seen on the request line (the target is between the first and the second).
+    spaces: usize,
+    target: usize,
+    /// A byte other than CR or LF has been seen (empty lines before a request are skipped).
+    content: bool,
+    state: LineState,
+}
+
+/// What [`HeaderScan::feed`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Scan {
+    /// All bytes belong to an unfinished header.
+    More,
+    /// The header ended within the bytes fed.
+    Complete,
+    /// A limit was passed.
+    Breach(LimitBreach),
+}
+
+impl HeaderScan {
+    fn new() -> HeaderScan {
+        HeaderScan {
+            bytes: 0,
+            lines: 0,
+            spaces: 0,
+            target: 0,
+            content: false,
+            state: LineState::AfterLf,
+        }
+    }
+
+    fn feed(&mut self, data: &[u8], limits: &ClientLimits) -> Scan {
+        for &b in data {
+            self.bytes += 1;
+            if self.bytes > limits.max_header_size {
+                return Scan::Breach(LimitBreach::HeaderTooLarge);
+            }
+            match b {
+                b'\n' => {
+                    if !self.content {
+                        continue;
+                    }
+                    if self.state != LineState::Text {
+                        return Scan::Complete;
+                    }
+                    self.lines += 1;
+                    // the request line is not a header field
+                    if self.lines > limits.max_headers + 1 {
+                        return Scan::Breach(LimitBreach::TooManyHeaders);
+                    }
+                    self.state = LineState::AfterLf;
+                }
+                b'\r' => {
+                    if self.state == LineState::AfterLf && self.content {
+                        self.state = LineState::AfterLfCr;
+                    }
+                }
+                _ => {
+                    self.content = true;
+                    self.state = LineState::Text;
+                    if self.lines == 0 {
+                        if b == b' ' {
+                            self.spaces += 1;
+                        } else if self.spaces == 1 {
+                            self.target += 1;
+                            if self.target > limits.max_url_length {
+                                return Scan::Breach(LimitBreach::UrlTooLong);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Scan::More
+    }
+}
+
+/// The watch over a connection between two requests.
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for the first byte of a request, since the instant given.
+    Idle(Instant),
+    /// Reading a request header that began at the instant given.
+    Header(Instant, HeaderScan),
+    /// The header is in: body and response bytes pass unwatched until re-armed.
+    Passthrough,
+    /// A limit was passed: the response is being written (bytes of it sent so far).
+    Refusing(LimitBreach, usize),
+}
+
+/// A client connection held to [`ClientLimits`]. Everything but reads passes straight through.
+pub struct GuardedStream {
+    inner: Stream,
+    limits: ClientLimits,
+    phase: Phase,
+    timer: Pin<Box<Sleep>>,
+    /// Set by [`PerRequest`] when pingora starts the next request: the next bytes are a header.
+    rearm: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for GuardedStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardedStream")
+            .field("inner", &self.inner)
+            .field("phase", &self.phase)
+            .finish()
+    }
+}
+
+impl GuardedStream {
+    /// Watch `inner` under `limits`, starting idle.
+    pub fn new(inner: Stream, limits: ClientLimits) -> GuardedStream {
+        let now = Instant::now();
+        GuardedStream {
+            inner,
+            limits,
+            phase: Phase::Idle(now),
+            timer: Box::pin(tokio::time::sleep_until(now + limits.idle_timeout)),
+            rearm: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The current deadline, if the phase has one.
+    fn deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Idle(since) => Some(*since + self.limits.idle_timeout),
+            Phase::Header(started, _) => Some(*started + self.limits.header_timeout),
+            Phase::Passthrough | Phase::Refusing(..) => None,
+        }
+    }
+
+    /// Write the refusal; once it is out, fail the read so pingora closes the connection.
+    fn poll_refuse(
+        &mut self,
+        cx: &mut Context<'_>,
+        breach: LimitBreach,
+        mut sent: usize,
+    ) -> Poll<io::Result<()>> {
+        let response = breach.response();
+        while sent < response.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &response[sent..]) {
+                Poll::Ready(Ok(0)) => break,
+                Poll::Ready(Ok(n)) => {
+                    sent += n;
+                    self.phase = Phase::Refusing(breach, sent);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if Pin::new(&mut self.inner).poll_flush(cx).is_pending() {
+            return Poll::Pending;
+        }
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("client limit: {}", breach.as_str()),
+        )))
+    }
+
+    fn refuse(&mut self, cx: &mut Context<'_>, breach: LimitBreach) -> Poll<io::Result<()>> {
+        metrics()
+            .client_limit_rejections
+            .with_label_values(&[breach.as_str()])
+            .inc();
+        self.phase = Phase::Refusing(breach, 0);
+        self.poll_refuse(cx, breach, 0)
+    }
+}
+
+impl AsyncRead for GuardedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.rearm.swap(false, Ordering::Relaxed) {
+            this.phase = Phase::Idle(Instant::now());
+        }
+        match this.phase {
+            Phase::Passthrough => return Pin::new(&mut this.inner).poll_read(cx, buf),
+            Phase::Refusing(breach, sent) => return this.poll_refuse(cx, breach, sent),
+            Phase::Idle(_) | Phase::Header(..) => {}
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let new = &buf.filled()[before..];
+                if new.is_empty() {
+                    return Poll::Ready(Ok(())); // end of stream
+                }
+                if let Phase::Idle(_) = this.phase {
+                    this.phase = Phase::Header(Instant::now(), HeaderScan::new());
+                }
+                let Phase::Header(_, scan) = &mut this.phase else {
+                    return Poll::Ready(Ok(()));
+                };
+                match scan.feed(new, &this.limits) {
+                    Scan::More => Poll::Ready(Ok(())),
+                    Scan::Complete => {
+                        this.phase = Phase::Passthrough;
+                        Poll::Ready(Ok(()))
+                    }
+                    Scan::Breach(breach) => {
+                        // pingora never sees the offending bytes
+                        buf.set_filled(before);
+                        this.refuse(cx, breach)
+                    }
+                }
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let Some(deadline) = this.deadline() else {
+                    return Poll::Pending;
+                };
+                if this.timer.deadline() != deadline {
+                    this.timer.as_mut().reset(deadline);
+                }
+                if this.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                match this.phase {
+                    // an idle keep-alive connection: close it quietly, as at end of stream
+                    Phase::Idle(_) => {
+                        metrics().client_idle_closed.inc();
+                        Poll::Ready(Ok(()))
+                    }
+                    _ => this.refuse(cx, LimitBreach::HeaderTimeout),
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for GuardedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for GuardedStream {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for GuardedStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for GuardedStream {}
+
+impl GetTimingDigest for GuardedStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for GuardedStream {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora_core::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for GuardedStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for GuardedStream {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+/// A pingora HTTP app behind [`GuardedStream`]s: each accepted connection is wrapped under
+/// the limits of the config generation current at accept time, and re-armed before each
+/// request's header is read.
+pub struct LimitedApp<H> {
+    inner: Arc<PerRequest<H>>,
+    live: SharedLive,
+}
+
+impl<H> LimitedApp<H> {
+    /// Wrap `inner`, reading the limits from `live`.
+    pub fn new(inner: H, live: SharedLive) -> LimitedApp<H> {
+        LimitedApp {
+            inner: Arc::new(PerRequest {
+                inner: Arc::new(inner),
+            }),
+            live,
+        }
+    }
+}
+
+#[async_trait]
+impl<H: HttpServerApp + Send + Sync + 'static> ServerApp for LimitedApp<H> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let limits = self.live.load().config.limits;
+        let stream: Stream = Box::new(GuardedStream::new(stream, limits));
+        self.inner.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.http_cleanup().await
+    }
+}
+
+/// The HTTP app inside: pingora calls it once per request on a connection, after the previous
+/// request's body was drained and before the next header is read, which is exactly where
+/// the watch over a new header must begin.
+pub struct PerRequest<H> {
+    inner: Arc<H>,
+}
+
+#[async_trait]
+impl<H: HttpServerApp + Send + Sync + 'static> HttpServerApp for PerRequest<H> {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let guarded = session
+            .stream()
+            .and_then(|s| s.as_any().downcast_ref::<GuardedStream>());
+        if let Some(g) = guarded {
+            g.rearm.store(true, Ordering::Relaxed);
+        }
+        self.inner.process_new_http(session, shutdown).await
+    }
+
+    fn h2_options(&self) -> Option<H2Options> {
+        self.inner.h2_options()
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        self.inner.server_options()
+    }
+
+    async fn http_cleanup(&self) {
+        self.inner.http_cleanup().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(data: &[u8], limits: &ClientLimits) -> Scan {
+        HeaderScan::new().feed(data, limits)
+    }
+
+    fn scan_in_pieces(data: &[u8], limits: &ClientLimits) -> Scan {
+        let mut s = HeaderScan::new();
+        for b in data.chunks(1) {
+            match s.feed(b, limits) {
+                Scan::More => {}
+                other => return other,
+            }
+        }
+        Scan::More
+    }
+
+    #[test]
+    fn header_ends_where_httparse_ends_it() {
+        let l = ClientLimits::default();
+        for (text, want) in [
+            (&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], Scan::Complete),
+            (b"GET / HTTP/1.1\nHost: a\n\n", Scan::Complete),
+            (b"GET / HTTP/1.1\r\nHost: a\n\r\n", Scan::Complete),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n", Scan::More),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r", Scan::More),
+            // empty lines before a request do not end it
+            (b"\r\n\r\n\nGET / HTTP/1.1\r\n", Scan::More),
+            (b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", Scan::Complete),
+        ] {
+            assert_eq!(scan(text, &l), want, "{:?}", String::from_utf8_lossy(text));
+            assert_eq!(scan_in_pieces(text, &l), want, "byte by byte");
+        }
+    }
+
+    #[test]
+    fn limits_are_exact() {
+        let l = ClientLimits {
+            max_header_size: 64,
+            max_headers: 2,
+            max_url_length: 10,
+            ..ClientLimits::default()
+        };
+        let target = |n: usize| format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(n - 1));
+        assert_eq!(scan(target(10).as_bytes(), &l), Scan::Complete);
+        assert_eq!(
+            scan(target(11).as_bytes(), &l),
+            Scan::Breach(LimitBreach::UrlTooLong)
+        );
+        let two = b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\n\r\n";
+        assert_eq!(scan(two, &l), Scan::Complete);
+        let three = b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n";
+        assert_eq!(scan(three, &l), Scan::Breach(LimitBreach::TooManyHeaders));
+        let exactly_64 = format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "v".repeat(41));
+        assert_eq!(exactly_64.len(), 64);
+        assert_eq!(scan(exactly_64.as_bytes(), &l), Scan::Complete);
+        let over = format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "v".repeat(42));
+        assert_eq!(
+            scan(over.as_bytes(), &l),
+            Scan::Breach(LimitBreach::HeaderTooLarge)
+        );
+    }
+
+    #[test]
+    fn the_url_limit_counts_only_the_target() {
+        let l = ClientLimits {
+            max_url_length: 4,
+            ..ClientLimits::default()
+        };
+        assert_eq!(
+            scan(b"PROPFIND /abc HTTP/1.1\r\n\r\n", &l),
+            Scan::Complete
+        );
+        assert_eq!(
+            scan_in_pieces(b"GET /abcd HTTP/1.1\r\n\r\n", &l),
+            Scan::Breach(LimitBreach::UrlTooLong)
+        );
+    }
+}
