@@ -34,8 +34,8 @@ use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, Ser
 use pingora_core::protocols::http::v2::server::H2Options;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
-    Stream, TimingDigest, UniqueID, UniqueIDType,
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType,
 };
 use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -582,10 +582,7 @@ mod tests {
             max_url_length: 4,
             ..ClientLimits::default()
         };
-        assert_eq!(
-            scan(b"PROPFIND /abc HTTP/1.1\r\n\r\n", &l),
-            Scan::Complete
-        );
+        assert_eq!(scan(b"PROPFIND /abc HTTP/1.1\r\n\r\n", &l), Scan::Complete);
         assert_eq!(
             scan_in_pieces(b"GET /abcd HTTP/1.1\r\n\r\n", &l),
             Scan::Breach(LimitBreach::UrlTooLong)

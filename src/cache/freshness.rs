@@ -2,7 +2,8 @@
 //! functions over the response header.
 //!
 //! - `CDN-Cache-Control` (RFC 9213) replaces `Cache-Control` and `Expires` when present.
-//! - `no-store`, `private`, `Set-Cookie` and `Vary: *` are never stored.
+//! - `no-store`, `private`, `Set-Cookie` and `Vary: *` are never stored, nor error statuses
+//!   other than 404 and 410 (a client can provoke them: cache-poisoned denial of service).
 //! - Lifetime: `s-maxage`, then `max-age`, then `Expires - Date`; an invalid value means already
 //!   stale (RFC 9111 section 4.2.1); `no-cache` stores but always revalidates. Heuristic freshness
 //!   only when `cache.default_ttl` is set, and only for heuristically cacheable statuses.
@@ -34,6 +35,8 @@ pub enum NoStoreReason {
     TooLarge,
     /// A server error while a good object is stored: it must not replace it.
     ErrorOverStored,
+    /// An error status other than 404 and 410: never stored, whatever its headers say.
+    ErrorStatus,
 }
 
 impl NoStoreReason {
@@ -48,6 +51,7 @@ impl NoStoreReason {
             NoStoreReason::NoFreshness => "no-freshness",
             NoStoreReason::TooLarge => "too-large",
             NoStoreReason::ErrorOverStored => "error-over-stored",
+            NoStoreReason::ErrorStatus => "error-status",
         }
     }
 }
@@ -117,6 +121,14 @@ pub fn assess(resp: &ResponseHeader, defaults: &FreshnessDefaults, now: SystemTi
     let status = resp.status.as_u16();
     if status < 200 || status == 206 || status == 304 {
         return Storability::DontStore(Status);
+    }
+    if status >= 400 && status != 404 && status != 410 {
+        // cache-poisoned denial of service: a client can often make the app fail with input
+        // outside the key (an odd header, a method override, a WAF rule, a size limit), and a
+        // stored 400/403/413/431/500/503 would then be served to every visitor of the URL.
+        // RFC 9111 permits storing them with explicit freshness; no site needs it. 404 and 410
+        // depend on the URL, which is keyed, and spare the app a lot of work.
+        return Storability::DontStore(ErrorStatus);
     }
     if resp.headers.contains_key(http::header::SET_COOKIE) {
         return Storability::DontStore(SetCookie);
@@ -388,7 +400,20 @@ mod tests {
             (301, vec![("Cache-Control", "max-age=600")], Ok(600)),
             (404, vec![("Cache-Control", "max-age=30")], Ok(30)),
             (410, vec![("Cache-Control", "max-age=30")], Ok(30)),
-            (500, vec![("Cache-Control", "max-age=30")], Ok(30)),
+            (500, vec![("Cache-Control", "max-age=30")], Err(ErrorStatus)),
+            (400, vec![("Cache-Control", "max-age=30")], Err(ErrorStatus)),
+            (
+                403,
+                vec![("Cache-Control", "public, max-age=30")],
+                Err(ErrorStatus),
+            ),
+            (
+                431,
+                vec![("Cache-Control", "s-maxage=30")],
+                Err(ErrorStatus),
+            ),
+            (503, vec![("Cache-Control", "max-age=30")], Err(ErrorStatus)),
+            (405, vec![("Cache-Control", "max-age=30")], Err(ErrorStatus)),
             (206, vec![("Cache-Control", "max-age=30")], Err(Status)),
             (304, vec![("Cache-Control", "max-age=30")], Err(Status)),
             (
@@ -461,7 +486,11 @@ mod tests {
         ));
         assert_eq!(
             assess(&resp(500, &[]), &d, now),
-            Storability::DontStore(NoFreshness)
+            Storability::DontStore(ErrorStatus)
+        );
+        assert_eq!(
+            assess(&resp(414, &[]), &d, now),
+            Storability::DontStore(ErrorStatus)
         );
         assert_eq!(
             assess(&resp(302, &[]), &d, now),

@@ -8,8 +8,7 @@ use crate::support::{exchange, Origin, Proxy, RawConn, Reply};
 const TIGHT: &str = "limits:\n  header_timeout: 1s\n  idle_timeout: 2s\n  max_header_size: 4KiB\n  max_headers: 20\n  max_url_length: 1KiB\n";
 
 async fn setup() -> (Origin, Proxy) {
-    let origin =
-        Origin::start(|_| Reply::ok("page").header("Cache-Control", "max-age=60")).await;
+    let origin = Origin::start(|_| Reply::ok("page").header("Cache-Control", "max-age=60")).await;
     let proxy = Proxy::start(&[origin.addr], TIGHT).await;
     (origin, proxy)
 }
@@ -37,12 +36,17 @@ async fn a_header_trickled_in_slower_than_header_timeout_gets_408_and_a_close() 
     }
     let reply = match reply {
         Some(r) => r,
-        None => conn.read_for(Duration::from_secs(1), Duration::from_secs(2)).await,
+        None => {
+            conn.read_for(Duration::from_secs(1), Duration::from_secs(2))
+                .await
+        }
     };
     let elapsed = started.elapsed();
     assert_eq!(reply.statuses(), vec![408], "{}", reply.text());
     assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
-    let after = conn.read_for(Duration::from_secs(1), Duration::from_secs(2)).await;
+    let after = conn
+        .read_for(Duration::from_secs(1), Duration::from_secs(2))
+        .await;
     assert!(after.closed, "the connection stays open after a 408");
     assert_eq!(origin.total(), 0);
 }
@@ -50,7 +54,10 @@ async fn a_header_trickled_in_slower_than_header_timeout_gets_408_and_a_close() 
 #[tokio::test]
 async fn oversized_headers_too_many_fields_and_long_urls_are_refused_before_the_app() {
     let (origin, proxy) = setup().await;
-    let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "v".repeat(5000));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "v".repeat(5000)
+    );
     let r = exchange(proxy.addr, big.as_bytes()).await;
     assert_eq!(r.statuses(), vec![431], "{}", r.text());
     assert!(r.closed);
@@ -75,19 +82,38 @@ async fn oversized_headers_too_many_fields_and_long_urls_are_refused_before_the_
     fine.push_str("\r\n");
     let r = exchange(proxy.addr, fine.as_bytes()).await;
     assert_eq!(r.statuses(), vec![200], "{}", r.text());
-    assert_eq!(origin.total(), 1, "only the request within the limits reached the app");
+    assert_eq!(
+        origin.total(),
+        1,
+        "only the request within the limits reached the app"
+    );
 }
 
 #[tokio::test]
 async fn the_default_limits_are_32kib_of_header_and_8kib_of_url() {
     let origin = Origin::start(|_| Reply::ok("page")).await;
     let proxy = Proxy::start(&[origin.addr], "").await;
-    let ok = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "v".repeat(30_000));
-    assert_eq!(exchange(proxy.addr, ok.as_bytes()).await.statuses(), vec![200]);
-    let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "v".repeat(33_000));
-    assert_eq!(exchange(proxy.addr, big.as_bytes()).await.statuses(), vec![431]);
+    let ok = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "v".repeat(30_000)
+    );
+    assert_eq!(
+        exchange(proxy.addr, ok.as_bytes()).await.statuses(),
+        vec![200]
+    );
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "v".repeat(33_000)
+    );
+    assert_eq!(
+        exchange(proxy.addr, big.as_bytes()).await.statuses(),
+        vec![431]
+    );
     let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "u".repeat(8200));
-    assert_eq!(exchange(proxy.addr, long.as_bytes()).await.statuses(), vec![414]);
+    assert_eq!(
+        exchange(proxy.addr, long.as_bytes()).await.statuses(),
+        vec![414]
+    );
     assert_eq!(origin.total(), 1);
 }
 
@@ -100,13 +126,24 @@ async fn idle_keep_alive_connections_are_closed_after_idle_timeout() {
     let mut used = RawConn::connect(proxy.addr).await;
     let r = used.exchange(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
     assert_eq!(r.statuses(), vec![200]);
-    assert!(!r.closed, "keep-alive connection closed right after its response");
+    assert!(
+        !r.closed,
+        "keep-alive connection closed right after its response"
+    );
     let started = Instant::now();
-    let a = silent.read_for(Duration::from_secs(5), Duration::from_secs(5)).await;
-    let b = used.read_for(Duration::from_secs(5), Duration::from_secs(5)).await;
+    let a = silent
+        .read_for(Duration::from_secs(5), Duration::from_secs(5))
+        .await;
+    let b = used
+        .read_for(Duration::from_secs(5), Duration::from_secs(5))
+        .await;
     assert!(a.closed && a.bytes.is_empty(), "{a:?}");
     assert!(b.closed && b.bytes.is_empty(), "{b:?}");
-    assert!(started.elapsed() < Duration::from_millis(3500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(3500),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -134,9 +171,14 @@ async fn a_slow_upload_is_not_cut_by_the_header_timeout() {
     // the body takes 2.5 s, well past header_timeout (1 s)
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(conn.send(&[b'x'; 10]).await, "connection cut during the body");
+        assert!(
+            conn.send(&[b'x'; 10]).await,
+            "connection cut during the body"
+        );
     }
-    let r = conn.read_for(Duration::from_secs(2), Duration::from_secs(5)).await;
+    let r = conn
+        .read_for(Duration::from_secs(2), Duration::from_secs(5))
+        .await;
     assert_eq!(r.statuses(), vec![200], "{}", r.text());
     assert!(r.text().ends_with("got 50"), "{}", r.text());
 }

@@ -383,3 +383,50 @@ async fn malformed_api_input_is_a_400_and_purges_nothing() {
     }
     assert!(c.get(&proxy.url("/keep")).await.is_hit());
 }
+
+#[tokio::test]
+async fn purges_are_rate_limited_and_refused_ones_cost_no_tokens() {
+    let origin = Origin::start(|_| cacheable("x")).await;
+    let proxy = Proxy::start(
+        &[origin.addr],
+        "purge:\n  allow: []\n  token: \"s3cret-token-0123456789\"\n  rate_limit: 3\n",
+    )
+    .await;
+    let c = Client::new();
+    // unauthorised purges are refused first, and do not use up the budget
+    for _ in 0..20 {
+        let r = c.send("PURGE", &proxy.url("/x"), &[], None).await;
+        assert_eq!(r.status, 403);
+    }
+    let auth = [("Authorization", "Bearer s3cret-token-0123456789")];
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(c.send("PURGE", &proxy.url("/x"), &auth, None).await.status);
+    }
+    // a burst of 3 (404: nothing stored), then 429 until tokens come back
+    let accepted = statuses.iter().filter(|s| **s == 404).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!((3..=4).contains(&accepted), "{statuses:?}");
+    assert_eq!(accepted + limited, 10, "{statuses:?}");
+    let api_limited = c
+        .send(
+            "POST",
+            &format!("http://{}/purge", proxy.admin),
+            &auth,
+            Some(br#"{"all": true}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(api_limited.status, 429, "the admin API shares the budget");
+    // a second later the budget is back
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = c.send("PURGE", &proxy.url("/x"), &auth, None).await;
+    assert_eq!(again.status, 404);
+    let metrics = c
+        .get(&format!("http://{}/metrics", proxy.admin))
+        .await
+        .text();
+    assert!(
+        metrics.contains("result=\"rate_limited\""),
+        "rate-limited purges are counted"
+    );
+}

@@ -8,8 +8,7 @@ use crate::support::{exchange, Origin, Proxy, RawConn, Reply};
 const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
 
 async fn setup() -> (Origin, Proxy) {
-    let origin =
-        Origin::start(|_| Reply::ok("page").header("Cache-Control", "max-age=60")).await;
+    let origin = Origin::start(|_| Reply::ok("page").header("Cache-Control", "max-age=60")).await;
     let proxy = Proxy::start(&[origin.addr], "").await;
     (origin, proxy)
 }
@@ -21,7 +20,11 @@ async fn assert_refused(proxy: &Proxy, origin: &Origin, name: &str, attack: &str
     let statuses = r.statuses();
     assert_eq!(statuses, vec![400], "{name}: {}", r.text());
     assert!(r.closed, "{name}: connection left open after a 400");
-    assert_eq!(origin.hits("/smuggled"), 0, "{name}: smuggled request reached the app");
+    assert_eq!(
+        origin.hits("/smuggled"),
+        0,
+        "{name}: smuggled request reached the app"
+    );
 }
 
 #[tokio::test]
@@ -79,7 +82,11 @@ async fn malformed_chunked_bodies_are_400_and_never_forwarded_as_requests() {
             r.text()
         );
         assert!(r.closed, "{name}: connection left open");
-        assert_eq!(origin.hits("/smuggled"), 0, "{name}: smuggled request reached the app");
+        assert_eq!(
+            origin.hits("/smuggled"),
+            0,
+            "{name}: smuggled request reached the app"
+        );
     }
 }
 
@@ -98,7 +105,8 @@ async fn content_length_with_transfer_encoding_never_lets_the_rest_through() {
     // what the app got, if anything, has no Content-Length next to its Transfer-Encoding
     for seen in origin.seen() {
         assert!(
-            !(seen.header("content-length").is_some() && seen.header("transfer-encoding").is_some()),
+            !(seen.header("content-length").is_some()
+                && seen.header("transfer-encoding").is_some()),
             "{seen:?}"
         );
     }
@@ -166,11 +174,6 @@ async fn an_upgrade_the_app_does_not_accept_is_an_ordinary_request() {
     assert!(!statuses.is_empty() && statuses.len() <= 2, "{}", r.text());
     // pipelined bytes are either refused or answered as the request they are, through the
     // proxy (one more response); never passed to the app raw behind the first request
-    assert_eq!(
-        origin.hits("/smuggled"),
-        statuses.len() - 1,
-        "{}",
-        r.text()
-    );
+    assert_eq!(origin.hits("/smuggled"), statuses.len() - 1, "{}", r.text());
     assert_eq!(origin.hits("/ws"), 1);
 }
