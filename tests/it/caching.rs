@@ -122,7 +122,7 @@ async fn a_key_that_becomes_cacheable_is_stored_again() {
 }
 
 #[tokio::test]
-async fn any_final_status_with_explicit_freshness_is_stored() {
+async fn redirects_404_and_410_with_explicit_freshness_are_stored() {
     let origin = Origin::start(|s| match s.path() {
         "/moved" => Reply::ok("")
             .status(301)
