@@ -24,7 +24,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -227,7 +227,12 @@ pub struct GuardedStream {
     phase: Phase,
     timer: Pin<Box<Sleep>>,
     /// Set by [`PerRequest`] when pingora starts the next request: the next bytes are a header.
-    rearm: Arc<AtomicBool>,
+    rearm: AtomicBool,
+    /// Bytes of response this request may still discard if its client goes away mid-fill
+    /// (0: the client's departure ends the request, as usual). See [`keep_filling_without_client`].
+    fill_budget: AtomicU64,
+    /// The client is gone: writes are discarded (within the budget), reads see the end.
+    gone: Option<u64>,
 }
 
 impl fmt::Debug for GuardedStream {
@@ -248,7 +253,9 @@ impl GuardedStream {
             limits,
             phase: Phase::Idle(now),
             timer: Box::pin(tokio::time::sleep_until(now + limits.idle_timeout)),
-            rearm: Arc::new(AtomicBool::new(false)),
+            rearm: AtomicBool::new(false),
+            fill_budget: AtomicU64::new(0),
+            gone: None,
         }
     }
 
@@ -308,9 +315,18 @@ impl AsyncRead for GuardedStream {
         let this = self.get_mut();
         if this.rearm.swap(false, Ordering::Relaxed) {
             this.phase = Phase::Idle(Instant::now());
+            this.fill_budget.store(0, Ordering::Relaxed);
+        }
+        if this.gone.is_some() {
+            return Poll::Ready(Ok(())); // the client left: end of stream
         }
         match this.phase {
-            Phase::Passthrough => return Pin::new(&mut this.inner).poll_read(cx, buf),
+            Phase::Passthrough => {
+                return match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                    Poll::Ready(Err(_)) if this.start_discarding() => Poll::Ready(Ok(())),
+                    other => other,
+                }
+            }
             Phase::Refusing(breach, sent) => return this.poll_refuse(cx, breach, sent),
             Phase::Idle(_) | Phase::Header(..) => {}
         }
@@ -364,13 +380,48 @@ impl AsyncRead for GuardedStream {
     }
 }
 
+impl GuardedStream {
+    /// The client is gone while a fill it started is under way: from now on pretend to
+    /// deliver, so pingora finishes reading the app's response into the cache. Returns false
+    /// when no fill is to be kept going (the error then ends the request as usual).
+    fn start_discarding(&mut self) -> bool {
+        let budget = self.fill_budget.load(Ordering::Relaxed);
+        if budget == 0 {
+            return false;
+        }
+        if self.gone.is_none() {
+            metrics().client_gone_fills.inc();
+            self.gone = Some(budget);
+        }
+        true
+    }
+
+    /// Account for `len` discarded bytes; past the budget the write fails after all.
+    fn discard(&mut self, len: usize) -> Poll<io::Result<usize>> {
+        match self.gone {
+            Some(left) if left >= len as u64 => {
+                self.gone = Some(left - len as u64);
+                Poll::Ready(Ok(len))
+            }
+            _ => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+}
+
 impl AsyncWrite for GuardedStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+        let this = self.get_mut();
+        if this.gone.is_some() {
+            return this.discard(data.len());
+        }
+        match Pin::new(&mut this.inner).poll_write(cx, data) {
+            Poll::Ready(Err(_)) if this.start_discarding() => this.discard(data.len()),
+            other => other,
+        }
     }
 
     fn poll_write_vectored(
@@ -378,7 +429,15 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let len = || bufs.iter().map(|b| b.len()).sum::<usize>();
+        if this.gone.is_some() {
+            return this.discard(len());
+        }
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Err(_)) if this.start_discarding() => this.discard(len()),
+            other => other,
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -386,11 +445,22 @@ impl AsyncWrite for GuardedStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        if this.gone.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Ready(Err(_)) if this.start_discarding() => Poll::Ready(Ok(())),
+            other => other,
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.gone.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -435,6 +505,32 @@ impl GetSocketDigest for GuardedStream {
 impl Peek for GuardedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         self.inner.try_peek(buf).await
+    }
+}
+
+fn guarded(session: &ServerSession) -> Option<&GuardedStream> {
+    session
+        .stream()
+        .and_then(|s| s.as_any().downcast_ref::<GuardedStream>())
+}
+
+/// This request fetches an object that other requests may be waiting for (coalescing): if its
+/// client goes away, the fetch must still complete and be stored, or every waiter would start
+/// over. pingora keeps a fill going after the client leaves only with streaming partial writes
+/// in the storage; instead, the client's close is tolerated on reads and, once the client is
+/// gone, up to `budget` bytes of response are discarded as if delivered.
+pub fn keep_filling_without_client(session: &mut ServerSession, budget: u64) {
+    session.set_abort_on_close(false);
+    if let Some(g) = guarded(session) {
+        g.fill_budget.store(budget.max(1), Ordering::Relaxed);
+    }
+}
+
+/// The response will not be stored after all: the client's departure ends the request again.
+pub fn fill_only_for_client(session: &mut ServerSession) {
+    session.set_abort_on_close(true);
+    if let Some(g) = guarded(session) {
+        g.fill_budget.store(0, Ordering::Relaxed);
     }
 }
 
@@ -489,10 +585,7 @@ impl<H: HttpServerApp + Send + Sync + 'static> HttpServerApp for PerRequest<H> {
         session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        let guarded = session
-            .stream()
-            .and_then(|s| s.as_any().downcast_ref::<GuardedStream>());
-        if let Some(g) = guarded {
+        if let Some(g) = guarded(&session) {
             g.rearm.store(true, Ordering::Relaxed);
         }
         self.inner.process_new_http(session, shutdown).await

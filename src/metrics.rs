@@ -60,6 +60,8 @@ pub struct Metrics {
     pub client_limit_rejections: IntCounterVec,
     /// `lacquer_client_idle_closed_total`.
     pub client_idle_closed: IntCounter,
+    /// `lacquer_client_gone_fills_total`.
+    pub client_gone_fills: IntCounter,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -219,6 +221,11 @@ impl Metrics {
             "lacquer_client_idle_closed_total",
             "Keep-alive client connections closed after limits.idle_timeout without a request.",
         );
+        let client_gone_fills = counter(
+            &r,
+            "lacquer_client_gone_fills_total",
+            "Cache fills completed after the client that started them went away.",
+        );
         #[cfg(target_os = "linux")]
         register(
             &r,
@@ -246,6 +253,7 @@ impl Metrics {
             access_log_dropped,
             client_limit_rejections,
             client_idle_closed,
+            client_gone_fills,
         }
     }
 

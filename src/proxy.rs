@@ -12,7 +12,7 @@ use pingora_cache::{CacheKey, CacheMeta, CacheOptionOverrides, NoCacheReason, Re
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::{AccessLog, Entry};
 use crate::cache::freshness::{self, FreshnessDefaults, NoStoreReason, Storability};
@@ -22,10 +22,12 @@ use crate::cache::status::{CacheStatus, Outcome};
 use crate::cache::storage::{FetchStamp, PurgeScope};
 use crate::cache::{build_meta, merge_not_modified, vary, CacheRuntime};
 use crate::config::Config;
+use crate::limits;
 use crate::live::{Live, SharedLive};
 use crate::metrics::{metrics, status_class};
 use crate::purge::{self, PurgeSource};
 use crate::services::InFlight;
+use crate::upstream;
 
 /// The scheme of lacquer's listeners (plain HTTP; TLS terminates in front of lacquer).
 const SCHEME: &str = "http";
@@ -126,15 +128,21 @@ impl LacquerProxy {
         if ctx.purge {
             return ("purge", "");
         }
+        if let (Some(s), Some(_)) = (ctx.status, e) {
+            // the response began, then broke off (a broken upstream body, a client gone)
+            let label = match s {
+                CacheStatus::Bypass(_) => "bypass",
+                other => other.as_str(),
+            };
+            return (label, "incomplete");
+        }
         match ctx.status {
             Some(CacheStatus::Bypass(reason)) => ("bypass", reason.as_str()),
             Some(CacheStatus::HitForMiss) => ("hit_for_miss", ctx.no_store.unwrap_or("")),
             Some(s @ (CacheStatus::Miss | CacheStatus::Expired)) => {
                 (s.as_str(), ctx.no_store.unwrap_or(""))
             }
-            Some(s) if e.is_none() => (s.as_str(), ""),
-            // failed after the header was sent (a broken upstream body, a client gone)
-            Some(s) => (s.as_str(), "incomplete"),
+            Some(s) => (s.as_str(), ""),
             None => ("error", if ctx.tries > 0 { "upstream" } else { "request" }),
         }
     }
@@ -391,6 +399,15 @@ impl ProxyHttp for LacquerProxy {
     ) -> Result<bool> {
         // the lookup is over: a bypassing cache here means the predictor skipped it
         ctx.hit_for_miss = session.cache.bypassing();
+        if session.cache.enabled() {
+            // a fetch for the cache, that other requests may be waiting for (coalescing): it
+            // completes and is stored even if this client leaves (undone in response_filter
+            // when the response is not stored)
+            limits::keep_filling_without_client(
+                session.as_downstream_mut(),
+                ctx.live.config.cache.max_object_size,
+            );
+        }
         Ok(true)
     }
 
@@ -521,6 +538,9 @@ impl ProxyHttp for LacquerProxy {
         }
         upstream_response.insert_header("Cache-Status", outcome.header_value())?;
         ctx.status = Some(outcome.status);
+        if !outcome.stored {
+            limits::fill_only_for_client(session.as_downstream_mut());
+        }
         if outcome.status == CacheStatus::StaleIfError {
             // pingora closes the client connection after serving stale for a failed upstream;
             // say so, or a client would reuse it and see the close as an error
@@ -590,6 +610,55 @@ impl ProxyHttp for LacquerProxy {
             referer: header(http::header::REFERER),
             user_agent: header(http::header::USER_AGENT),
         });
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let Some((code, detail)) = upstream::failure_status(e) else {
+            // the client is gone: nothing to send
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        let fwd = match ctx.bypass {
+            Some(BypassReason::Method) => "method",
+            Some(_) => "bypass",
+            None => "miss",
+        };
+        let mut resp = match ResponseHeader::build(code, Some(5)) {
+            Ok(r) => r,
+            Err(_) => {
+                return FailToProxy {
+                    error_code: code,
+                    can_reuse_downstream: false,
+                }
+            }
+        };
+        let headers = [
+            (
+                "Cache-Status",
+                format!("lacquer; fwd={fwd}; detail={detail}"),
+            ),
+            ("Cache-Control", "private, no-store".to_string()),
+            ("Content-Length", "0".to_string()),
+            ("Connection", "close".to_string()),
+        ];
+        for (name, value) in headers {
+            let _ = resp.insert_header(name, value);
+        }
+        session.set_keepalive(None);
+        if let Err(err) = session.write_response_header(Box::new(resp), true).await {
+            log::debug!("could not send the {code} for a failed request: {err}");
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     fn should_serve_stale(

@@ -161,3 +161,69 @@ impl Upstreams {
         Ok((Box::new(peer), label))
     }
 }
+
+/// The status lacquer answers when a request fails before its response began, and the
+/// `detail` of its `Cache-Status`: 504 when the app server timed out (RFC 9110 section
+/// 15.6.5), 502 for any other failure on its side, 400 for a malformed request, 500 for
+/// lacquer's own; `None` when the client is already gone (nothing can be sent).
+pub fn failure_status(e: &Error) -> Option<(u16, &'static str)> {
+    use pingora_error::ErrorSource;
+    use ErrorType::*;
+    if let HTTPStatus(code) = e.etype() {
+        return Some((*code, "error"));
+    }
+    match e.esource() {
+        ErrorSource::Upstream => Some(match e.etype() {
+            ConnectTimedout => (504, "connect-timeout"),
+            ReadTimedout | WriteTimedout => (504, "response-timeout"),
+            ConnectRefused => (502, "connect-refused"),
+            _ => (502, "upstream-error"),
+        }),
+        ErrorSource::Downstream => match e.etype() {
+            WriteError | ReadError | ConnectionClosed => None,
+            _ => Some((400, "bad-request")),
+        },
+        ErrorSource::Internal | ErrorSource::Unset => Some((500, "internal-error")),
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_504_other_upstream_failures_502() {
+        let up = |t: ErrorType| {
+            let mut e = Error::new(t);
+            e.as_up();
+            failure_status(&e)
+        };
+        let down = |t: ErrorType| {
+            let mut e = Error::new(t);
+            e.as_down();
+            failure_status(&e)
+        };
+        assert_eq!(
+            up(ErrorType::ConnectTimedout),
+            Some((504, "connect-timeout"))
+        );
+        assert_eq!(up(ErrorType::ReadTimedout), Some((504, "response-timeout")));
+        assert_eq!(
+            up(ErrorType::ConnectRefused),
+            Some((502, "connect-refused"))
+        );
+        assert_eq!(
+            up(ErrorType::ConnectionClosed),
+            Some((502, "upstream-error"))
+        );
+        assert_eq!(down(ErrorType::ConnectionClosed), None);
+        assert_eq!(
+            down(ErrorType::InvalidHTTPHeader),
+            Some((400, "bad-request"))
+        );
+        assert_eq!(
+            failure_status(&Error::new(ErrorType::HTTPStatus(503))),
+            Some((503, "error"))
+        );
+    }
+}

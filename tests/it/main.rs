@@ -4,6 +4,7 @@
 
 mod support;
 
+mod broken_origin;
 mod bypass;
 mod caching;
 mod coalescing;

@@ -99,7 +99,7 @@ async fn every_counter_moves_by_exactly_what_was_sent() {
     assert_eq!(req("hit", ""), 2.0);
     assert_eq!(req("miss", ""), 2.0);
     assert_eq!(req("miss", "private"), 1.0);
-    assert_eq!(req("miss", "no-freshness"), 1.0);
+    assert_eq!(req("miss", "error-status"), 1.0);
     assert_eq!(req("bypass", "cookie"), 1.0);
     assert_eq!(req("bypass", "method"), 1.0);
     assert_eq!(

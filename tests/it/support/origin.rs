@@ -1,6 +1,9 @@
 //! A scriptable HTTP/1.1 origin on an ephemeral loopback port. Every request is recorded (per
-//! path counters, headers as received); a handler closure decides each reply, including delays
-//! and chunked bodies. Written on raw TCP so later tests can script misbehaviour too.
+//! path counters, headers as received, which connection it came on); a handler closure decides
+//! each reply, including delays and chunked bodies. Written on raw TCP so tests can script
+//! misbehaviour too: exact bytes for a reply ([`Reply::raw`], [`Step`]), a reset (TCP RST) in
+//! the middle of a body ([`Reply::reset_after`]), a stall ([`Reply::stall_after`]), and an
+//! address where nothing listens ([`refused_addr`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +22,8 @@ pub struct Seen {
     /// Header names lower-cased, in arrival order.
     pub headers: Vec<(String, String)>,
     pub body_len: usize,
+    /// Which connection it came on: 1 for the origin's first accepted connection, and so on.
+    pub conn: usize,
 }
 
 impl Seen {
@@ -49,6 +54,23 @@ pub struct Reply {
     pub reset: bool,
     /// Send this many body bytes, then stall this long before the rest.
     pub stall: Option<(usize, Duration)>,
+    /// Send this many body bytes (as framed on the wire), then reset the connection (RST).
+    pub reset_after: Option<usize>,
+    /// Ignore everything above and play this script instead (see [`Reply::raw`]).
+    pub raw: Option<Vec<Step>>,
+}
+
+/// One step of a scripted raw reply.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Write these bytes exactly as given: no framing, no headers added.
+    Write(Vec<u8>),
+    /// Pause.
+    Sleep(Duration),
+    /// Close abruptly: `SO_LINGER` 0, so the peer gets a TCP RST and no FIN.
+    Reset,
+    /// Close normally (FIN) without reading another request.
+    Close,
 }
 
 impl Reply {
@@ -61,7 +83,50 @@ impl Reply {
             chunked: false,
             reset: false,
             stall: None,
+            reset_after: None,
+            raw: None,
         }
+    }
+
+    /// Write exactly `bytes` (status line, headers and body, as given), then go on serving the
+    /// connection: the way to send duplicate or invalid `Content-Length`, chunked together
+    /// with `Content-Length`, a 1xx before the response, or a body longer than announced.
+    pub fn raw(bytes: impl Into<Vec<u8>>) -> Reply {
+        Reply::script(vec![Step::Write(bytes.into())])
+    }
+
+    /// Play `steps` instead of a reply.
+    pub fn script(steps: Vec<Step>) -> Reply {
+        Reply {
+            raw: Some(steps),
+            ..Reply::ok("")
+        }
+    }
+
+    /// A raw reply goes on with one more step.
+    pub fn then(mut self, step: Step) -> Reply {
+        self.raw
+            .as_mut()
+            .expect("then() continues a raw reply")
+            .push(step);
+        self
+    }
+
+    /// A raw reply then closes the connection (FIN).
+    pub fn then_close(self) -> Reply {
+        self.then(Step::Close)
+    }
+
+    /// A raw reply then resets the connection (RST).
+    pub fn then_reset(self) -> Reply {
+        self.then(Step::Reset)
+    }
+
+    /// Send the header and `bytes` of the body as framed on the wire (chunk sizes count),
+    /// then reset the connection with a TCP RST.
+    pub fn reset_after(mut self, bytes: usize) -> Reply {
+        self.reset_after = Some(bytes);
+        self
     }
 
     /// Close the connection without a response.
@@ -145,16 +210,18 @@ impl Origin {
         let seen2 = seen.clone();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
+            let mut conn = 0;
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                conn += 1;
                 let handler = handler.clone();
                 let seen = seen2.clone();
                 let mut stopped = stopped.clone();
                 tokio::spawn(async move {
                     tokio::select! {
-                        _ = serve(stream, handler, seen) => {}
+                        _ = serve(stream, conn, handler, seen) => {}
                         _ = stopped.changed() => {}
                     }
                 });
@@ -200,8 +267,21 @@ impl Origin {
     }
 }
 
+/// An address where nothing listens: connecting to it is refused.
+pub fn refused_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// Reset the connection: with `SO_LINGER` 0 the close sends a TCP RST instead of a FIN.
+fn reset(stream: TcpStream) {
+    let _ = stream.set_zero_linger();
+    drop(stream);
+}
+
 async fn serve(
     mut stream: TcpStream,
+    conn: usize,
     handler: Handler,
     seen: Arc<Mutex<Vec<Seen>>>,
 ) -> std::io::Result<()> {
@@ -284,6 +364,7 @@ async fn serve(
             target,
             headers: headers.clone(),
             body_len,
+            conn,
         };
         seen.lock().unwrap().push(request.clone());
         let reply = handler(&request);
@@ -293,46 +374,70 @@ async fn serve(
         if reply.reset {
             return Ok(());
         }
+        if let Some(steps) = reply.raw {
+            for step in steps {
+                match step {
+                    Step::Write(bytes) => stream.write_all(&bytes).await?,
+                    Step::Sleep(d) => tokio::time::sleep(d).await,
+                    Step::Reset => {
+                        reset(stream);
+                        return Ok(());
+                    }
+                    Step::Close => return Ok(()),
+                }
+            }
+            continue;
+        }
         let close = get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let mut out = format!("HTTP/1.1 {} X\r\n", reply.status).into_bytes();
+        let mut head = format!("HTTP/1.1 {} X\r\n", reply.status).into_bytes();
         for (k, v) in &reply.headers {
-            out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+            head.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
         }
         let no_body = reply.status == 304 || reply.status == 204;
+        // the body as framed on the wire
+        let mut wire = Vec::new();
         if reply.chunked && !no_body {
-            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
-            stream.write_all(&out).await?;
+            head.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
             if method != "HEAD" {
                 for piece in reply.body.chunks(64 * 1024) {
-                    stream
-                        .write_all(format!("{:x}\r\n", piece.len()).as_bytes())
-                        .await?;
-                    stream.write_all(piece).await?;
-                    stream.write_all(b"\r\n").await?;
+                    wire.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                    wire.extend_from_slice(piece);
+                    wire.extend_from_slice(b"\r\n");
                 }
-                stream.write_all(b"0\r\n\r\n").await?;
+                wire.extend_from_slice(b"0\r\n\r\n");
             }
         } else {
             if !no_body {
-                out.extend_from_slice(
+                head.extend_from_slice(
                     format!("Content-Length: {}\r\n", reply.body.len()).as_bytes(),
                 );
+                if method != "HEAD" {
+                    wire.extend_from_slice(&reply.body);
+                }
             }
-            out.extend_from_slice(b"\r\n");
-            match reply.stall {
-                Some((n, d)) if method != "HEAD" && !no_body => {
-                    let n = n.min(reply.body.len());
-                    out.extend_from_slice(&reply.body[..n]);
-                    stream.write_all(&out).await?;
-                    tokio::time::sleep(d).await;
-                    stream.write_all(&reply.body[n..]).await?;
-                }
-                _ => {
-                    if method != "HEAD" && !no_body {
-                        out.extend_from_slice(&reply.body);
-                    }
-                    stream.write_all(&out).await?;
-                }
+            head.extend_from_slice(b"\r\n");
+        }
+        if let Some(n) = reply.reset_after {
+            let n = n.min(wire.len());
+            head.extend_from_slice(&wire[..n]);
+            stream.write_all(&head).await?;
+            stream.flush().await?;
+            // let the bytes leave before the RST discards what is still queued
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            reset(stream);
+            return Ok(());
+        }
+        match reply.stall {
+            Some((n, d)) if !wire.is_empty() => {
+                let n = n.min(wire.len());
+                head.extend_from_slice(&wire[..n]);
+                stream.write_all(&head).await?;
+                tokio::time::sleep(d).await;
+                stream.write_all(&wire[n..]).await?;
+            }
+            _ => {
+                head.extend_from_slice(&wire);
+                stream.write_all(&head).await?;
             }
         }
         if close {
