@@ -233,7 +233,16 @@ pub struct GuardedStream {
     fill_budget: AtomicU64,
     /// The client is gone: writes are discarded (within the budget), reads see the end.
     gone: Option<u64>,
+    /// A small write (a response header) held back to go out with what follows in one
+    /// `writev`; see [`HOLD_MAX`].
+    held: Vec<u8>,
 }
+
+/// Writes up to this size are held back until the next write or a flush. pingora writes a
+/// response header and its body separately and flushes at the end; with the header held, a
+/// cached response leaves in one `writev` whatever its size, without a per-connection write
+/// buffer (32 KiB that every idle keep-alive connection kept) and without copying the body.
+const HOLD_MAX: usize = 4096;
 
 impl fmt::Debug for GuardedStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -256,6 +265,7 @@ impl GuardedStream {
             rearm: AtomicBool::new(false),
             fill_budget: AtomicU64::new(0),
             gone: None,
+            held: Vec::new(),
         }
     }
 
@@ -408,6 +418,60 @@ impl GuardedStream {
     }
 }
 
+impl GuardedStream {
+    /// Write `data` after the held bytes, in one `writev` where the socket takes it all;
+    /// returns how much of `data` was written.
+    fn poll_write_after_held(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        while !self.held.is_empty() {
+            let bufs = [io::IoSlice::new(&self.held), io::IoSlice::new(data)];
+            let held = self.held.len();
+            match Pin::new(&mut self.inner).poll_write_vectored(cx, &bufs) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) if n < held => {
+                    self.held.drain(..n);
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.release_held();
+                    if n > held {
+                        return Poll::Ready(Ok(n - held));
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    /// Send whatever is held.
+    fn poll_write_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.held.is_empty() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.held) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.held.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.release_held();
+        Poll::Ready(Ok(()))
+    }
+
+    /// An idle connection keeps no buffer of more than a small header's size.
+    fn release_held(&mut self) {
+        self.held.clear();
+        if self.held.capacity() > 1024 {
+            self.held = Vec::new();
+        }
+    }
+}
+
 impl AsyncWrite for GuardedStream {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -418,30 +482,14 @@ impl AsyncWrite for GuardedStream {
         if this.gone.is_some() {
             return this.discard(data.len());
         }
-        match Pin::new(&mut this.inner).poll_write(cx, data) {
+        if this.held.len() + data.len() <= HOLD_MAX {
+            this.held.extend_from_slice(data);
+            return Poll::Ready(Ok(data.len()));
+        }
+        match this.poll_write_after_held(cx, data) {
             Poll::Ready(Err(_)) if this.start_discarding() => this.discard(data.len()),
             other => other,
         }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let len = || bufs.iter().map(|b| b.len()).sum::<usize>();
-        if this.gone.is_some() {
-            return this.discard(len());
-        }
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Err(_)) if this.start_discarding() => this.discard(len()),
-            other => other,
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -449,7 +497,11 @@ impl AsyncWrite for GuardedStream {
         if this.gone.is_some() {
             return Poll::Ready(Ok(()));
         }
-        match Pin::new(&mut this.inner).poll_flush(cx) {
+        let result = match this.poll_write_held(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_flush(cx),
+            other => other,
+        };
+        match result {
             Poll::Ready(Err(_)) if this.start_discarding() => Poll::Ready(Ok(())),
             other => other,
         }
@@ -460,7 +512,10 @@ impl AsyncWrite for GuardedStream {
         if this.gone.is_some() {
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.inner).poll_shutdown(cx)
+        match this.poll_write_held(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_shutdown(cx),
+            other => other,
+        }
     }
 }
 

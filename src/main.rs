@@ -7,6 +7,12 @@ use std::process::ExitCode;
 
 use lacquer::config::Config;
 
+/// mimalloc instead of glibc's malloc: a request allocates and frees dozens of small objects
+/// (pingora's session, header maps, the cache state machine), and glibc's free path was the
+/// largest user-space cost of a cache hit (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: lacquer --config FILE [--test]
 
   --config FILE   the YAML configuration (see docs/configuration.md)

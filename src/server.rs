@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_READ_BUFFER_SIZE};
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::RunArgs;
 use pingora_core::services::background::background_service;
 
@@ -72,13 +72,14 @@ pub fn build(config: Config, path: PathBuf) -> Result<Server> {
     );
     let mut proxy_service = Service::new("lacquer proxy".to_string(), proxy_app);
     for addr in &config.listen {
-        // a 32 KiB write buffer puts a cached response's header and body (up to ~30 KiB) in
-        // one send; pingora's default (one 1460-byte segment) sends them separately, which cost
-        // a third of the hit rate at 16 KiB (docs/benchmarks.md). It costs about 11 KiB more
-        // resident memory per connection that has served such a response.
-        proxy_service.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(
-            L4BufferSettings::new(DEFAULT_L4_READ_BUFFER_SIZE, 32 * 1024),
-        ));
+        // no L4 buffers: pingora's default 64 KiB read buffer and any write buffer stay
+        // allocated for every idle keep-alive connection (about 100 KB each with a 32 KiB
+        // write buffer, docs/load-tests.md). Reads go straight into pingora's request buffer;
+        // writes are coalesced by the connection guard (a held header goes out with the body
+        // in one writev, limits.rs), so a cached response still leaves in one send.
+        proxy_service.add_listener(
+            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::unbuffered()),
+        );
     }
     server.add_service(proxy_service);
 
