@@ -13,7 +13,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use pingora_cache::cache_control::{CacheControl, DirectiveKey};
+use pingora_cache::cache_control::CacheControl;
+
+use super::directives::{parse_delta_seconds, Directives};
 use pingora_http::ResponseHeader;
 
 /// Why a response is not stored. Reaches `Cache-Status` (`detail=`) and metric labels.
@@ -115,6 +117,16 @@ pub fn governing_directives(resp: &ResponseHeader) -> (Option<CacheControl>, boo
     (CacheControl::from_resp_headers(resp), false)
 }
 
+/// Every directive of the governing field, occurrences kept (see `directives.rs`).
+fn governing_list(resp: &ResponseHeader, targeted: bool) -> Option<Directives> {
+    let name = if targeted {
+        "cdn-cache-control"
+    } else {
+        "cache-control"
+    };
+    Directives::of(resp, name)
+}
+
 /// Decide whether `resp` may be stored and for how long.
 pub fn assess(resp: &ResponseHeader, defaults: &FreshnessDefaults, now: SystemTime) -> Storability {
     use NoStoreReason::*;
@@ -142,17 +154,20 @@ pub fn assess(resp: &ResponseHeader, defaults: &FreshnessDefaults, now: SystemTi
         }
     }
     let (cc, targeted) = governing_directives(resp);
+    let dirs = governing_list(resp, targeted);
     if let Some(cc) = &cc {
         if cc.no_store() {
             return Storability::DontStore(NoStore);
         }
-        if cc.private() {
-            return Storability::DontStore(Private);
-        }
+    }
+    // a bare `private` anywhere makes the whole response private, even next to a qualified
+    // `private="..."` (pingora keeps only the last of the two)
+    if dirs.as_ref().is_some_and(|d| d.has_bare("private")) {
+        return Storability::DontStore(Private);
     }
 
-    let explicit = explicit_lifetime(cc.as_ref(), resp, targeted, now);
-    let no_cache = cc.as_ref().is_some_and(|c| c.no_cache());
+    let explicit = explicit_lifetime(dirs.as_ref(), resp, targeted, now);
+    let no_cache = dirs.as_ref().is_some_and(|d| d.has_bare("no-cache"));
     let lifetime = match explicit {
         Some(l) => l,
         None if no_cache => Duration::ZERO,
@@ -163,7 +178,7 @@ pub fn assess(resp: &ResponseHeader, defaults: &FreshnessDefaults, now: SystemTi
     };
     let lifetime = if no_cache { Duration::ZERO } else { lifetime };
 
-    let (swr, sie) = stale_windows(cc.as_ref(), defaults, no_cache);
+    let (swr, sie) = stale_windows(dirs.as_ref(), defaults, no_cache);
     Storability::Store(Freshness {
         lifetime,
         initial_age: age_header(resp),
@@ -175,16 +190,16 @@ pub fn assess(resp: &ResponseHeader, defaults: &FreshnessDefaults, now: SystemTi
 /// `Some(lifetime)` when the response states one: s-maxage, max-age, then Expires (ignored
 /// when the targeted `CDN-Cache-Control` governs). Invalid or duplicated values give zero.
 fn explicit_lifetime(
-    cc: Option<&CacheControl>,
+    dirs: Option<&Directives>,
     resp: &ResponseHeader,
     targeted: bool,
     now: SystemTime,
 ) -> Option<Duration> {
-    if let Some(cc) = cc {
-        for key in [DirectiveKey::SMaxAge, DirectiveKey::MaxAge] {
-            if let Some(value) = cc.directives.get(&key) {
-                let secs = value.as_ref().and_then(|v| v.parse_as_delta_seconds().ok());
-                return Some(Duration::from_secs(secs.map_or(0, u64::from)));
+    if let Some(d) = dirs {
+        for name in ["s-maxage", "max-age"] {
+            // the first occurrence; an invalid value means stale (RFC 9111 section 4.2.1)
+            if let Some(secs) = d.delta_seconds(name) {
+                return Some(Duration::from_secs(secs.unwrap_or(0)));
             }
         }
     }
@@ -211,12 +226,12 @@ fn explicit_lifetime(
 }
 
 fn stale_windows(
-    cc: Option<&CacheControl>,
+    dirs: Option<&Directives>,
     defaults: &FreshnessDefaults,
     no_cache: bool,
 ) -> (u32, u32) {
     let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
-    let Some(cc) = cc else {
+    let Some(d) = dirs else {
         return (
             secs(defaults.stale_while_revalidate),
             secs(defaults.stale_if_error),
@@ -224,31 +239,30 @@ fn stale_windows(
     };
     // must-revalidate, proxy-revalidate and s-maxage forbid serving stale (RFC 9111 4.2.4,
     // 5.2.2.2, 5.2.2.8, 5.2.2.10)
-    if cc.must_revalidate() || cc.proxy_revalidate() || cc.has_directive(&DirectiveKey::SMaxAge) {
+    if d.has("must-revalidate") || d.has("proxy-revalidate") || d.has("s-maxage") {
         return (0, 0);
     }
-    let swr = match cc.stale_while_revalidate() {
-        Ok(Some(s)) => s,
-        Ok(None) if !no_cache => secs(defaults.stale_while_revalidate),
-        _ => 0,
+    let window = |name: &str, default: Duration| match d.delta_seconds(name) {
+        Some(Some(s)) => u32::try_from(s).unwrap_or(u32::MAX),
+        Some(None) => 0,
+        None if !no_cache => secs(default),
+        None => 0,
     };
-    let sie = match cc.stale_if_error() {
-        Ok(Some(s)) => s,
-        Ok(None) if !no_cache => secs(defaults.stale_if_error),
-        _ => 0,
-    };
-    (swr, sie)
+    (
+        window("stale-while-revalidate", defaults.stale_while_revalidate),
+        window("stale-if-error", defaults.stale_if_error),
+    )
 }
 
 /// Whether the response forbids being served stale (`must-revalidate`, `proxy-revalidate`,
 /// `s-maxage`, `no-cache`; RFC 9111 sections 4.2.4 and 5.2.2).
 pub fn stale_forbidden(resp: &ResponseHeader) -> bool {
-    let (cc, _) = governing_directives(resp);
-    cc.is_some_and(|cc| {
-        cc.must_revalidate()
-            || cc.proxy_revalidate()
-            || cc.no_cache()
-            || cc.has_directive(&DirectiveKey::SMaxAge)
+    let (_, targeted) = governing_directives(resp);
+    governing_list(resp, targeted).is_some_and(|d| {
+        d.has("must-revalidate")
+            || d.has("proxy-revalidate")
+            || d.has_bare("no-cache")
+            || d.has("s-maxage")
     })
 }
 
@@ -261,12 +275,14 @@ pub fn vary_star(resp: &ResponseHeader) -> bool {
     })
 }
 
-/// The origin's `Age` in seconds; absent or invalid counts as zero (RFC 9111 section 5.1).
+/// The origin's `Age` in seconds (RFC 9111 section 5.1): the first member of a list, a
+/// number too large to represent is 2^31 (section 1.2.2), an invalid one is ignored (zero).
 pub fn age_header(resp: &ResponseHeader) -> Duration {
     resp.headers
         .get(http::header::AGE)
         .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| parse_delta_seconds(s.trim()))
         .map_or(Duration::ZERO, Duration::from_secs)
 }
 
@@ -401,6 +417,42 @@ mod tests {
             (404, vec![("Cache-Control", "max-age=30")], Ok(30)),
             (410, vec![("Cache-Control", "max-age=30")], Ok(30)),
             (500, vec![("Cache-Control", "max-age=30")], Err(ErrorStatus)),
+            // found by fuzzing (docs/fuzzing.md): junk or repeated values never lengthen a lifetime
+            (200, vec![("Cache-Control", "max-age=4294967296x")], Ok(0)),
+            (200, vec![("Cache-Control", "max-age=+60")], Ok(0)),
+            (
+                200,
+                vec![("Cache-Control", "max-age=99999999999999999999")],
+                Ok(1 << 31),
+            ),
+            (
+                200,
+                vec![("Cache-Control", "max-age=0, max-age=31536000")],
+                Ok(0),
+            ),
+            (
+                200,
+                vec![
+                    ("Cache-Control", "max-age=60"),
+                    ("Cache-Control", "max-age=600"),
+                ],
+                Ok(60),
+            ),
+            (
+                200,
+                vec![("Cache-Control", "private, private=x, max-age=60")],
+                Err(Private),
+            ),
+            (
+                200,
+                vec![("Cache-Control", "private=x, private, max-age=60")],
+                Err(Private),
+            ),
+            (
+                200,
+                vec![("Cache-Control", "no-cache, no-cache=x, max-age=60")],
+                Ok(0),
+            ),
             (400, vec![("Cache-Control", "max-age=30")], Err(ErrorStatus)),
             (
                 403,
@@ -542,5 +594,15 @@ mod tests {
         strip_qualified_fields(&mut r);
         assert!(r.headers.get("x-user").is_none());
         assert!(r.headers.get("x-other").is_some());
+    }
+
+    #[test]
+    fn age_takes_the_first_member_and_overflows_to_2_pow_31() {
+        let age = |v: &str| age_header(&resp(200, &[("Age", v)])).as_secs();
+        assert_eq!(age("30"), 30);
+        assert_eq!(age("5, 10"), 5);
+        assert_eq!(age("99999999999999999999"), 1 << 31);
+        assert_eq!(age("junk"), 0);
+        assert_eq!(age("-5"), 0);
     }
 }

@@ -16,6 +16,9 @@ pub enum KeyError {
     InvalidHost,
     /// More than one Host header.
     DuplicateHost,
+    /// A request target that is neither origin-form (`/path?query`, valid UTF-8) nor
+    /// absolute-form (`http://host/path`).
+    InvalidTarget,
 }
 
 impl KeyError {
@@ -25,6 +28,7 @@ impl KeyError {
             KeyError::MissingHost => "missing Host header",
             KeyError::InvalidHost => "invalid Host header",
             KeyError::DuplicateHost => "duplicate Host header",
+            KeyError::InvalidTarget => "invalid request target",
         }
     }
 }
@@ -66,9 +70,23 @@ impl RequestKey {
             }
         };
         let host = normalize_host(&raw_host, scheme).ok_or(KeyError::InvalidHost)?;
-        let path = req.uri.path();
-        let path = if path.is_empty() { "/" } else { path };
-        let (query, stripped) = match req.uri.query() {
+        // the key is taken from the target exactly as it is forwarded to the app: pingora
+        // parses a target such as `index.html` or `a:b` as `/` but forwards it raw, so keying
+        // on the parsed URI would let any client store its own page under `/`
+        let raw = req.raw_path();
+        let (path, query) = if raw.first() == Some(&b'/') {
+            let text = std::str::from_utf8(raw).map_err(|_| KeyError::InvalidTarget)?;
+            match text.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (text, None),
+            }
+        } else if is_absolute_form(raw) {
+            let path = req.uri.path();
+            (if path.is_empty() { "/" } else { path }, req.uri.query())
+        } else {
+            return Err(KeyError::InvalidTarget);
+        };
+        let (query, stripped) = match query {
             Some(q) => strip_params(q, tracking),
             None => (None, false),
         };
@@ -115,16 +133,18 @@ impl RequestKey {
 }
 
 /// The authority of an absolute-form request target (`GET http://host/path`), if any.
+/// Whether a request target starts with `http://` or `https://` (any case).
+fn is_absolute_form(raw: &[u8]) -> bool {
+    let lower = raw[..raw.len().min(8)].to_ascii_lowercase();
+    lower.starts_with(b"http://") || lower.starts_with(b"https://")
+}
+
 fn target_authority(req: &RequestHeader) -> Option<String> {
     if let Some(a) = req.uri.authority() {
         return Some(a.as_str().to_string());
     }
     let raw = req.raw_path();
-    let lower = raw
-        .get(..8)
-        .map(|p| p.to_ascii_lowercase())
-        .unwrap_or_default();
-    if !(lower.starts_with(b"http://") || lower.starts_with(b"https://")) {
+    if !is_absolute_form(raw) {
         return None;
     }
     let uri = http::Uri::try_from(raw).ok()?;
@@ -230,6 +250,32 @@ pub fn strip_params(query: &str, tracking: &[NamePattern]) -> (Option<String>, b
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_target_that_is_not_origin_or_absolute_form_has_no_key() {
+        let key = |target: &[u8]| {
+            let mut req = RequestHeader::build("GET", target, None).unwrap();
+            req.insert_header("Host", "site.example").unwrap();
+            RequestKey::from_request("http", &req, &[])
+        };
+        // pingora parses these as `/` but forwards them raw: keyed as `/`, any client could
+        // store its own page for every visitor of the front page
+        for bad in [&b"index.html"[..], b"foo:bar", b"*", b"/\xff", b"/\xfe"] {
+            assert_eq!(
+                key(bad),
+                Err(KeyError::InvalidTarget),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(key(b"/a?b=1").unwrap().path_and_query, "/a?b=1");
+        assert_eq!(key(b"/").unwrap().path_and_query, "/");
+        let abs = key(b"http://Other.Example/x?y").unwrap();
+        assert_eq!(
+            (abs.host.as_str(), abs.path_and_query.as_str()),
+            ("other.example", "/x?y")
+        );
+    }
+
     use super::*;
 
     fn tracking() -> Vec<NamePattern> {

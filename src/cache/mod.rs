@@ -2,6 +2,7 @@
 //! process-wide pieces pingora-cache wants as `&'static` (storage, cache lock, hit-for-miss
 //! predictor), bundled in [`CacheRuntime`].
 
+pub mod directives;
 pub mod freshness;
 pub mod index;
 pub mod key;

@@ -303,7 +303,8 @@ impl Default for RawPurge {
 fn default_purge_allow() -> Vec<String> {
     vec!["127.0.0.1/32".into(), "::1/128".into()]
 }
-fn default_tag_headers() -> Vec<String> {
+/// The response headers that carry tags unless the file says otherwise.
+pub fn default_tag_headers() -> Vec<String> {
     vec!["Surrogate-Key".into(), "xkey".into(), "Cache-Tag".into()]
 }
 fn default_true() -> bool {

@@ -132,3 +132,24 @@ async fn a_logged_in_page_is_never_stored_whatever_its_extension_or_headers() {
     }
     assert_eq!(plain.hits("/static/site.css"), 2);
 }
+
+#[tokio::test]
+async fn a_target_without_a_leading_slash_cannot_replace_the_front_page() {
+    // pingora parses `GET index.html` as `/` but forwards `index.html` to the app: keyed as
+    // `/`, its answer would become everybody's front page
+    let origin = Origin::start(|s| {
+        Reply::ok(format!("page for {}", s.target)).header("Cache-Control", "max-age=300")
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let attack = crate::support::exchange(
+        proxy.addr,
+        b"GET index.html HTTP/1.1\r\nHost: site.example\r\n\r\n",
+    )
+    .await;
+    assert_eq!(attack.statuses(), vec![400], "{}", attack.text());
+    assert_eq!(origin.total(), 0, "an invalid target never reaches the app");
+    let front =
+        crate::support::exchange(proxy.addr, b"GET / HTTP/1.1\r\nHost: site.example\r\n\r\n").await;
+    assert!(front.text().ends_with("page for /"), "{}", front.text());
+}
