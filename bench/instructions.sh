@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Instructions per cache hit, counted by valgrind's callgrind: a measure of lacquer's own
+# (user-space) work per request that does not depend on what else the machine is doing, for
+# before/after comparisons of the hit path on a shared, noisy machine (docs/benchmarks.md).
+# Starts the bench origin and lacquer (one worker thread) under callgrind, warms one URL,
+# counts only while wrk sends hits for 4 s, prints requests, instructions and their ratio.
+#   ./bench/instructions.sh [1k|16k|256k]   (default 1k)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size="${1:-1k}"
+for tool in valgrind wrk; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" != "0" ] && SUDO="sudo"
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq valgrind wrk >/dev/null
+  fi
+done
+cargo build --release --locked --bin lacquer --example bench_origin
+tmp="$(mktemp -d)"
+origin_pid=""; vg_pid=""
+cleanup() { kill "$origin_pid" "$vg_pid" 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+./target/release/examples/bench_origin 127.0.0.1:18190 >"$tmp/origin.log" 2>&1 &
+origin_pid=$!
+cat >"$tmp/lacquer.yaml" <<YAML
+listen: ["127.0.0.1:18191"]
+threads: 1
+admin:
+  listen: "127.0.0.1:18192"
+upstreams:
+  - addr: "127.0.0.1:18190"
+health_check:
+  type: none
+access_log:
+  target: "off"
+YAML
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$tmp/callgrind.out" \
+  ./target/release/lacquer --config "$tmp/lacquer.yaml" >"$tmp/vg.log" 2>&1 &
+vg_pid=$!
+url="http://127.0.0.1:18191/$size/instructions"
+for _ in $(seq 150); do curl -s -o /dev/null "$url" && break; sleep 0.2; done
+curl -s -o /dev/null "$url"
+callgrind_control -i on "$vg_pid" >/dev/null
+requests=$(wrk -t1 -c16 -d4s "$url" | awk '/requests in/ {print $1}')
+callgrind_control -i off "$vg_pid" >/dev/null
+callgrind_control -d "$vg_pid" >/dev/null
+sleep 1
+ir=$(callgrind_annotate "$tmp"/callgrind.out.* 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+echo "size=$size requests=$requests instructions=$ir per_request=$((ir / requests))"
