@@ -5,9 +5,11 @@
 # Starts the bench origin and lacquer (one worker thread) under callgrind, warms one URL,
 # counts only while wrk sends hits for 4 s, prints requests, instructions and their ratio.
 #   ./bench/instructions.sh [1k|16k|256k]   (default 1k)
+#   LACQUER_BIN=/path/to/lacquer ./bench/instructions.sh   (compare another build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size="${1:-1k}"
+bin="${LACQUER_BIN:-./target/release/lacquer}"
 for tool in valgrind wrk; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" != "0" ] && SUDO="sudo"
@@ -34,7 +36,7 @@ access_log:
   target: "off"
 YAML
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$tmp/callgrind.out" \
-  ./target/release/lacquer --config "$tmp/lacquer.yaml" >"$tmp/vg.log" 2>&1 &
+  "$bin" --config "$tmp/lacquer.yaml" >"$tmp/vg.log" 2>&1 &
 vg_pid=$!
 url="http://127.0.0.1:18191/$size/instructions"
 for _ in $(seq 150); do curl -s -o /dev/null "$url" && break; sleep 0.2; done

@@ -29,21 +29,8 @@ impl AdminApp {
     async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         // refused before any work, the body included
         let live = self.live.load_full();
-        if !live
-            .auth
-            .allows_request(session.client_addr(), session.req_header())
-        {
-            return json(
-                StatusCode::FORBIDDEN,
-                r#"{"error":"purge not allowed"}"#.into(),
-            );
-        }
-        if !live.purge_rate.try_take() {
-            purge::count_refused("rate_limited");
-            return json(
-                StatusCode::TOO_MANY_REQUESTS,
-                r#"{"error":"too many purges, see purge.rate_limit"}"#.into(),
-            );
+        if let Err(refused) = purge::admit(&live, session.client_addr(), session.req_header()) {
+            return json(refused.status, refused.body.into());
         }
         let mut body = Vec::new();
         loop {

@@ -216,8 +216,8 @@ enum Phase {
     Header(Instant, HeaderScan),
     /// The header is in: body and response bytes pass unwatched until re-armed.
     Passthrough,
-    /// A limit was passed: the response is being written (bytes of it sent so far).
-    Refusing(LimitBreach, usize),
+    /// A limit was passed: its response is being written.
+    Refusing(LimitBreach),
 }
 
 /// A client connection held to [`ClientLimits`]. Everything but reads passes straight through.
@@ -274,30 +274,17 @@ impl GuardedStream {
         match &self.phase {
             Phase::Idle(since) => Some(*since + self.limits.idle_timeout),
             Phase::Header(started, _) => Some(*started + self.limits.header_timeout),
-            Phase::Passthrough | Phase::Refusing(..) => None,
+            Phase::Passthrough | Phase::Refusing(_) => None,
         }
     }
 
-    /// Write the refusal; once it is out, fail the read so pingora closes the connection.
-    fn poll_refuse(
-        &mut self,
-        cx: &mut Context<'_>,
-        breach: LimitBreach,
-        mut sent: usize,
-    ) -> Poll<io::Result<()>> {
-        let response = breach.response();
-        while sent < response.len() {
-            match Pin::new(&mut self.inner).poll_write(cx, &response[sent..]) {
-                Poll::Ready(Ok(0)) => break,
-                Poll::Ready(Ok(n)) => {
-                    sent += n;
-                    self.phase = Phase::Refusing(breach, sent);
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
+    /// Send the refusal (held like any small write); once it is out, fail the read so pingora
+    /// closes the connection.
+    fn poll_refuse(&mut self, cx: &mut Context<'_>, breach: LimitBreach) -> Poll<io::Result<()>> {
+        if let Poll::Ready(Err(e)) = self.poll_write_held(cx) {
+            return Poll::Ready(Err(e));
         }
-        if Pin::new(&mut self.inner).poll_flush(cx).is_pending() {
+        if !self.held.is_empty() || Pin::new(&mut self.inner).poll_flush(cx).is_pending() {
             return Poll::Pending;
         }
         Poll::Ready(Err(io::Error::new(
@@ -311,8 +298,9 @@ impl GuardedStream {
             .client_limit_rejections
             .with_label_values(&[breach.as_str()])
             .inc();
-        self.phase = Phase::Refusing(breach, 0);
-        self.poll_refuse(cx, breach, 0)
+        self.held.extend_from_slice(breach.response());
+        self.phase = Phase::Refusing(breach);
+        self.poll_refuse(cx, breach)
     }
 }
 
@@ -337,7 +325,7 @@ impl AsyncRead for GuardedStream {
                     other => other,
                 }
             }
-            Phase::Refusing(breach, sent) => return this.poll_refuse(cx, breach, sent),
+            Phase::Refusing(breach) => return this.poll_refuse(cx, breach),
             Phase::Idle(_) | Phase::Header(..) => {}
         }
         let before = buf.filled().len();

@@ -55,22 +55,9 @@ impl LacquerProxy {
 
     /// Answer a `PURGE` request (see `purge.rs`); it never reaches the app.
     async fn handle_purge(&self, session: &mut Session, live: &Live) -> Result<()> {
-        if !live
-            .auth
-            .allows_request(session.client_addr(), session.req_header())
-        {
-            purge::count_refused("denied");
-            return respond_json(session, 403, r#"{"error":"purge not allowed"}"#.to_string())
-                .await;
-        }
-        if !live.purge_rate.try_take() {
-            purge::count_refused("rate_limited");
-            return respond_json(
-                session,
-                429,
-                r#"{"error":"too many purges, see purge.rate_limit"}"#.to_string(),
-            )
-            .await;
+        if let Err(refused) = purge::admit(live, session.client_addr(), session.req_header()) {
+            let status = refused.status.as_u16();
+            return respond_json(session, status, refused.body.to_string()).await;
         }
         let key = match RequestKey::from_request(
             SCHEME,
@@ -123,6 +110,41 @@ impl LacquerProxy {
         purge::run(self.cache.storage, &scopes, false, PurgeSource::Unsafe).await;
     }
 
+    /// lacquer's own answer to a request that failed before any response: `code`, no body,
+    /// and a `Cache-Status` saying why (`detail`).
+    async fn respond_failure(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        code: u16,
+        detail: &'static str,
+    ) {
+        let outcome = Outcome {
+            status: ctx.bypass.map_or(CacheStatus::Miss, CacheStatus::Bypass),
+            ttl: None,
+            fwd_status: None,
+            stored: false,
+            collapsed: false,
+            detail: Some(detail),
+        };
+        let Ok(mut resp) = ResponseHeader::build(code, Some(4)) else {
+            return;
+        };
+        let headers = [
+            ("Cache-Status", outcome.header_value()),
+            ("Cache-Control", "private, no-store".to_string()),
+            ("Content-Length", "0".to_string()),
+            ("Connection", "close".to_string()),
+        ];
+        for (name, value) in headers {
+            let _ = resp.insert_header(name, value);
+        }
+        session.set_keepalive(None);
+        if let Err(err) = session.write_response_header(Box::new(resp), true).await {
+            log::debug!("could not send the {code} for a failed request: {err}");
+        }
+    }
+
     /// The `cache_status` and `reason` labels of a finished request.
     fn outcome_labels(&self, ctx: &RequestCtx, e: Option<&Error>) -> (&'static str, &'static str) {
         if ctx.purge {
@@ -130,11 +152,7 @@ impl LacquerProxy {
         }
         if let (Some(s), Some(_)) = (ctx.status, e) {
             // the response began, then broke off (a broken upstream body, a client gone)
-            let label = match s {
-                CacheStatus::Bypass(_) => "bypass",
-                other => other.as_str(),
-            };
-            return (label, "incomplete");
+            return (s.as_str(), "incomplete");
         }
         match ctx.status {
             Some(CacheStatus::Bypass(reason)) => ("bypass", reason.as_str()),
@@ -542,7 +560,8 @@ impl ProxyHttp for LacquerProxy {
         }
         upstream_response.insert_header("Cache-Status", outcome.header_value())?;
         ctx.status = Some(outcome.status);
-        if !outcome.stored {
+        // (a hit never went to the app, so it has nothing to undo)
+        if ctx.upstream_status.is_some() && !outcome.stored {
             limits::fill_only_for_client(session.as_downstream_mut());
         }
         if outcome.status == CacheStatus::StaleIfError {
@@ -622,43 +641,14 @@ impl ProxyHttp for LacquerProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let Some((code, detail)) = upstream::failure_status(e) else {
-            // the client is gone: nothing to send
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
-        };
-        let fwd = match ctx.bypass {
-            Some(BypassReason::Method) => "method",
-            Some(_) => "bypass",
-            None => "miss",
-        };
-        let mut resp = match ResponseHeader::build(code, Some(5)) {
-            Ok(r) => r,
-            Err(_) => {
-                return FailToProxy {
-                    error_code: code,
-                    can_reuse_downstream: false,
-                }
+        // None: the client is gone, nothing can be sent
+        let code = match upstream::failure_status(e) {
+            Some((code, detail)) => {
+                self.respond_failure(session, ctx, code, detail).await;
+                code
             }
+            None => 0,
         };
-        let headers = [
-            (
-                "Cache-Status",
-                format!("lacquer; fwd={fwd}; detail={detail}"),
-            ),
-            ("Cache-Control", "private, no-store".to_string()),
-            ("Content-Length", "0".to_string()),
-            ("Connection", "close".to_string()),
-        ];
-        for (name, value) in headers {
-            let _ = resp.insert_header(name, value);
-        }
-        session.set_keepalive(None);
-        if let Err(err) = session.write_response_header(Box::new(resp), true).await {
-            log::debug!("could not send the {code} for a failed request: {err}");
-        }
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,

@@ -228,7 +228,43 @@ pub async fn run(
     report
 }
 
-/// Count a purge request that was refused (`denied`: not authorised; `invalid`: malformed).
+/// Why a purge request was refused: the status and JSON body to answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// 403 (not authorised) or 429 (over `purge.rate_limit`).
+    pub status: http::StatusCode,
+    /// The JSON body.
+    pub body: &'static str,
+}
+
+/// Whether a purge request may go ahead, on either listener: authorised by its TCP peer or
+/// token (403 otherwise), then within `purge.rate_limit` (429). Checked before any other
+/// work, the body included, so a refused purge costs nothing and uses up no rate; refusals
+/// are counted.
+pub fn admit(
+    live: &crate::live::Live,
+    peer: Option<&pingora_core::protocols::l4::socket::SocketAddr>,
+    req: &RequestHeader,
+) -> Result<(), Refusal> {
+    if !live.auth.allows_request(peer, req) {
+        count_refused("denied");
+        return Err(Refusal {
+            status: http::StatusCode::FORBIDDEN,
+            body: r#"{"error":"purge not allowed"}"#,
+        });
+    }
+    if !live.purge_rate.try_take() {
+        count_refused("rate_limited");
+        return Err(Refusal {
+            status: http::StatusCode::TOO_MANY_REQUESTS,
+            body: r#"{"error":"too many purges, see purge.rate_limit"}"#,
+        });
+    }
+    Ok(())
+}
+
+/// Count a purge request that was refused (`denied`: not authorised; `rate_limited`: over
+/// `purge.rate_limit`; `invalid`: malformed).
 pub fn count_refused(result: &'static str) {
     metrics()
         .purges

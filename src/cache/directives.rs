@@ -47,6 +47,14 @@ impl Directives {
         self.0.iter().any(|(n, v)| n == name && v.is_none())
     }
 
+    /// The values of every occurrence of `name` that has one (`private="a, b"` gives `a, b`).
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .filter_map(|(_, v)| v.as_deref())
+    }
+
     /// The first occurrence of `name` read as delta-seconds: `None` when absent,
     /// `Some(None)` when present but invalid.
     pub fn delta_seconds(&self, name: &str) -> Option<Option<u64>> {
@@ -135,6 +143,7 @@ mod tests {
         assert_eq!(quoted.delta_seconds("max-age"), Some(Some(30)));
         assert!(!quoted.has_bare("no-cache"));
         assert!(quoted.has("no-cache"));
+        assert_eq!(quoted.values("no-cache").collect::<Vec<_>>(), vec!["a,b"]);
         assert_eq!(
             Directives::parse("max-age=junk").delta_seconds("max-age"),
             Some(None)

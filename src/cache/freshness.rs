@@ -13,8 +13,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use pingora_cache::cache_control::CacheControl;
-
 use super::directives::{parse_delta_seconds, Directives};
 use pingora_http::ResponseHeader;
 
@@ -109,22 +107,13 @@ fn heuristically_cacheable(status: u16) -> bool {
 }
 
 /// The directives that govern this cache: `CDN-Cache-Control` when present (RFC 9213),
-/// otherwise `Cache-Control`. The flag says whether the targeted field was used.
-pub fn governing_directives(resp: &ResponseHeader) -> (Option<CacheControl>, bool) {
-    if let Some(cc) = CacheControl::from_resp_headers_named("cdn-cache-control", resp) {
-        return (Some(cc), true);
+/// otherwise `Cache-Control`, every occurrence kept (see `directives.rs`). The flag says
+/// whether the targeted field was used.
+fn governing(resp: &ResponseHeader) -> (Option<Directives>, bool) {
+    match Directives::of(resp, "cdn-cache-control") {
+        Some(d) => (Some(d), true),
+        None => (Directives::of(resp, "cache-control"), false),
     }
-    (CacheControl::from_resp_headers(resp), false)
-}
-
-/// Every directive of the governing field, occurrences kept (see `directives.rs`).
-fn governing_list(resp: &ResponseHeader, targeted: bool) -> Option<Directives> {
-    let name = if targeted {
-        "cdn-cache-control"
-    } else {
-        "cache-control"
-    };
-    Directives::of(resp, name)
 }
 
 /// Decide whether `resp` may be stored and for how long.
@@ -153,12 +142,9 @@ pub fn assess(resp: &ResponseHeader, defaults: &FreshnessDefaults, now: SystemTi
             return Storability::DontStore(TooLarge);
         }
     }
-    let (cc, targeted) = governing_directives(resp);
-    let dirs = governing_list(resp, targeted);
-    if let Some(cc) = &cc {
-        if cc.no_store() {
-            return Storability::DontStore(NoStore);
-        }
+    let (dirs, targeted) = governing(resp);
+    if dirs.as_ref().is_some_and(|d| d.has("no-store")) {
+        return Storability::DontStore(NoStore);
     }
     // a bare `private` anywhere makes the whole response private, even next to a qualified
     // `private="..."` (pingora keeps only the last of the two)
@@ -257,8 +243,7 @@ fn stale_windows(
 /// Whether the response forbids being served stale (`must-revalidate`, `proxy-revalidate`,
 /// `s-maxage`, `no-cache`; RFC 9111 sections 4.2.4 and 5.2.2).
 pub fn stale_forbidden(resp: &ResponseHeader) -> bool {
-    let (_, targeted) = governing_directives(resp);
-    governing_list(resp, targeted).is_some_and(|d| {
+    governing(resp).0.is_some_and(|d| {
         d.has("must-revalidate")
             || d.has("proxy-revalidate")
             || d.has_bare("no-cache")
@@ -299,23 +284,16 @@ fn http_date(bytes: &[u8]) -> Option<SystemTime> {
 /// Remove the header fields named by `private="..."` and `no-cache="..."` from a response about
 /// to be stored (RFC 9111 sections 5.2.2.4 and 5.2.2.7).
 pub fn strip_qualified_fields(resp: &mut ResponseHeader) {
-    let (cc, _) = governing_directives(resp);
-    let Some(cc) = cc else { return };
-    let mut names: Vec<String> = Vec::new();
-    for list in [cc.private_field_names(), cc.no_cache_field_names()]
+    let Some(dirs) = governing(resp).0 else {
+        return;
+    };
+    let names: Vec<String> = ["private", "no-cache"]
         .into_iter()
-        .flatten()
-    {
-        for name in list {
-            let name = String::from_utf8_lossy(name)
-                .trim_matches('"')
-                .trim()
-                .to_string();
-            if !name.is_empty() {
-                names.push(name);
-            }
-        }
-    }
+        .flat_map(|name| dirs.values(name))
+        .flat_map(|list| list.split(','))
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .collect();
     for name in names {
         resp.remove_header(&name);
     }
@@ -594,6 +572,26 @@ mod tests {
         strip_qualified_fields(&mut r);
         assert!(r.headers.get("x-user").is_none());
         assert!(r.headers.get("x-other").is_some());
+        // every occurrence counts, not only the last one
+        let mut two = resp(
+            200,
+            &[
+                (
+                    "Cache-Control",
+                    "private=\"x-a\", no-cache=\"x-b, x-c\", private=\"x-d\"",
+                ),
+                ("X-A", "1"),
+                ("X-B", "1"),
+                ("X-C", "1"),
+                ("X-D", "1"),
+                ("X-Other", "1"),
+            ],
+        );
+        strip_qualified_fields(&mut two);
+        for gone in ["x-a", "x-b", "x-c", "x-d"] {
+            assert!(two.headers.get(gone).is_none(), "{gone}");
+        }
+        assert!(two.headers.get("x-other").is_some());
     }
 
     #[test]

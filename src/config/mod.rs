@@ -326,6 +326,16 @@ fn positive_duration(errors: &mut Vec<String>, path: &str, text: &str) -> Durati
     }
 }
 
+/// A whole number within `lo..=hi`; outside it, an error and the nearest bound.
+fn whole_number(errors: &mut Vec<String>, path: &str, v: i64, lo: i64, hi: i64) -> i64 {
+    if !(lo..=hi).contains(&v) {
+        errors.push(format!(
+            "{path}: expected a whole number from {lo} to {hi}, got {v}"
+        ));
+    }
+    v.clamp(lo, hi)
+}
+
 fn socket_addr(errors: &mut Vec<String>, path: &str, text: &str) -> Option<SocketAddr> {
     match text.parse::<SocketAddr>() {
         Ok(a) => Some(a),
@@ -409,16 +419,17 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut upstreams = Vec::new();
     for (i, u) in raw.upstreams.iter().enumerate() {
         let addr = upstream_addr(&mut errors, &format!("upstreams[{i}].addr"), &u.addr);
-        if !(1..=1000).contains(&u.weight) {
-            errors.push(format!(
-                "upstreams[{i}].weight: expected a whole number from 1 to 1000, got {}",
-                u.weight
-            ));
-        }
+        let weight = whole_number(
+            &mut errors,
+            &format!("upstreams[{i}].weight"),
+            u.weight,
+            1,
+            1000,
+        );
         if let Some(addr) = addr {
             upstreams.push(Upstream {
                 addr,
-                weight: u.weight.clamp(1, 1000) as usize,
+                weight: weight as usize,
             });
         }
     }
@@ -463,12 +474,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let sie = duration(&mut errors, "cache.stale_if_error", &c.stale_if_error);
     let keep = duration(&mut errors, "cache.keep", &c.keep);
     let lock_timeout = positive_duration(&mut errors, "cache.lock_timeout", &c.lock_timeout);
-    if !(16..=10_000_000).contains(&c.hit_for_miss_keys) {
-        errors.push(format!(
-            "cache.hit_for_miss_keys: expected a whole number from 16 to 10000000, got {}",
-            c.hit_for_miss_keys
-        ));
-    }
+    let hit_for_miss_keys = whole_number(
+        &mut errors,
+        "cache.hit_for_miss_keys",
+        c.hit_for_miss_keys,
+        16,
+        10_000_000,
+    );
     let tracking_params = name_patterns(&mut errors, "cache.tracking_params", &c.tracking_params);
     let mut strip_unkeyed_headers = Vec::new();
     for (i, h) in c.strip_unkeyed_headers.iter().enumerate() {
@@ -596,38 +608,26 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if h.host.is_some() && !matches!(hc_kind, HealthCheckKind::Http { .. }) {
         errors.push("health_check.host: only used when health_check.type is \"http\"".to_string());
     }
-    for (name, v) in [
-        ("health_check.failures", h.failures),
-        ("health_check.successes", h.successes),
-    ] {
-        if !(1..=100).contains(&v) {
-            errors.push(format!(
-                "{name}: expected a whole number from 1 to 100, got {v}"
-            ));
-        }
-    }
+    let failures = whole_number(&mut errors, "health_check.failures", h.failures, 1, 100);
+    let successes = whole_number(&mut errors, "health_check.successes", h.successes, 1, 100);
     let health_check = HealthCheckConfig {
         kind: hc_kind,
         interval: positive_duration(&mut errors, "health_check.interval", &h.interval),
         timeout: positive_duration(&mut errors, "health_check.timeout", &h.timeout),
-        failures: h.failures.clamp(1, 100) as usize,
-        successes: h.successes.clamp(1, 100) as usize,
+        failures: failures as usize,
+        successes: successes as usize,
     };
-    if !(0..=10).contains(&raw.retries) {
-        errors.push(format!(
-            "retries: expected a whole number from 0 to 10, got {}",
-            raw.retries
-        ));
-    }
+    let retries = whole_number(&mut errors, "retries", raw.retries, 0, 10);
     let shutdown_timeout = duration(&mut errors, "shutdown_timeout", &raw.shutdown_timeout);
 
     let limits = client_limits(&mut errors, &raw.limits);
-    if !(0..=1_000_000).contains(&raw.purge.rate_limit) {
-        errors.push(format!(
-            "purge.rate_limit: expected a whole number of purges per second from 0 (no limit) to 1000000, got {}",
-            raw.purge.rate_limit
-        ));
-    }
+    let purge_rate = whole_number(
+        &mut errors,
+        "purge.rate_limit",
+        raw.purge.rate_limit,
+        0,
+        1_000_000,
+    );
 
     let session_cookies = name_patterns(
         &mut errors,
@@ -653,7 +653,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             stale_if_error: sie,
             keep,
             lock_timeout,
-            hit_for_miss_keys: c.hit_for_miss_keys.clamp(16, 10_000_000) as usize,
+            hit_for_miss_keys: hit_for_miss_keys as usize,
             tracking_params,
             strip_unkeyed_headers,
         },
@@ -665,12 +665,12 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             strip_tag_headers: p.strip_tag_headers,
             soft_grace,
             invalidate_on_unsafe: p.invalidate_on_unsafe,
-            rate_limit: p.rate_limit.clamp(0, 1_000_000) as u32,
+            rate_limit: purge_rate as u32,
         },
         access_log_target,
         access_log_format,
         health_check,
-        retries: raw.retries.clamp(0, 10) as usize,
+        retries: retries as usize,
         shutdown_timeout,
         limits,
     })
@@ -690,15 +690,10 @@ fn client_limits(errors: &mut Vec<String>, l: &raw::RawLimits) -> crate::limits:
     };
     let max_header_size = bounded_size(errors, "limits.max_header_size", &l.max_header_size, 1024);
     let max_url_length = bounded_size(errors, "limits.max_url_length", &l.max_url_length, 256);
-    if !(1..=256).contains(&l.max_headers) {
-        errors.push(format!(
-            "limits.max_headers: expected a whole number from 1 to 256, got {}",
-            l.max_headers
-        ));
-    }
+    let max_headers = whole_number(errors, "limits.max_headers", l.max_headers, 1, 256);
     crate::limits::ClientLimits {
         max_header_size,
-        max_headers: l.max_headers.clamp(1, 256) as usize,
+        max_headers: max_headers as usize,
         max_url_length,
         header_timeout: positive_duration(errors, "limits.header_timeout", &l.header_timeout),
         idle_timeout: positive_duration(errors, "limits.idle_timeout", &l.idle_timeout),
