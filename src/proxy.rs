@@ -570,8 +570,15 @@ impl ProxyHttp for LacquerProxy {
             session.set_keepalive(None);
             upstream_response.insert_header(http::header::CONNECTION, "close")?;
         }
-        if ctx.live.config.purge.strip_tag_headers {
-            for name in &ctx.live.config.purge.tag_headers {
+        let purge = &ctx.live.config.purge;
+        // one pass over the response's own few names (a removal parses and hashes a name)
+        if purge.strip_tag_headers
+            && upstream_response
+                .headers
+                .keys()
+                .any(|n| purge.tag_headers.iter().any(|t| t == n.as_str()))
+        {
+            for name in &purge.tag_headers {
                 upstream_response.remove_header(name.as_str());
             }
         }

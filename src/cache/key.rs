@@ -55,21 +55,19 @@ impl RequestKey {
     ) -> Result<RequestKey, KeyError> {
         // RFC 9112 section 3.2.2: an absolute-form target's authority overrides Host, and it is
         // what pingora forwards as Host, so it must be what the key uses
-        let raw_host = match target_authority(req) {
-            Some(a) => a,
+        let authority = target_authority(req);
+        let raw_host = match &authority {
+            Some(a) => a.as_str(),
             None => {
                 let mut hosts = req.headers.get_all(http::header::HOST).iter();
                 let first = hosts.next().ok_or(KeyError::MissingHost)?;
                 if hosts.next().is_some() {
                     return Err(KeyError::DuplicateHost);
                 }
-                first
-                    .to_str()
-                    .map_err(|_| KeyError::InvalidHost)?
-                    .to_string()
+                first.to_str().map_err(|_| KeyError::InvalidHost)?
             }
         };
-        let host = normalize_host(&raw_host, scheme).ok_or(KeyError::InvalidHost)?;
+        let host = normalize_host(raw_host, scheme).ok_or(KeyError::InvalidHost)?;
         // the key is taken from the target exactly as it is forwarded to the app: pingora
         // parses a target such as `index.html` or `a:b` as `/` but forwards it raw, so keying
         // on the parsed URI would let any client store its own page under `/`
@@ -104,7 +102,14 @@ impl RequestKey {
 
     /// The primary key text: `scheme://host/path?query`.
     pub fn primary(&self) -> String {
-        format!("{}://{}{}", self.scheme, self.host, self.path_and_query)
+        let mut key = String::with_capacity(
+            self.scheme.len() + 3 + self.host.len() + self.path_and_query.len(),
+        );
+        key.push_str(self.scheme);
+        key.push_str("://");
+        key.push_str(&self.host);
+        key.push_str(&self.path_and_query);
+        key
     }
 
     /// The primary key hash pingora-cache and the storage use for this URL.
@@ -135,8 +140,10 @@ impl RequestKey {
 /// The authority of an absolute-form request target (`GET http://host/path`), if any.
 /// Whether a request target starts with `http://` or `https://` (any case).
 fn is_absolute_form(raw: &[u8]) -> bool {
-    let lower = raw[..raw.len().min(8)].to_ascii_lowercase();
-    lower.starts_with(b"http://") || lower.starts_with(b"https://")
+    let starts = |prefix: &[u8]| {
+        raw.len() >= prefix.len() && raw[..prefix.len()].eq_ignore_ascii_case(prefix)
+    };
+    starts(b"http://") || starts(b"https://")
 }
 
 fn target_authority(req: &RequestHeader) -> Option<String> {
@@ -211,11 +218,12 @@ pub fn normalize_host(raw: &str, scheme: &str) -> Option<String> {
                 "https" => 443,
                 _ => 80,
             };
-            if n == default {
-                Some(name)
-            } else {
-                Some(format!("{name}:{n}"))
+            let mut name = name;
+            if n != default {
+                name.push(':');
+                name.push_str(p.trim_start_matches('0'));
             }
+            Some(name)
         }
     }
 }

@@ -2,6 +2,7 @@
 //! RFC 9211 `Cache-Status` header value sent to clients
 //! (`lacquer; hit; ttl=42`, `lacquer; fwd=miss; fwd-status=200; stored`, ...).
 
+use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use pingora_cache::{CachePhase, HttpCache, NoCacheReason};
@@ -148,7 +149,8 @@ impl Outcome {
 
     /// The `Cache-Status` field value (RFC 9211 section 2).
     pub fn header_value(&self) -> String {
-        let mut v = String::from("lacquer");
+        let mut v = String::with_capacity(48);
+        v.push_str("lacquer");
         match self.status {
             CacheStatus::Hit | CacheStatus::StaleWhileRevalidate | CacheStatus::StaleIfError => {
                 v.push_str("; hit")
@@ -162,10 +164,10 @@ impl Outcome {
             v.push_str("; fwd=stale");
         }
         if let Some(s) = self.fwd_status {
-            v.push_str(&format!("; fwd-status={s}"));
+            let _ = write!(v, "; fwd-status={s}");
         }
         if let Some(t) = self.ttl {
-            v.push_str(&format!("; ttl={t}"));
+            let _ = write!(v, "; ttl={t}");
         }
         if self.stored {
             v.push_str("; stored");
@@ -174,7 +176,7 @@ impl Outcome {
             v.push_str("; collapsed");
         }
         if let Some(d) = self.detail {
-            v.push_str(&format!("; detail={d}"));
+            let _ = write!(v, "; detail={d}");
         }
         v
     }
