@@ -97,12 +97,13 @@ class Targets:
 
     def start(self, name, max_size="2GiB"):
         d = self.dir
-        if name == "lacquer":
-            conf = f"{d}/lacquer.yaml"
-            open(conf, "w").write(f"""listen: ["127.0.0.1:{PORTS['lacquer']}"]
+        if name.startswith("lacquer"):
+            # "lacquer", or "lacquer-N" for the scale instances (own ports, own config)
+            conf = f"{d}/{name}.yaml"
+            open(conf, "w").write(f"""listen: ["127.0.0.1:{PORTS[name]}"]
 threads: 1
 admin:
-  listen: "127.0.0.1:6094"
+  listen: "127.0.0.1:{PORTS[name] + 100}"
 upstreams:
   - addr: "{ORIGIN}"
 health_check:
@@ -142,6 +143,11 @@ http {{
   proxy_cache_path {cache} levels=1:2 keys_zone=lacquerbench:256m max_size={max_size.replace('GiB', 'g')} inactive=1h use_temp_path=off;
   server {{
     listen 127.0.0.1:{PORTS['nginx']};
+    # the ceiling: a constant 1 KiB answered from nginx's own config, no cache, no proxy
+    location = /ceiling/1k {{
+      default_type text/html;
+      return 200 "{'x' * 1023}\n";
+    }}
     location / {{
       proxy_pass http://{ORIGIN};
       proxy_http_version 1.1;
@@ -229,6 +235,7 @@ def main():
         for n in names:
             t.start(n)
         hits = {(n, s): [] for n in names for s in SIZES}
+        ceiling = []
         for r in range(args.rounds):
             for s in SIZES:
                 for n in names:
@@ -239,6 +246,9 @@ def main():
                     res = wrk(url, args.duration)
                     res["cpu_us"] = (cpu_ticks(pids) - c0) / os.sysconf("SC_CLK_TCK") / max(res["requests"], 1) * 1e6
                     hits[(n, s)].append(res)
+            # what one core can serve here at all: nginx answering a constant 1 KiB
+            url = f"http://127.0.0.1:{PORTS['nginx']}/ceiling/1k"
+            ceiling.append(wrk(url, args.duration))
         # ---- stampede ----
         stampede = {n: [] for n in names}
         for r in range(args.rounds):
@@ -269,19 +279,25 @@ def main():
             t.stop(n)
 
         # ---- scale (lacquer) ----
-        scale = {}
+        # one instance per cache size, all filled first and then measured interleaved, so
+        # that machine drift does not land on one size; a 2 s unmeasured run before each
+        # measured one lets a freshly filled cache finish its housekeeping
         points = [1_000, 100_000] + ([] if args.quick else [1_000_000])
-        t.start("lacquer", max_size="4GiB")
-        filled = 0
-        lua = f"{workdir}/random.lua"
-        for n_obj in points:
-            client("fill", f"http://127.0.0.1:{PORTS['lacquer']}", "1k/scale", n_obj, 32) if n_obj > filled else None
-            filled = max(filled, n_obj)
-            open(lua, "w").write(
+        scale = {n_obj: [] for n_obj in points}
+        for i, n_obj in enumerate(points):
+            name = f"lacquer-{n_obj}"
+            PORTS[name] = 6190 + i
+            t.start(name, max_size="4GiB")
+            client("fill", f"http://127.0.0.1:{PORTS[name]}", "1k/scale", n_obj, 32)
+            open(f"{workdir}/random-{n_obj}.lua", "w").write(
                 f'math.randomseed(42)\nrequest = function() return wrk.format(nil, "/1k/scale/" .. math.random(0, {n_obj - 1})) end\n')
-            runs = [wrk(f"http://127.0.0.1:{PORTS['lacquer']}", args.duration, script=lua) for _ in range(args.rounds)]
-            scale[n_obj] = runs
-        t.stop("lacquer")
+        for r in range(args.rounds):
+            for n_obj in points:
+                url, lua = f"http://127.0.0.1:{PORTS[f'lacquer-{n_obj}']}", f"{workdir}/random-{n_obj}.lua"
+                wrk(url, 2, script=lua)
+                scale[n_obj].append(wrk(url, args.duration, script=lua))
+        for n_obj in points:
+            t.stop(f"lacquer-{n_obj}")
     finally:
         t.stop_all()
 
@@ -306,6 +322,11 @@ def main():
             lines.append(f"| {s} | {n} | {base[n]:,.0f} | {fmt_s(med([r['p50'] for r in rs]))} | "
                          f"{fmt_s(med([r['p99'] for r in rs]))} | {med([r['cpu_us'] for r in rs]):.1f} | "
                          f"{base[n] / base['varnish']:.2f}x | {base[n] / base['nginx']:.2f}x |")
+    top = med([r["rps"] for r in ceiling])
+    lines += ["", f"Ceiling (nginx answering a constant 1 KiB from its config, no cache or proxy, same core): "
+              f"{top:,.0f} req/s, p99 {fmt_s(med([r['p99'] for r in ceiling]))}; "
+              f"{top / med([r['rps'] for r in hits[('varnish', '1k')]]):.2f}x Varnish's 1 KiB hits, "
+              f"lacquer's 1 KiB hits at {med([r['rps'] for r in hits[('lacquer', '1k')]]) / top:.0%} of it."]
     lines += ["", "### Stampede (200 simultaneous requests, one cold URL, origin takes 100 ms)", "",
               "| target | origin requests | min | p50 | p99 | max | errors |", "|---|---|---|---|---|---|---|"]
     for n in names:
