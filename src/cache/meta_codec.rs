@@ -45,7 +45,12 @@ impl StoredMeta {
             stale_if_error: meta.stale_if_error_sec(),
             variance: meta.variance(),
             status: header.status.as_u16(),
-            reason: header.get_reason_phrase().map(Into::into),
+            // only a non-standard phrase is kept: "OK" for every 200 would be one more
+            // allocation per object, and one more place in memory for a hit to read
+            reason: header
+                .get_reason_phrase()
+                .filter(|r| Some(*r) != header.status.canonical_reason())
+                .map(Into::into),
             headers: Bytes::from(headers),
         }
     }
@@ -171,6 +176,18 @@ mod tests {
                 .contains("X-Custom-Case: a: b"),
             "case kept"
         );
+    }
+
+    #[test]
+    fn a_standard_reason_is_not_kept() {
+        let now = SystemTime::now();
+        let mut header = ResponseHeader::build(200, None).unwrap();
+        header.append_header("X-A", "1").unwrap();
+        let meta = CacheMeta::new(now, now, 0, 0, header);
+        let stored = StoredMeta::from_meta(&meta);
+        assert!(stored.reason.is_none(), "\"OK\" is the status's own phrase");
+        let back = stored.to_meta().unwrap();
+        assert_eq!(back.response_header().get_reason_phrase(), Some("OK"));
     }
 
     #[test]
