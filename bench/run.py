@@ -116,16 +116,18 @@ access_log:
             p = subprocess.Popen(["taskset", "-c", SERVER_CPU, f"{ROOT}/target/release/lacquer", "--config", conf],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "error"})
             self.procs[name] = (p, lambda: [p.pid])
-        elif name == "varnish":
+        elif name.startswith("varnish"):
+            # "varnish", or "varnish-N" for the scale instances (own ports and work directory)
             vcl = f"{d}/default.vcl"
             host, port = ORIGIN.split(":")
             open(vcl, "w").write(f'vcl 4.1;\nbackend default {{ .host = "{host}"; .port = "{port}"; }}\n')
-            vdir = f"{d}/varnish"
+            vdir = f"{d}/{name}"
             os.makedirs(vdir, exist_ok=True)
             shutil.chown(vdir, "varnish", "varnish") if shutil.which("varnishd") else None
-            p = subprocess.Popen(["taskset", "-c", SERVER_CPU, "varnishd", "-F", "-a", f"127.0.0.1:{PORTS['varnish']}",
+            mgmt = 6095 if name == "varnish" else PORTS[name] + 300
+            p = subprocess.Popen(["taskset", "-c", SERVER_CPU, "varnishd", "-F", "-a", f"127.0.0.1:{PORTS[name]}",
                                   "-f", vcl, "-s", f"malloc,{max_size.replace('GiB', 'G')}", "-n", vdir,
-                                  "-T", "127.0.0.1:6095"],
+                                  "-T", f"127.0.0.1:{mgmt}"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.procs[name] = (p, lambda: pids_of(f"varnishd.*{vdir}") + pids_of("cache-main"))
         elif name == "nginx":
@@ -176,7 +178,7 @@ http {{
             p.wait(10)
         except subprocess.TimeoutExpired:
             p.kill()
-        if name == "varnish":
+        if name.startswith("varnish") and not any(n.startswith("varnish") for n in self.procs):
             subprocess.run(["pkill", "-9", "-f", "cache-main"], capture_output=True)
         if name == "nginx":
             subprocess.run(["pkill", "-9", "-f", "nginx: "], capture_output=True)
@@ -282,22 +284,27 @@ def main():
         # one instance per cache size, all filled first and then measured interleaved, so
         # that machine drift does not land on one size; a 2 s unmeasured run before each
         # measured one lets a freshly filled cache finish its housekeeping
+        # (Varnish too, for comparison: how much of the fall-off is any cache's, not lacquer's)
         points = [1_000, 100_000] + ([] if args.quick else [1_000_000])
-        scale = {n_obj: [] for n_obj in points}
+        scaled = ["lacquer", "varnish"]
+        scale = {(n, n_obj): [] for n in scaled for n_obj in points}
         for i, n_obj in enumerate(points):
-            name = f"lacquer-{n_obj}"
-            PORTS[name] = 6190 + i
-            t.start(name, max_size="4GiB")
-            client("fill", f"http://127.0.0.1:{PORTS[name]}", "1k/scale", n_obj, 32)
             open(f"{workdir}/random-{n_obj}.lua", "w").write(
                 f'math.randomseed(42)\nrequest = function() return wrk.format(nil, "/1k/scale/" .. math.random(0, {n_obj - 1})) end\n')
+            for j, n in enumerate(scaled):
+                name = f"{n}-{n_obj}"
+                PORTS[name] = 6300 + 10 * j + i
+                t.start(name, max_size="4GiB")
+                client("fill", f"http://127.0.0.1:{PORTS[name]}", "1k/scale", n_obj, 32)
         for r in range(args.rounds):
             for n_obj in points:
-                url, lua = f"http://127.0.0.1:{PORTS[f'lacquer-{n_obj}']}", f"{workdir}/random-{n_obj}.lua"
-                wrk(url, 2, script=lua)
-                scale[n_obj].append(wrk(url, args.duration, script=lua))
+                for n in scaled:
+                    url, lua = f"http://127.0.0.1:{PORTS[f'{n}-{n_obj}']}", f"{workdir}/random-{n_obj}.lua"
+                    wrk(url, 2, script=lua)
+                    scale[(n, n_obj)].append(wrk(url, args.duration, script=lua))
         for n_obj in points:
-            t.stop(f"lacquer-{n_obj}")
+            for n in scaled:
+                t.stop(f"{n}-{n_obj}")
     finally:
         t.stop_all()
 
@@ -322,6 +329,16 @@ def main():
             lines.append(f"| {s} | {n} | {base[n]:,.0f} | {fmt_s(med([r['p50'] for r in rs]))} | "
                          f"{fmt_s(med([r['p99'] for r in rs]))} | {med([r['cpu_us'] for r in rs]):.1f} | "
                          f"{base[n] / base['varnish']:.2f}x | {base[n] / base['nginx']:.2f}x |")
+    # each round runs the three targets back to back: a ratio within a round is less exposed
+    # to the machine's drift than a ratio of medians taken across rounds
+    lines += ["", "Ratios within each round (lacquer's req/s over the other's in the same round): median (lowest – highest)", "",
+              "| size | vs Varnish | vs nginx |", "|---|---|---|"]
+    for s in SIZES:
+        cells = []
+        for other in ["varnish", "nginx"]:
+            rs = [a["rps"] / b["rps"] for a, b in zip(hits[("lacquer", s)], hits[(other, s)])]
+            cells.append(f"{med(rs):.2f}x ({min(rs):.2f} – {max(rs):.2f})")
+        lines.append(f"| {s} | {cells[0]} | {cells[1]} |")
     top = med([r["rps"] for r in ceiling])
     lines += ["", f"Ceiling (nginx answering a constant 1 KiB from its config, no cache or proxy, same core): "
               f"{top:,.0f} req/s, p99 {fmt_s(med([r['p99'] for r in ceiling]))}; "
@@ -340,10 +357,14 @@ def main():
         m = memory[n]
         lines.append(f"| {n} | {m['bytes_per_object']:,.0f} | {m['bytes_per_object'] - 1024:,.0f} | "
                      f"{m['rss_delta'] / 2**20:.0f} MiB | {m['disk_delta'] / 2**20:.0f} MiB |")
-    lines += ["", "### Scale (lacquer, random hits over N cached 1 KiB objects)", "",
-              "| objects cached | req/s | p99 |", "|---|---|---|"]
-    for n_obj, runs in scale.items():
-        lines.append(f"| {n_obj:,} | {med([r['rps'] for r in runs]):,.0f} | {fmt_s(med([r['p99'] for r in runs]))} |")
+    lines += ["", "### Scale (random hits over N cached 1 KiB objects, one instance per N, interleaved)", "",
+              "| objects cached | target | req/s | p99 | vs its 1,000-object rate |", "|---|---|---|---|---|"]
+    for n_obj in points:
+        for n in scaled:
+            runs = scale[(n, n_obj)]
+            first = med([r["rps"] for r in scale[(n, points[0])]])
+            lines.append(f"| {n_obj:,} | {n} | {med([r['rps'] for r in runs]):,.0f} | "
+                         f"{fmt_s(med([r['p99'] for r in runs]))} | {med([r['rps'] for r in runs]) / first:.2f} |")
     text = "\n".join(lines) + "\n"
     os.makedirs(f"{ROOT}/bench/results", exist_ok=True)
     open(f"{ROOT}/bench/results/latest.md", "w").write(text)
