@@ -701,6 +701,20 @@ impl<H: HttpServerApp + Send + Sync + 'static> HttpServerApp for PerRequest<H> {
 mod tests {
     use super::*;
 
+    /// Limits small enough for a test to pass them: header size, header fields, target length.
+    fn small_limits(
+        max_header_size: usize,
+        max_headers: usize,
+        max_url_length: usize,
+    ) -> ClientLimits {
+        ClientLimits {
+            max_header_size,
+            max_headers,
+            max_url_length,
+            ..ClientLimits::default()
+        }
+    }
+
     fn scan(data: &[u8], limits: &ClientLimits) -> Scan {
         HeaderScan::new().feed(data, limits)
     }
@@ -736,12 +750,7 @@ mod tests {
 
     #[test]
     fn limits_are_exact() {
-        let l = ClientLimits {
-            max_header_size: 64,
-            max_headers: 2,
-            max_url_length: 10,
-            ..ClientLimits::default()
-        };
+        let l = small_limits(64, 2, 10);
         let target = |n: usize| format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(n - 1));
         assert_eq!(scan(target(10).as_bytes(), &l), Scan::Complete);
         assert_eq!(
@@ -808,12 +817,7 @@ mod tests {
     fn the_scan_agrees_with_the_byte_by_byte_rules() {
         // every string over a small alphabet of the bytes that matter, up to a length, under
         // limits small enough to be passed
-        let l = ClientLimits {
-            max_header_size: 6,
-            max_headers: 1,
-            max_url_length: 2,
-            ..ClientLimits::default()
-        };
+        let l = small_limits(6, 1, 2);
         let alphabet = [b'a', b' ', b'\r', b'\n'];
         for len in 0..=8u32 {
             for mut n in 0..alphabet.len().pow(len) {
@@ -834,12 +838,7 @@ mod tests {
 
     #[test]
     fn any_split_of_the_input_gives_the_same_answer() {
-        let l = ClientLimits {
-            max_header_size: 64,
-            max_headers: 2,
-            max_url_length: 10,
-            ..ClientLimits::default()
-        };
+        let l = small_limits(64, 2, 10);
         let long = format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "v".repeat(41));
         let over = format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "v".repeat(42));
         let url_first = format!("GET /{} HTTP/1.1\r\n\r\n", "u".repeat(70));
