@@ -277,10 +277,11 @@ pub struct GuardedStream {
     held: Vec<u8>,
 }
 
-/// Writes up to this size are held back until the next write or a flush. pingora writes a
-/// response header and its body separately and flushes at the end; with the header held, a
-/// cached response leaves in one `writev` whatever its size, without a per-connection write
-/// buffer (32 KiB that every idle keep-alive connection kept) and without copying the body.
+/// Writes are held back while together they stay within this size, until the next write or a
+/// flush. pingora writes a response header and its body separately and flushes at the end;
+/// with the header held, a cached response leaves in one send whatever its size (a small one
+/// as one held buffer, a larger one as header and body in one `writev`, the body not copied),
+/// without a per-connection write buffer (32 KiB that every idle keep-alive connection kept).
 const HOLD_MAX: usize = 4096;
 
 impl fmt::Debug for GuardedStream {
