@@ -667,8 +667,8 @@ type RequestFuture<'a> = Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> +
 #[async_trait]
 impl<H: HttpServerApp + Send + Sync + 'static> HttpServerApp for PerRequest<H> {
     // Written out rather than `async fn`: this re-arms the guard and hands back the inner
-    // app's own boxed future, instead of boxing a second future around it that the session
-    // (about a kilobyte) would be copied into on every request (docs/benchmarks.md).
+    // app's own boxed future, instead of boxing a second future around it (one allocation and
+    // one copy of the session fewer per request; docs/benchmarks.md).
     fn process_new_http<'life0, 'life1, 'async_trait>(
         self: &'life0 Arc<Self>,
         session: ServerSession,

@@ -315,6 +315,13 @@ mod tests {
                 Some("example.com:8080"),
                 Ok("http://example.com:8080/a"),
             ),
+            // a port is written the one way, whatever zeros lead it
+            (
+                "/a",
+                Some("example.com:08080"),
+                Ok("http://example.com:8080/a"),
+            ),
+            ("/a", Some("example.com:0080"), Ok("http://example.com/a")),
             ("/a", Some("example.com."), Ok("http://example.com/a")),
             ("/", Some("[::1]:80"), Ok("http://[::1]/")),
             (
