@@ -343,3 +343,38 @@ async fn the_default_access_log_is_combined_on_stdout() {
     assert!(lines[0].contains(" miss "), "{}", lines[0]);
     assert!(lines[1].contains(" hit - -"), "{}", lines[1]);
 }
+
+#[tokio::test]
+async fn an_access_log_entry_is_stamped_with_the_arrival_time() {
+    let origin = Origin::start(|_| Reply::ok("slow").delay(Duration::from_millis(1000))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let proxy = Proxy::start(
+        &[origin.addr],
+        &format!(
+            "access_log:\n  target: file\n  path: \"{}\"\n  format: json\n",
+            path.display()
+        ),
+    )
+    .await;
+    let sent = std::time::SystemTime::now();
+    Client::new().get(&proxy.url("/slow")).await;
+    let mut line = String::new();
+    for _ in 0..100 {
+        line = std::fs::read_to_string(&path).unwrap_or_default();
+        if !line.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    let time = v["time"].as_str().unwrap().to_string();
+    // ISO times of one width sort as the instants they name: the entry is stamped when the
+    // request came in, not a second later when the app's answer was done
+    let earliest = lacquer::access_log::iso_time(sent - Duration::from_millis(50));
+    let latest = lacquer::access_log::iso_time(sent + Duration::from_millis(500));
+    assert!(
+        earliest <= time && time <= latest,
+        "{earliest} <= {time} <= {latest}"
+    );
+}
