@@ -264,16 +264,8 @@ async fn healthz_answers() {
 #[tokio::test]
 async fn the_access_log_has_a_line_per_request_with_its_cache_status() {
     let origin = Origin::start(|_| Reply::ok("x").header("Cache-Control", "max-age=60")).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("access.log");
-    let proxy = Proxy::start(
-        &[origin.addr],
-        &format!(
-            "access_log:\n  target: file\n  path: \"{}\"\n  format: json\n",
-            path.display()
-        ),
-    )
-    .await;
+    let log = JsonLog::new();
+    let proxy = Proxy::start(&[origin.addr], &log.config()).await;
     let c = Client::new();
     c.get_with(
         &proxy.url("/page?utm_source=x&id=1"),
@@ -283,23 +275,7 @@ async fn the_access_log_has_a_line_per_request_with_its_cache_status() {
     c.get(&proxy.url("/page?id=1")).await;
     c.get_with(&proxy.url("/page?id=1"), &[("Cookie", "s=1")])
         .await;
-    let mut lines = Vec::new();
-    for _ in 0..100 {
-        lines = std::fs::read_to_string(&path)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect();
-        if lines.len() >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(lines.len(), 3, "{lines:?}");
-    let v: Vec<serde_json::Value> = lines
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let v = log.entries(3).await;
     assert_eq!(v[0]["cache_status"], "miss");
     assert_eq!(
         v[0]["url"], "/page?utm_source=x&id=1",
@@ -347,28 +323,12 @@ async fn the_default_access_log_is_combined_on_stdout() {
 #[tokio::test]
 async fn an_access_log_entry_is_stamped_with_the_arrival_time() {
     let origin = Origin::start(|_| Reply::ok("slow").delay(Duration::from_millis(1000))).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("access.log");
-    let proxy = Proxy::start(
-        &[origin.addr],
-        &format!(
-            "access_log:\n  target: file\n  path: \"{}\"\n  format: json\n",
-            path.display()
-        ),
-    )
-    .await;
+    let log = JsonLog::new();
+    let proxy = Proxy::start(&[origin.addr], &log.config()).await;
     let sent = std::time::SystemTime::now();
     Client::new().get(&proxy.url("/slow")).await;
-    let mut line = String::new();
-    for _ in 0..100 {
-        line = std::fs::read_to_string(&path).unwrap_or_default();
-        if !line.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
-    let time = v["time"].as_str().unwrap().to_string();
+    let v = log.entries(1).await;
+    let time = v[0]["time"].as_str().unwrap().to_string();
     // ISO times of one width sort as the instants they name: the entry is stamped when the
     // request came in, not a second later when the app's answer was done
     let earliest = lacquer::access_log::iso_time(sent - Duration::from_millis(50));
@@ -377,4 +337,46 @@ async fn an_access_log_entry_is_stamped_with_the_arrival_time() {
         earliest <= time && time <= latest,
         "{earliest} <= {time} <= {latest}"
     );
+}
+
+/// A JSON access log in a file of its own, for a proxy to write and a test to read.
+struct JsonLog {
+    dir: tempfile::TempDir,
+}
+
+impl JsonLog {
+    fn new() -> JsonLog {
+        JsonLog {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The `access_log:` section that sends the log here.
+    fn config(&self) -> String {
+        format!(
+            "access_log:\n  target: file\n  path: \"{}\"\n  format: json\n",
+            self.dir.path().join("access.log").display()
+        )
+    }
+
+    /// The entries, once there are `n` of them (the log is written in the background).
+    async fn entries(&self, n: usize) -> Vec<serde_json::Value> {
+        let mut lines = Vec::new();
+        for _ in 0..100 {
+            lines = std::fs::read_to_string(self.dir.path().join("access.log"))
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect();
+            if lines.len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(lines.len(), n, "{lines:?}");
+        lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
 }
