@@ -35,7 +35,6 @@ import gc
 import json
 import os
 import resource
-import shutil
 import signal
 import socket
 import statistics
@@ -44,7 +43,7 @@ import sys
 import tempfile
 import time
 
-from loadlib import HOST, LACQUER, TARGET, free_port, lacquer_version, stop, wait_port
+from loadlib import HOST, LACQUER, TARGET, free_port, conclude, lacquer_version, read_response, start_lacquer, stop, wait_port
 
 ORIGIN = f"{TARGET}/release/examples/bench_origin"
 URL_PATH = "/1k/idle-conns"
@@ -106,36 +105,6 @@ def cpu_seconds(pid):
 
 
 # ---------------------------------------------------------------- HTTP/1.1 client
-
-
-async def read_response(reader):
-    """One response: (status, headers with lower-case names, body). Content-Length, chunked,
-    or read to EOF."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        if ":" in line:
-            k, v = line.split(":", 1)
-            headers[k.strip().lower()] = v.strip()
-    if "content-length" in headers:
-        body = await reader.readexactly(int(headers["content-length"]))
-    elif "chunked" in headers.get("transfer-encoding", "").lower():
-        parts = []
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            if size == 0:
-                await reader.readuntil(b"\r\n")  # no trailers expected
-                break
-            parts.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-        body = b"".join(parts)
-    elif status in (204, 304) or 100 <= status < 200:
-        body = b""
-    else:
-        body = await reader.read()
-    return status, headers, body
 
 
 def request_bytes(port, path=URL_PATH):
@@ -476,31 +445,12 @@ def main():
 
     workdir = tempfile.mkdtemp(prefix="lacquer-idle-")
     origin_port, port, admin_port = free_port(), free_port(), free_port()
-    conf = f"{workdir}/lacquer.yaml"
-    with open(conf, "w") as f:
-        f.write(f"""listen: ["{HOST}:{port}"]
-threads: {args.threads}
-admin:
-  listen: "{HOST}:{admin_port}"
-upstreams:
-  - addr: "{HOST}:{origin_port}"
-health_check:
-  type: none
-cache:
-  max_size: "256MiB"
-access_log:
-  target: "off"
-""")
-        if args.idle_timeout:
-            f.write(f'limits:\n  idle_timeout: "{args.idle_timeout}"\n')
     origin = lacquer = None
     try:
         origin = subprocess.Popen([ORIGIN, f"{HOST}:{origin_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(origin_port)
-        lacquer = subprocess.Popen([LACQUER, "--config", conf], stdout=subprocess.DEVNULL,
-                                   stderr=open(f"{workdir}/lacquer.log", "w"), env={**os.environ, "RUST_LOG": "warn"})
-        wait_port(port)
-        wait_port(admin_port)
+        extra = f'limits:\n  idle_timeout: "{args.idle_timeout}"\n' if args.idle_timeout else ""
+        lacquer = start_lacquer(workdir, port, admin_port, origin_port, args.threads, "256MiB", extra)
         lacquer_nofile = nofile_limit_of(lacquer.pid)
         version = lacquer_version()
         load = os.getloadavg()
@@ -539,12 +489,7 @@ access_log:
                         f"connections closed (before: {res['fds_before']:,})")
     if not alive:
         failures.append("lacquer exited during the run (see its log)")
-    if failures:
-        print("FAILED: " + "; ".join(failures))
-        print(f"lacquer's log: {workdir}/lacquer.log")
-        sys.exit(1)
-    print("OK: every check passed")
-    shutil.rmtree(workdir, ignore_errors=True)
+    conclude(failures, f"{workdir}/lacquer.log", workdir)
 
 
 if __name__ == "__main__":

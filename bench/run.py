@@ -27,6 +27,8 @@ import tempfile
 import time
 import urllib.request
 
+from loadlib import lacquer_config
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORIGIN = "127.0.0.1:8090"
 PORTS = {"lacquer": 6090, "varnish": 6091, "nginx": 6092}
@@ -100,19 +102,7 @@ class Targets:
         if name.startswith("lacquer"):
             # "lacquer", or "lacquer-N" for the scale instances (own ports, own config)
             conf = f"{d}/{name}.yaml"
-            open(conf, "w").write(f"""listen: ["127.0.0.1:{PORTS[name]}"]
-threads: 1
-admin:
-  listen: "127.0.0.1:{PORTS[name] + 100}"
-upstreams:
-  - addr: "{ORIGIN}"
-health_check:
-  type: none
-cache:
-  max_size: "{max_size}"
-access_log:
-  target: "off"
-""")
+            open(conf, "w").write(lacquer_config(PORTS[name], PORTS[name] + 100, ORIGIN, 1, max_size))
             p = subprocess.Popen(["taskset", "-c", SERVER_CPU, f"{ROOT}/target/release/lacquer", "--config", conf],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "error"})
             self.procs[name] = (p, lambda: [p.pid])

@@ -49,7 +49,6 @@ import json
 import os
 import random
 import resource
-import shutil
 import signal
 import socket
 import statistics
@@ -59,7 +58,7 @@ import sys
 import tempfile
 import time
 
-from loadlib import HOST, LACQUER, free_port, lacquer_version, stop, wait_port
+from loadlib import HOST, LACQUER, free_port, conclude, lacquer_version, read_response, start_lacquer, stop, wait_port
 
 SITE = "soak.test"  # the Host header of every proxied request
 IO_TIMEOUT = 10.0
@@ -172,35 +171,6 @@ def parse_size(text):
 
 
 # ================================================================ HTTP/1.1 client
-
-
-async def read_response(reader, method="GET"):
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        if ":" in line:
-            k, v = line.split(":", 1)
-            headers[k.strip().lower()] = v.strip()
-    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-        body = b""
-    elif "content-length" in headers:
-        body = await reader.readexactly(int(headers["content-length"]))
-    elif "chunked" in headers.get("transfer-encoding", "").lower():
-        parts = []
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            if size == 0:
-                await reader.readuntil(b"\r\n")
-                break
-            parts.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-        body = b"".join(parts)
-    else:
-        body = await reader.read()
-        headers["connection"] = "close"
-    return status, headers, body
 
 
 async def one_shot(port, method, path, body=b"", headers=""):
@@ -624,23 +594,6 @@ def main():
 
     workdir = tempfile.mkdtemp(prefix="lacquer-soak-")
     origin_port, port, admin_port = free_port(), free_port(), free_port()
-    conf = f"{workdir}/lacquer.yaml"
-    with open(conf, "w") as f:
-        f.write(f"""listen: ["{HOST}:{port}"]
-threads: {args.threads}
-admin:
-  listen: "{HOST}:{admin_port}"
-upstreams:
-  - addr: "{HOST}:{origin_port}"
-health_check:
-  type: none
-cache:
-  max_size: "{args.max_size}"
-purge:
-  allow: ["127.0.0.1/32"]
-access_log:
-  target: "off"
-""")
     lifetime = args.seconds + 300
     origin = lacquer = None
     try:
@@ -648,10 +601,8 @@ access_log:
                                    str(args.scan_size), str(lifetime)], stdout=subprocess.DEVNULL,
                                   stderr=open(f"{workdir}/origin.log", "w"))
         wait_port(origin_port)
-        lacquer = subprocess.Popen([LACQUER, "--config", conf], stdout=subprocess.DEVNULL,
-                                   stderr=open(f"{workdir}/lacquer.log", "w"), env={**os.environ, "RUST_LOG": "warn"})
-        wait_port(port)
-        wait_port(admin_port)
+        lacquer = start_lacquer(workdir, port, admin_port, origin_port, args.threads, args.max_size,
+                                'purge:\n  allow: ["127.0.0.1/32"]\n')
         version = lacquer_version()
         args.load = os.getloadavg()
         result = asyncio.run(asyncio.wait_for(soak(args, port, admin_port, origin_port, lacquer.pid), args.seconds + 120))
@@ -666,12 +617,7 @@ access_log:
     checks.append(("lacquer still running at the end", alive, "yes" if alive else "it exited; see its log"))
     print(report(args, budget, version, stats, samples, checks, per_label, warm, m0, m1, elapsed, o1["total"] - o0["total"]))
     failed = [name for name, ok, _ in checks if not ok]
-    if failed:
-        print("FAILED: " + "; ".join(failed))
-        print(f"logs: {workdir}/lacquer.log, {workdir}/origin.log")
-        sys.exit(1)
-    print("OK: every check passed")
-    shutil.rmtree(workdir, ignore_errors=True)
+    conclude(failed, f"{workdir}/lacquer.log, {workdir}/origin.log", workdir)
 
 
 if __name__ == "__main__":
