@@ -25,6 +25,36 @@ fn good(body: impl Into<Vec<u8>>) -> Reply {
     Reply::ok(body).header("Cache-Control", CC)
 }
 
+/// `good(body)`, sent chunked on a path ending in `-chunked` and with a `Content-Length`
+/// otherwise.
+fn framed_by_path(body: &[u8], path: &str) -> Reply {
+    let r = good(body);
+    if path.ends_with("-chunked") {
+        r.chunked()
+    } else {
+        r
+    }
+}
+
+/// An origin serving `body` framed by its path (`framed_by_path`), the first reply on each
+/// path passed through `spoil`, every later one whole.
+async fn spoiled_once(
+    body: &[u8],
+    spoil: impl Fn(Reply) -> Reply + Send + Sync + 'static,
+) -> Origin {
+    let calls = Counter::default();
+    let body = body.to_vec();
+    Origin::start(move |s| {
+        let r = framed_by_path(&body, s.path());
+        if calls.bump(s.path()) == 1 {
+            spoil(r)
+        } else {
+            r
+        }
+    })
+    .await
+}
+
 /// A raw status line and headers ending the head, with the cacheable `Cache-Control` added.
 fn head(status_line: &str, headers: &[&str]) -> String {
     let mut h = format!("{status_line}\r\nCache-Control: {CC}\r\n");
@@ -340,22 +370,7 @@ async fn a_slow_first_byte_is_a_gateway_error_and_never_stored() {
 #[tokio::test]
 async fn a_body_that_stalls_midway_is_cut_and_never_stored() {
     let body = patterned(100_000);
-    let calls = Counter::default();
-    let b = body.clone();
-    let origin = Origin::start(move |s| {
-        let r = good(b.clone());
-        let r = if s.path() == "/stall-chunked" {
-            r.chunked()
-        } else {
-            r
-        };
-        if calls.bump(s.path()) == 1 {
-            r.stall_after(1000, Duration::from_secs(3))
-        } else {
-            r
-        }
-    })
-    .await;
+    let origin = spoiled_once(&body, |r| r.stall_after(1000, Duration::from_secs(3))).await;
     let proxy = Proxy::start(
         &[origin.addr],
         &format!("{STRICT}timeouts:\n  first_byte: 300ms\n  between_bytes: 300ms\n"),
@@ -377,22 +392,7 @@ async fn a_body_that_stalls_midway_is_cut_and_never_stored() {
 #[tokio::test]
 async fn a_reset_midway_through_the_body_aborts_the_response_and_is_never_stored() {
     let body = patterned(100_000);
-    let calls = Counter::default();
-    let b = body.clone();
-    let origin = Origin::start(move |s| {
-        let r = good(b.clone());
-        let r = if s.path() == "/reset-chunked" {
-            r.chunked()
-        } else {
-            r
-        };
-        if calls.bump(s.path()) == 1 {
-            r.reset_after(1000)
-        } else {
-            r
-        }
-    })
-    .await;
+    let origin = spoiled_once(&body, |r| r.reset_after(1000)).await;
     let proxy = Proxy::start(&[origin.addr], STRICT).await;
     for path in ["/reset-cl", "/reset-chunked"] {
         let got = attempt(&proxy.url(path)).await;
@@ -666,15 +666,7 @@ async fn a_1xx_before_the_response_is_skipped_and_the_final_response_is_served()
 async fn an_object_over_max_object_size_streams_whole_and_is_not_stored() {
     let body = patterned(200 * 1024);
     let b = body.clone();
-    let origin = Origin::start(move |s| {
-        let r = good(b.clone());
-        if s.path() == "/big-chunked" {
-            r.chunked()
-        } else {
-            r
-        }
-    })
-    .await;
+    let origin = Origin::start(move |s| framed_by_path(&b, s.path())).await;
     let proxy = Proxy::start(
         &[origin.addr],
         &format!("{STRICT}cache:\n  max_object_size: 64KiB\n"),
