@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime};
 use async_trait::async_trait;
 use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_cache::{CacheKey, CacheMeta, CacheOptionOverrides, NoCacheReason, RespCacheable};
+use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -245,6 +246,12 @@ async fn respond_json(session: &mut Session, status: u16, body: String) -> Resul
 #[async_trait]
 impl ProxyHttp for LacquerProxy {
     type CTX = RequestCtx;
+
+    /// No downstream modules. pingora's default adds its response compression module switched
+    /// off, which lacquer never switches on (pages go out as the app encoded them, so a stored
+    /// variant and its `Vary: Accept-Encoding` stay what the app sent); left in, it still costs
+    /// every request a context to allocate, two boxed filter calls and their frees.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {

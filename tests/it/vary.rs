@@ -75,6 +75,37 @@ async fn accept_encoding_spellings_share_a_variant() {
 }
 
 #[tokio::test]
+async fn bodies_go_out_as_the_app_encoded_them() {
+    let page = "<p>an anonymous page</p>\n".repeat(200);
+    let served = page.clone();
+    let origin = Origin::start(move |_| {
+        Reply::ok(served.clone())
+            .header("Content-Type", "text/html")
+            .header("Cache-Control", "max-age=60")
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    let gzip = [("Accept-Encoding", "gzip, br")];
+    let miss = c.get_with(&proxy.url("/enc"), &gzip).await;
+    let hit = c.get_with(&proxy.url("/enc"), &gzip).await;
+    assert!(hit.is_hit());
+    for r in [&miss, &hit] {
+        assert_eq!(
+            r.header("content-encoding"),
+            None,
+            "lacquer does not compress"
+        );
+        assert_eq!(r.text(), page, "the body is the app's, byte for byte");
+        assert_eq!(
+            r.header("content-length"),
+            Some(page.len().to_string().as_str())
+        );
+    }
+    assert_eq!(origin.hits("/enc"), 1);
+}
+
+#[tokio::test]
 async fn vary_star_is_never_stored() {
     let origin = Origin::start(|_| {
         Reply::ok("x")
