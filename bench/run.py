@@ -25,12 +25,11 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 
-from loadlib import lacquer_config
+from loadlib import lacquer_config, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORIGIN = "127.0.0.1:8090"
@@ -40,22 +39,6 @@ SECTIONS = ["hits", "stampede", "memory", "scale"]
 TARGETS = ["lacquer", "varnish", "nginx"]
 SERVER_CPU = "0"
 LOAD_CPU = "1"
-
-
-def sh(cmd, **kw):
-    return subprocess.run(cmd, shell=True, check=True, **kw)
-
-
-def wait_port(port, timeout=20):
-    import socket
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"port {port} did not open")
 
 
 def get(url):
