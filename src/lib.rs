@@ -4,6 +4,7 @@
 //! - `config`: the YAML file, raw then validated (`config/raw.rs`, `config/units.rs`)
 //! - `server`: pingora's server and services assembled from the config
 //! - `proxy`: the one `ProxyHttp` impl, thin, delegating to the modules below
+//! - `request`: what lacquer changes in a request before the cache and the app see it
 //! - `cache::key`: request -> cache key (scheme, host, path, query without tracking params)
 //! - `cache::policy`: which requests may use the cache (anonymous GET/HEAD only)
 //! - `cache::freshness`: which responses may be stored and for how long (RFC 9111, RFC 9213)
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod purge;
 pub mod rate_limit;
+pub mod request;
 pub mod server;
 pub mod services;
 pub mod upstream;

@@ -24,7 +24,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -57,6 +57,13 @@ pub struct ClientLimits {
     pub header_timeout: Duration,
     /// A keep-alive connection with no request started is closed after this long.
     pub idle_timeout: Duration,
+    /// Client connections open at once (proxy listeners); one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// Fills that may go on at once after their clients left (each keeps its app request).
+    pub max_orphan_fills: usize,
+    /// Forward header fields whose names contain `_` (nginx's `underscores_in_headers`). Off:
+    /// they are dropped, since CGI-style servers read `X_Forwarded_Host` as `X-Forwarded-Host`.
+    pub underscores_in_headers: bool,
 }
 
 impl Default for ClientLimits {
@@ -67,6 +74,9 @@ impl Default for ClientLimits {
             max_url_length: 8 * 1024,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            max_connections: 16384,
+            max_orphan_fills: 64,
+            underscores_in_headers: false,
         }
     }
 }
@@ -272,6 +282,8 @@ pub struct GuardedStream {
     fill_budget: AtomicU64,
     /// The client is gone: writes are discarded (within the budget), reads see the end.
     gone: Option<u64>,
+    /// This connection holds one of the `max_orphan_fills` places.
+    orphan: bool,
     /// A small write (a response header) held back to go out with what follows in one
     /// `writev`; see [`HOLD_MAX`].
     held: Vec<u8>,
@@ -305,6 +317,7 @@ impl GuardedStream {
             rearm: AtomicBool::new(false),
             fill_budget: AtomicU64::new(0),
             gone: None,
+            orphan: false,
             held: Vec::new(),
         }
     }
@@ -418,6 +431,17 @@ impl AsyncRead for GuardedStream {
     }
 }
 
+/// Fills going on after their clients left, in the whole process.
+static ORPHAN_FILLS: AtomicUsize = AtomicUsize::new(0);
+
+impl Drop for GuardedStream {
+    fn drop(&mut self) {
+        if self.orphan {
+            ORPHAN_FILLS.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl GuardedStream {
     /// The client is gone while a fill it started is under way: from now on pretend to
     /// deliver, so pingora finishes reading the app's response into the cache. Returns false
@@ -428,6 +452,14 @@ impl GuardedStream {
             return false;
         }
         if self.gone.is_none() {
+            // each orphan fill keeps an app request going for nobody in particular: a flood
+            // of requests that leave at once must not turn into as many app fetches
+            if ORPHAN_FILLS.fetch_add(1, Ordering::Relaxed) >= self.limits.max_orphan_fills {
+                ORPHAN_FILLS.fetch_sub(1, Ordering::Relaxed);
+                metrics().client_gone_fills_refused.inc();
+                return false;
+            }
+            self.orphan = true;
             metrics().client_gone_fills.inc();
             self.gone = Some(budget);
         }
@@ -623,7 +655,21 @@ pub fn fill_only_for_client(session: &mut ServerSession) {
 pub struct LimitedApp<H> {
     inner: Arc<PerRequest<H>>,
     live: SharedLive,
+    /// Connections of this listener service open now (`limits.max_connections`).
+    open: Arc<AtomicUsize>,
 }
+
+/// One open connection, counted until dropped.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The answer to a connection over `limits.max_connections`, before it is closed.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 impl<H> LimitedApp<H> {
     /// Wrap `inner`, reading the limits from `live`.
@@ -633,6 +679,7 @@ impl<H> LimitedApp<H> {
                 inner: Arc::new(inner),
             }),
             live,
+            open: Arc::default(),
         }
     }
 }
@@ -645,6 +692,25 @@ impl<H: HttpServerApp + Send + Sync + 'static> ServerApp for LimitedApp<H> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let limits = self.live.load().config.limits;
+        let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        let _counted = OpenConnection(self.open.clone());
+        if open > limits.max_connections {
+            // a clear refusal instead of a silent stall: memory stays bounded, and a client
+            // (or the load balancer in front) can try again or elsewhere
+            metrics()
+                .client_limit_rejections
+                .with_label_values(&["max_connections"])
+                .inc();
+            let mut stream = stream;
+            let refuse = async {
+                use tokio::io::AsyncWriteExt;
+                stream.write_all(TOO_MANY_CONNECTIONS).await?;
+                stream.flush().await
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), refuse).await;
+            stream.shutdown().await;
+            return None;
+        }
         let stream: Stream = Box::new(GuardedStream::new(stream, limits));
         self.inner.process_new(stream, shutdown).await
     }

@@ -10,7 +10,7 @@ use pingora_error::Result;
 
 use crate::config::Config;
 use crate::purge::PurgeAuth;
-use crate::rate_limit::TokenBucket;
+use crate::rate_limit::{ClientBuckets, TokenBucket};
 use crate::upstream::Upstreams;
 
 /// One generation of the reloadable state.
@@ -23,6 +23,9 @@ pub struct Live {
     pub auth: PurgeAuth,
     /// How many purges a second are accepted (`purge.rate_limit`).
     pub purge_rate: TokenBucket,
+    /// How many invalidations by unsafe requests without purge rights are carried out
+    /// (`purge.unsafe_invalidation_rate*`).
+    pub unsafe_invalidations: ClientBuckets,
 }
 
 /// The current generation, shared by the proxy, the admin app, the health checker and the
@@ -36,6 +39,10 @@ impl Live {
         Ok(Live {
             auth: PurgeAuth::new(&config.purge),
             purge_rate: TokenBucket::new(config.purge.rate_limit),
+            unsafe_invalidations: ClientBuckets::new(
+                config.purge.unsafe_invalidation_rate,
+                config.purge.unsafe_invalidation_rate_per_client,
+            ),
             upstreams,
             config,
         })

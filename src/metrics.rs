@@ -62,6 +62,12 @@ pub struct Metrics {
     pub client_idle_closed: IntCounter,
     /// `lacquer_client_gone_fills_total`.
     pub client_gone_fills: IntCounter,
+    /// `lacquer_client_gone_fills_refused_total`.
+    pub client_gone_fills_refused: IntCounter,
+    /// `lacquer_cache_fills_over_memory_total`.
+    pub fills_over_memory: IntCounter,
+    /// `lacquer_unsafe_invalidations_limited_total`.
+    pub unsafe_invalidations_limited: IntCounter,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -226,6 +232,21 @@ impl Metrics {
             "lacquer_client_gone_fills_total",
             "Cache fills completed after the client that started them went away.",
         );
+        let client_gone_fills_refused = counter(
+            &r,
+            "lacquer_client_gone_fills_refused_total",
+            "Fills ended with their client because limits.max_orphan_fills were already running.",
+        );
+        let fills_over_memory = counter(
+            &r,
+            "lacquer_cache_fills_over_memory_total",
+            "Fills not stored because the bodies of all fills in flight reached cache.max_size.",
+        );
+        let unsafe_invalidations_limited = counter(
+            &r,
+            "lacquer_unsafe_invalidations_limited_total",
+            "Invalidations after unsafe requests skipped by purge.unsafe_invalidation_rate.",
+        );
         #[cfg(target_os = "linux")]
         register(
             &r,
@@ -254,6 +275,9 @@ impl Metrics {
             client_limit_rejections,
             client_idle_closed,
             client_gone_fills,
+            client_gone_fills_refused,
+            fills_over_memory,
+            unsafe_invalidations_limited,
         }
     }
 

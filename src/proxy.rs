@@ -8,12 +8,13 @@ use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use pingora_cache::key::{CacheHashKey, HashBinary};
+use pingora_cache::predictor::CacheablePredictor;
 use pingora_cache::{CacheKey, CacheMeta, CacheOptionOverrides, NoCacheReason, RespCacheable};
 use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, RangeType, Session};
 
 use crate::access_log::{AccessLog, Entry};
 use crate::cache::freshness::{self, FreshnessDefaults, NoStoreReason, Storability};
@@ -21,12 +22,13 @@ use crate::cache::key::RequestKey;
 use crate::cache::policy::{self, BypassReason, RequestDecision};
 use crate::cache::status::{CacheStatus, Outcome};
 use crate::cache::storage::{FetchStamp, PurgeScope};
-use crate::cache::{build_meta, merge_not_modified, vary, CacheRuntime};
+use crate::cache::{build_meta, merge_not_modified, range, vary, CacheRuntime};
 use crate::config::Config;
 use crate::limits;
 use crate::live::{Live, SharedLive};
 use crate::metrics::{metrics, status_class};
 use crate::purge::{self, PurgeSource};
+use crate::request;
 use crate::services::InFlight;
 use crate::upstream;
 
@@ -91,6 +93,19 @@ impl LacquerProxy {
             || !purge::invalidating_method(&req.method)
             || !(200..400).contains(&status)
         {
+            return;
+        }
+        // anyone can send a POST that the app answers 2xx: without purge rights, the
+        // invalidations it causes are rate-limited (per client and overall), so nobody can
+        // keep evicting pages and make the app render them again and again
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if !live.auth.allows_request(session.client_addr(), req)
+            && !live.unsafe_invalidations.try_take(client)
+        {
+            metrics().unsafe_invalidations_limited.inc();
             return;
         }
         let tracking = &live.config.cache.tracking_params;
@@ -276,6 +291,9 @@ impl ProxyHttp for LacquerProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if !ctx.live.config.limits.underscores_in_headers {
+            request::drop_underscore_fields(session.req_header_mut());
+        }
         let decision = policy::request_decision(session.req_header(), &ctx.live.config.bypass);
         let strip_cookies = match decision {
             RequestDecision::Bypass(reason) => {
@@ -303,41 +321,12 @@ impl ProxyHttp for LacquerProxy {
                 return Ok(true);
             }
         };
-        let req = session.req_header_mut();
-        // headers outside the key that an app may trust (X-Forwarded-Host, X-Original-URL,
-        // method overrides, ...) could make it render a page that every visitor is then served
-        // (one pass over the request's own few headers; a removal hashes a name each time)
-        let strip = &ctx.live.config.cache.strip_unkeyed_headers;
-        if req.headers.keys().any(|name| strip.contains(name)) {
-            for name in strip {
-                req.remove_header(name);
-            }
-        }
-        if strip_cookies {
-            // only non-session cookies are left: they must neither split nor bypass the cache
-            req.remove_header(&http::header::COOKIE);
-        }
-        // the app sees the same Accept-Encoding as the Vary variant it will be stored under, so
-        // a "gzip, deflate" visitor can never store a deflate body that a gzip-only visitor
-        // is then served (Varnish normalises the same way)
-        if req.headers.contains_key(http::header::ACCEPT_ENCODING) {
-            match vary::normalize_accept_encoding(req) {
-                "" => {
-                    req.remove_header(&http::header::ACCEPT_ENCODING);
-                }
-                coding => {
-                    req.insert_header(http::header::ACCEPT_ENCODING, coding)?;
-                }
-            }
-        }
-        if key.stripped {
-            // a parameter left out of the key must not reach the app either, or the app could
-            // render it into a page that other visitors are then served (unkeyed input)
-            if let Ok(uri) = key.path_and_query.parse::<http::Uri>() {
-                ctx.original_target = Some(String::from_utf8_lossy(req.raw_path()).into_owned());
-                req.set_uri(uri);
-            }
-        }
+        ctx.original_target = request::prepare_for_cache(
+            session.req_header_mut(),
+            &key,
+            &ctx.live.config.cache,
+            strip_cookies,
+        )?;
         ctx.key = Some(key);
         Ok(false)
     }
@@ -351,7 +340,10 @@ impl ProxyHttp for LacquerProxy {
         session.cache.enable(
             self.cache.storage,
             None, // moka bounds memory and evicts; pingora's eviction managers would drift
-            Some(self.cache.predictor),
+            // no predictor: a URL remembered as uncacheable still takes the cache lock, so a
+            // stampede on it makes one fetch when its answer turns out cacheable after all
+            // (waiters are released at once when it is not); see `hit_for_miss` below
+            None,
             Some(self.cache.lock),
             Some(overrides),
         );
@@ -406,14 +398,24 @@ impl ProxyHttp for LacquerProxy {
                 reason.as_str(),
             )));
         }
+        let key = session.cache.maybe_cache_key();
         match freshness::assess(resp, &Self::freshness_defaults(&ctx.live.config), now) {
-            Storability::Store(f) => Ok(RespCacheable::Cacheable(build_meta(resp, &f, now))),
+            Storability::Store(f) => {
+                if let Some(k) = key {
+                    self.cache.predictor.mark_cacheable(k);
+                }
+                Ok(RespCacheable::Cacheable(build_meta(resp, &f, now)))
+            }
             Storability::DontStore(reason) => {
                 ctx.no_store = Some(reason.as_str());
                 let pingora_reason = match reason {
                     NoStoreReason::TooLarge => NoCacheReason::ResponseTooLarge,
                     other => NoCacheReason::Custom(other.as_str()),
                 };
+                if let Some(k) = key {
+                    // (the predictor's own filter leaves out errors: see cache/mod.rs)
+                    self.cache.predictor.mark_uncacheable(k, pingora_reason);
+                }
                 Ok(RespCacheable::Uncacheable(pingora_reason))
             }
         }
@@ -424,9 +426,12 @@ impl ProxyHttp for LacquerProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
-        // the lookup is over: a bypassing cache here means the predictor skipped it
-        ctx.hit_for_miss = session.cache.bypassing();
         if session.cache.enabled() {
+            // the URL's last answer was not storable: only a label (Cache-Status, metrics)
+            ctx.hit_for_miss = session
+                .cache
+                .maybe_cache_key()
+                .is_some_and(|k| !self.cache.predictor.cacheable_prediction(k));
             // a fetch for the cache, that other requests may be waiting for (coalescing): it
             // completes and is stored even if this client leaves (undone in response_filter
             // when the response is not stored)
@@ -526,6 +531,10 @@ impl ProxyHttp for LacquerProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(why) = upstream::unrelayable(upstream_response, session.req_header()) {
+            // never relayed, never stored: the app server's answer cannot be framed as sent
+            return Err(Error::explain(ErrorType::InvalidHTTPHeader, why).into_up());
+        }
         if !upstream_response.status.is_informational() {
             let status = upstream_response.status.as_u16();
             ctx.upstream_status = Some(status);
@@ -560,7 +569,7 @@ impl ProxyHttp for LacquerProxy {
             ctx.upstream_status,
             ctx.no_store,
         );
-        if ctx.hit_for_miss {
+        if ctx.hit_for_miss && !outcome.stored {
             outcome.mark_hit_for_miss();
         }
         upstream_response.insert_header("Cache-Status", outcome.header_value())?;
@@ -667,6 +676,15 @@ impl ProxyHttp for LacquerProxy {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    fn range_header_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> RangeType {
+        range::header_filter(session, resp)
     }
 
     fn should_serve_stale(

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::key::{normalize_host, RequestKey};
 use crate::cache::storage::{MemoryStorage, PurgeScope};
+use crate::cache::tags::MAX_TAG_LEN;
 use crate::config::{Cidr, NamePattern, PurgeConfig};
 use crate::metrics::metrics;
 
@@ -115,6 +116,11 @@ pub struct PurgeReport {
 /// The most entries one API call may name.
 pub const MAX_API_ENTRIES: usize = 10_000;
 
+/// The longest URL prefix a purge may name: no stored URL is longer (`limits.max_url_length`
+/// is at most 1 MiB, but pingora and the key keep URLs well below; 16 KiB covers the default
+/// 8 KiB target with any host).
+pub const MAX_PREFIX_LEN: usize = 16 * 1024;
+
 impl PurgeApiRequest {
     /// Parse and check a JSON body; every URL and prefix must be valid before anything is
     /// purged.
@@ -145,9 +151,21 @@ impl PurgeApiRequest {
             if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(format!("tags[{i}]: not a valid tag: {tag:?}"));
             }
+            // no stored object carries a longer tag (cache/tags.rs), and the purge log
+            // would keep the text
+            if tag.len() > MAX_TAG_LEN {
+                return Err(format!(
+                    "tags[{i}]: longer than {MAX_TAG_LEN} bytes, the longest tag lacquer keeps"
+                ));
+            }
             scopes.push(PurgeScope::Tag(tag.clone()));
         }
         for (i, prefix) in req.prefixes.iter().enumerate() {
+            if prefix.len() > MAX_PREFIX_LEN {
+                return Err(format!(
+                    "prefixes[{i}]: longer than {MAX_PREFIX_LEN} bytes (no stored URL is)"
+                ));
+            }
             let p = normalize_prefix(prefix).ok_or_else(|| {
                 format!("prefixes[{i}]: expected a URL prefix like \"http://host/blog/\", got {prefix:?}")
             })?;
@@ -197,31 +215,41 @@ pub async fn run(
         ..PurgeReport::default()
     };
     let m = metrics();
+    // every prefix of the call in one walk over the cache, not one walk each
+    let prefixes: Vec<String> = scopes
+        .iter()
+        .filter_map(|s| match s {
+            PurgeScope::Prefix(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    let label = |kind: &'static str| match source {
+        PurgeSource::Unsafe => "unsafe",
+        PurgeSource::Request => kind,
+    };
+    if !prefixes.is_empty() {
+        let n = storage.purge_prefixes(&prefixes, soft);
+        report.prefixes += n;
+        let kind = label("prefix");
+        m.purges
+            .with_label_values(&[kind, "ok"])
+            .inc_by(prefixes.len() as u64);
+        m.purged_objects.with_label_values(&[kind]).inc_by(n as u64);
+    }
     for scope in scopes {
-        let n = storage.purge_scope(scope, soft).await;
         let kind = match scope {
-            PurgeScope::Url(_) => {
-                report.urls += n;
-                "url"
-            }
-            PurgeScope::Tag(_) => {
-                report.tags += n;
-                "tag"
-            }
-            PurgeScope::Prefix(_) => {
-                report.prefixes += n;
-                "prefix"
-            }
-            PurgeScope::All => {
-                report.all += n;
-                "all"
-            }
+            PurgeScope::Prefix(_) => continue,
+            PurgeScope::Url(_) => "url",
+            PurgeScope::Tag(_) => "tag",
+            PurgeScope::All => "all",
         };
-        let kind = if source == PurgeSource::Unsafe {
-            "unsafe"
-        } else {
-            kind
-        };
+        let n = storage.purge_scope(scope, soft).await;
+        match scope {
+            PurgeScope::Url(_) => report.urls += n,
+            PurgeScope::Tag(_) => report.tags += n,
+            _ => report.all += n,
+        }
+        let kind = label(kind);
         m.purges.with_label_values(&[kind, "ok"]).inc();
         m.purged_objects.with_label_values(&[kind]).inc_by(n as u64);
     }
@@ -282,7 +310,8 @@ pub fn proxy_purge_scopes(req: &RequestHeader, key: &RequestKey) -> (Vec<PurgeSc
     for v in req.headers.get_all("xkey-purge") {
         if let Ok(v) = v.to_str() {
             for t in v.split(|c: char| c.is_ascii_whitespace() || c == ',') {
-                if !t.is_empty() {
+                // a tag longer than any stored object's cannot match anything
+                if !t.is_empty() && t.len() <= MAX_TAG_LEN {
                     tags.push(PurgeScope::Tag(t.to_string()));
                 }
             }

@@ -44,6 +44,42 @@ impl TokenBucket {
     }
 }
 
+/// Token buckets per client address, in a fixed table (addresses that share a slot share a
+/// bucket: memory stays bounded whatever the number of clients), behind one overall bucket.
+#[derive(Debug)]
+pub struct ClientBuckets {
+    overall: TokenBucket,
+    per_client: Box<[TokenBucket]>,
+}
+
+/// Slots of [`ClientBuckets`].
+const CLIENT_SLOTS: usize = 1024;
+
+impl ClientBuckets {
+    /// `overall` events a second for everyone together, `per_client` for one address (0: no
+    /// limit for that part).
+    pub fn new(overall: u32, per_client: u32) -> ClientBuckets {
+        let slots = if per_client == 0 { 0 } else { CLIENT_SLOTS };
+        ClientBuckets {
+            overall: TokenBucket::new(overall),
+            per_client: (0..slots).map(|_| TokenBucket::new(per_client)).collect(),
+        }
+    }
+
+    /// Take one token for `client` (and one overall) if there is one.
+    pub fn try_take(&self, client: Option<std::net::IpAddr>) -> bool {
+        if !self.per_client.is_empty() {
+            use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+            let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(client);
+            let slot = (h as usize) % self.per_client.len();
+            if !self.per_client[slot].try_take() {
+                return false;
+            }
+        }
+        self.overall.try_take()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +96,15 @@ mod tests {
         // after a long pause the bucket holds at most `rate`
         let t2 = t1 + Duration::from_secs(60);
         assert_eq!((0..50).filter(|_| b.try_take_at(t2)).count(), 10);
+    }
+
+    #[test]
+    fn one_client_cannot_use_up_the_others_share() {
+        let b = ClientBuckets::new(100, 3);
+        let a: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let c: std::net::IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!((0..10).filter(|_| b.try_take(Some(a))).count(), 3);
+        assert!(b.try_take(Some(c)));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::RequestHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_load_balancing::discovery::Static;
 use pingora_load_balancing::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::selection::RoundRobin;
@@ -177,6 +177,7 @@ pub fn failure_status(e: &Error) -> Option<(u16, &'static str)> {
             ConnectTimedout => (504, "connect-timeout"),
             ReadTimedout | WriteTimedout => (504, "response-timeout"),
             ConnectRefused => (502, "connect-refused"),
+            InvalidHTTPHeader => (502, "invalid-response"),
             _ => (502, "upstream-error"),
         }),
         ErrorSource::Downstream => match e.etype() {
@@ -185,6 +186,27 @@ pub fn failure_status(e: &Error) -> Option<(u16, &'static str)> {
         },
         ErrorSource::Internal | ErrorSource::Unset => Some((500, "internal-error")),
     }
+}
+
+/// Why an app server's response header cannot be relayed, if it cannot: a transfer coding
+/// other than one `chunked` (RFC 9112 section 6.1: lacquer would pass raw chunk framing on as
+/// content, or store it), or `101 Switching Protocols` to a request that asked for no upgrade
+/// (the connection would turn into a tunnel nobody asked for).
+pub fn unrelayable(resp: &ResponseHeader, req: &RequestHeader) -> Option<&'static str> {
+    if resp.status.as_u16() == 101 && !req.headers.contains_key(http::header::UPGRADE) {
+        return Some("101 Switching Protocols to a request without Upgrade");
+    }
+    let mut codings = resp.headers.get_all(http::header::TRANSFER_ENCODING).iter();
+    let first = codings.next()?;
+    if codings.next().is_some()
+        || !first
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"chunked")
+    {
+        return Some("unsupported Transfer-Encoding");
+    }
+    None
 }
 
 #[cfg(test)]

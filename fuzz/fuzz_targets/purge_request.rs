@@ -5,7 +5,8 @@
 //! - One scope per entry, in order (`urls`, `tags`, `prefixes`), then `All` exactly when
 //!   `"all": true`; at most `MAX_API_ENTRIES` entries; never an empty request.
 //! - A URL scope is the hash of `RequestKey::from_url` of that URL; a tag scope is the tag,
-//!   non-empty visible ASCII; a prefix scope is `http(s)://host/...` and normalising it again
+//!   non-empty visible ASCII of at most `MAX_TAG_LEN` bytes; a prefix scope (at most
+//!   `MAX_PREFIX_LEN` bytes) is `http(s)://host/...` and normalising it again
 //!   changes nothing.
 //! - Re-serialising the accepted request to JSON and parsing it again gives the same request
 //!   and the same scopes.
@@ -16,7 +17,8 @@ use lacquer::cache::key::RequestKey;
 use lacquer::cache::storage::PurgeScope;
 use lacquer::config::raw::default_tracking_params;
 use lacquer::config::NamePattern;
-use lacquer::purge::{normalize_prefix, PurgeApiRequest, MAX_API_ENTRIES};
+use lacquer::cache::tags::MAX_TAG_LEN;
+use lacquer::purge::{normalize_prefix, PurgeApiRequest, MAX_API_ENTRIES, MAX_PREFIX_LEN};
 use libfuzzer_sys::fuzz_target;
 
 fn reserialise(req: &PurgeApiRequest) -> Vec<u8> {
@@ -65,7 +67,7 @@ fuzz_target!(|body: &[u8]| {
     }
     for tag in &req.tags {
         assert!(
-            !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_graphic()),
+            !tag.is_empty() && tag.len() <= MAX_TAG_LEN && tag.bytes().all(|b| b.is_ascii_graphic()),
             "tag {tag:?} accepted"
         );
         assert_eq!(
@@ -75,6 +77,7 @@ fuzz_target!(|body: &[u8]| {
         );
     }
     for prefix in &req.prefixes {
+        assert!(prefix.len() <= MAX_PREFIX_LEN, "a {}-byte prefix accepted", prefix.len());
         let Some(PurgeScope::Prefix(p)) = it.next() else {
             panic!("no prefix scope for {prefix:?}: {scopes:?}");
         };

@@ -131,7 +131,10 @@ pub fn assess(resp: &ResponseHeader, defaults: &FreshnessDefaults, now: SystemTi
         // depend on the URL, which is keyed, and spare the app a lot of work.
         return Storability::DontStore(ErrorStatus);
     }
-    if resp.headers.contains_key(http::header::SET_COOKIE) {
+    // Set-Cookie2 (RFC 2965, obsolete) still sets a cookie in the clients that know it
+    if resp.headers.contains_key(http::header::SET_COOKIE)
+        || resp.headers.contains_key("set-cookie2")
+    {
         return Storability::DontStore(SetCookie);
     }
     if vary_star(resp) {

@@ -9,6 +9,7 @@ pub mod key;
 pub mod meta_codec;
 pub mod policy;
 pub mod purge_log;
+pub mod range;
 pub mod status;
 pub mod storage;
 pub mod tags;
@@ -76,10 +77,11 @@ impl CacheRuntime {
 }
 
 /// Reasons not to store a response that say nothing about the URL's next response, so they must
-/// not make the URL hit-for-miss: a 5xx while a good object is stored would otherwise make the
-/// next requests skip that object.
+/// not make the URL hit-for-miss: errors (a 5xx while a good object is stored, a 4xx or 5xx a
+/// client provoked with odd headers). A client must not be able to mark a URL at will.
 fn not_a_url_property(reason: &str) -> bool {
-    reason == freshness::NoStoreReason::ErrorOverStored.as_str()
+    use freshness::NoStoreReason::{ErrorOverStored, ErrorStatus};
+    reason == ErrorOverStored.as_str() || reason == ErrorStatus.as_str()
 }
 
 /// Hop-by-hop fields (RFC 9110 section 7.6.1) that must not be stored with an object.

@@ -22,6 +22,9 @@ pub enum BypassReason {
     Cookie,
     /// The request asks for a protocol upgrade (WebSocket).
     Upgrade,
+    /// A GET or HEAD that carries a body: the key ignores bodies, so the app's answer to it
+    /// must never be stored or coalesced with others (and its lock never wait on its upload).
+    Body,
 }
 
 impl BypassReason {
@@ -32,6 +35,7 @@ impl BypassReason {
             BypassReason::Authorization => "authorization",
             BypassReason::Cookie => "cookie",
             BypassReason::Upgrade => "upgrade",
+            BypassReason::Body => "body",
         }
     }
 }
@@ -65,6 +69,9 @@ pub fn request_decision(req: &RequestHeader, bypass: &BypassConfig) -> RequestDe
     if req.headers.contains_key(http::header::UPGRADE) {
         return RequestDecision::Bypass(BypassReason::Upgrade);
     }
+    if has_body(req) {
+        return RequestDecision::Bypass(BypassReason::Body);
+    }
     let mut has_cookie = false;
     for value in req.headers.get_all(http::header::COOKIE) {
         let bytes = value.as_bytes();
@@ -82,6 +89,22 @@ pub fn request_decision(req: &RequestHeader, bypass: &BypassConfig) -> RequestDe
     RequestDecision::Cache {
         strip_cookies: has_cookie || req.headers.contains_key(http::header::COOKIE),
     }
+}
+
+/// Whether a request announces a body (RFC 9112 section 6.3): any `Transfer-Encoding`, or a
+/// `Content-Length` other than `0`. A GET body has no defined meaning (RFC 9110 section 9.3.1),
+/// yet frameworks read it as form input, so the app's answer could depend on what the key
+/// leaves out. Such a request goes to the app as it is (an API that reads GET bodies keeps
+/// working) and never touches the cache: it is not stored, never coalesced with clean
+/// requests, and never holds the cache lock while its client takes its time over the body.
+fn has_body(req: &RequestHeader) -> bool {
+    if req.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return true;
+    }
+    req.headers
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .any(|v| v.as_bytes().trim_ascii() != b"0")
 }
 
 fn is_session_cookie(name: &[u8], patterns: &[NamePattern]) -> bool {
@@ -189,6 +212,22 @@ mod tests {
             ),
             ("GET", vec![("Cookie", "=x")], &any, Bypass(Cookie)),
             ("GET", vec![("Upgrade", "websocket")], &any, Bypass(Upgrade)),
+            ("GET", vec![("Content-Length", "5")], &any, Bypass(Body)),
+            ("HEAD", vec![("Content-Length", "1")], &any, Bypass(Body)),
+            (
+                "GET",
+                vec![("Transfer-Encoding", "chunked")],
+                &any,
+                Bypass(Body),
+            ),
+            (
+                "GET",
+                vec![("Content-Length", "0")],
+                &any,
+                Cache {
+                    strip_cookies: false,
+                },
+            ),
             ("PURGE", vec![("Cookie", "sessionid=1")], &named, Purge),
         ];
         for (method, headers, cfg, want) in cases {

@@ -2,7 +2,7 @@
 //! it: compare before you set. Each purge is recorded with the sequence number it took from the
 //! same counter that stamps fetches; a fill checks the purges newer than its own stamp.
 //!
-//! The log is bounded in time and count. When a record is dropped, its sequence number becomes
+//! The log is bounded in time, in count and in bytes (the text of tags and prefixes). When a record is dropped, its sequence number becomes
 //! the floor: a fill stamped below the floor may have been purged by a forgotten record, so it
 //! is treated as purged (it is not stored; the next request fetches again).
 
@@ -63,10 +63,26 @@ struct Record {
     soft: bool,
 }
 
+impl Record {
+    /// What the record holds in memory, its text included.
+    fn bytes(&self) -> usize {
+        let text = match &self.matcher {
+            Matcher::Tag(t) | Matcher::Prefix(t) => t.len(),
+            Matcher::Url(_) | Matcher::All => 0,
+        };
+        std::mem::size_of::<Record>() + text
+    }
+}
+
 struct Inner {
     records: VecDeque<Record>,
+    /// Sum of `Record::bytes` over `records`.
+    bytes: usize,
     floor: u64,
 }
+
+/// The most memory the log's records may hold together.
+pub const MAX_LOG_BYTES: usize = 8 << 20;
 
 /// The bounded log of recent purges.
 pub struct PurgeLog {
@@ -82,6 +98,7 @@ impl PurgeLog {
         PurgeLog {
             inner: Mutex::new(Inner {
                 records: VecDeque::new(),
+                bytes: 0,
                 floor: 0,
             }),
             horizon,
@@ -96,21 +113,35 @@ impl PurgeLog {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        while let Some(front) = inner.records.front() {
-            let expired = now.duration_since(front.at) > self.horizon;
-            if !expired && inner.records.len() < self.max_records {
-                break;
-            }
-            let dropped = front.seq;
-            inner.records.pop_front();
-            inner.floor = inner.floor.max(dropped);
-        }
-        inner.records.push_back(Record {
+        let record = Record {
             seq,
             at: now,
             matcher,
             soft,
-        });
+        };
+        let adding = record.bytes();
+        while let Some(front) = inner.records.front() {
+            let expired = now.duration_since(front.at) > self.horizon;
+            let full =
+                inner.records.len() >= self.max_records || inner.bytes + adding > MAX_LOG_BYTES;
+            if !expired && !full {
+                break;
+            }
+            let (dropped, bytes) = (front.seq, front.bytes());
+            inner.records.pop_front();
+            inner.bytes -= bytes;
+            inner.floor = inner.floor.max(dropped);
+        }
+        inner.bytes += adding;
+        inner.records.push_back(record);
+    }
+
+    /// The bytes the records hold (for tests of the bound).
+    pub fn bytes(&self) -> usize {
+        match self.inner.lock() {
+            Ok(g) => g.bytes,
+            Err(poisoned) => poisoned.into_inner().bytes,
+        }
     }
 
     /// What a fill stamped `fill_seq` may do with the object described by `facts`.
@@ -172,6 +203,20 @@ mod tests {
             Verdict::Store,
             "untagged"
         );
+    }
+
+    #[test]
+    fn the_log_is_bounded_in_bytes_and_forgets_into_the_floor() {
+        let log = PurgeLog::new(Duration::from_secs(600), 1_000_000);
+        let big: Box<str> = "t".repeat(64 * 1024).into();
+        for seq in 1..=1000 {
+            log.record(seq, Matcher::Tag(big.clone()), false);
+        }
+        assert!(log.bytes() <= MAX_LOG_BYTES, "{}", log.bytes());
+        assert!(log.bytes() > MAX_LOG_BYTES / 2, "{}", log.bytes());
+        // what was forgotten still counts: a fill older than the dropped records is purged
+        assert_eq!(log.verdict(3, &facts("http://h/a", &[])), Verdict::Drop);
+        assert_eq!(log.verdict(1001, &facts("http://h/a", &[])), Verdict::Store);
     }
 
     #[test]

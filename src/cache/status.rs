@@ -26,7 +26,9 @@ pub enum CacheStatus {
     Revalidated,
     /// The request was not eligible for the cache.
     Bypass(BypassReason),
-    /// The key is remembered as uncacheable (hit-for-miss): straight to the origin.
+    /// The key is remembered as uncacheable (hit-for-miss) and its answer was again not
+    /// stored. It still went through the cache lock: concurrent requests wait for the first
+    /// answer's header and are released at once when it is not storable.
     HitForMiss,
 }
 
@@ -139,11 +141,9 @@ impl Outcome {
         o
     }
 
-    /// Record that the lookup was skipped because the key is remembered as uncacheable.
+    /// Record that the key is remembered as uncacheable and this answer was not stored either.
     pub fn mark_hit_for_miss(&mut self) {
         self.status = CacheStatus::HitForMiss;
-        self.stored = false;
-        self.collapsed = false;
         self.detail = Some("hit-for-miss");
     }
 
@@ -155,10 +155,10 @@ impl Outcome {
             CacheStatus::Hit | CacheStatus::StaleWhileRevalidate | CacheStatus::StaleIfError => {
                 v.push_str("; hit")
             }
-            CacheStatus::Miss => v.push_str("; fwd=miss"),
+            CacheStatus::Miss | CacheStatus::HitForMiss => v.push_str("; fwd=miss"),
             CacheStatus::Expired | CacheStatus::Revalidated => v.push_str("; fwd=stale"),
             CacheStatus::Bypass(BypassReason::Method) => v.push_str("; fwd=method"),
-            CacheStatus::Bypass(_) | CacheStatus::HitForMiss => v.push_str("; fwd=bypass"),
+            CacheStatus::Bypass(_) => v.push_str("; fwd=bypass"),
         }
         if self.status == CacheStatus::StaleIfError {
             v.push_str("; fwd=stale");

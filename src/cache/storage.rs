@@ -88,6 +88,33 @@ pub struct StorageSettings {
     pub purge_horizon: Duration,
 }
 
+/// URL prefixes, sorted, with every prefix that a shorter one already covers left out. In
+/// such a set the only candidate for a URL is the greatest prefix not above it: any prefix
+/// between a covering prefix and the URL would itself start with the covering one.
+struct PrefixSet<'a> {
+    sorted: Vec<&'a str>,
+}
+
+impl<'a> PrefixSet<'a> {
+    fn new(prefixes: &'a [String]) -> PrefixSet<'a> {
+        let mut all: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+        all.sort_unstable();
+        let mut sorted: Vec<&str> = Vec::with_capacity(all.len());
+        for p in all {
+            // sorted order puts a covering prefix right before what it covers
+            if sorted.last().is_none_or(|last| !p.starts_with(last)) {
+                sorted.push(p);
+            }
+        }
+        PrefixSet { sorted }
+    }
+
+    fn covers(&self, url: &str) -> bool {
+        let at = self.sorted.partition_point(|p| *p <= url);
+        at > 0 && url.starts_with(self.sorted[at - 1])
+    }
+}
+
 /// A stored variant.
 pub struct StoredObject {
     /// The metadata and response header.
@@ -190,6 +217,8 @@ pub struct MemoryStorage {
     log: PurgeLog,
     settings: StorageSettings,
     max_object_size: usize,
+    /// Body bytes buffered by fills in flight, all together (bounded by `cache.max_size`).
+    filling: AtomicU64,
     seq: AtomicU64,
     reaper: OnceLock<mpsc::Sender<(u128, Arc<StoredObject>)>>,
 }
@@ -220,6 +249,7 @@ impl MemoryStorage {
             index,
             log: PurgeLog::new(settings.purge_horizon, 100_000),
             max_object_size: usize::try_from(settings.max_object_size).unwrap_or(usize::MAX),
+            filling: AtomicU64::new(0),
             settings,
             seq: AtomicU64::new(1),
             reaper: OnceLock::new(),
@@ -321,6 +351,9 @@ impl MemoryStorage {
     /// is served the stale copy while one background fetch refreshes it. Fills that began
     /// before this purge will not store what it covers. Returns how many objects it touched.
     pub async fn purge_scope(&'static self, scope: &PurgeScope, soft: bool) -> usize {
+        if let PurgeScope::Prefix(p) = scope {
+            return self.purge_prefixes(std::slice::from_ref(p), soft);
+        }
         let seq = self.stamp();
         let matcher = match scope {
             PurgeScope::Url(p) => Matcher::Url(*p),
@@ -341,6 +374,40 @@ impl MemoryStorage {
                 .map(|(h, o)| (*h, o))
                 .collect(),
         };
+        let n = self.apply_purge(targets, seq, soft);
+        if *scope == PurgeScope::All && !soft {
+            self.objects.invalidate_all();
+        }
+        n
+    }
+
+    /// Purge every object whose URL starts with one of `prefixes`, in one walk over the cache
+    /// however many prefixes there are (each object is looked up among the prefixes by a
+    /// binary search). Returns how many objects it touched.
+    pub fn purge_prefixes(&'static self, prefixes: &[String], soft: bool) -> usize {
+        let seq = self.stamp();
+        for p in prefixes {
+            self.log
+                .record(seq, Matcher::Prefix(p.as_str().into()), soft);
+        }
+        let set = PrefixSet::new(prefixes);
+        let targets = self
+            .objects
+            .iter()
+            .filter(|(_, o)| set.covers(&o.url))
+            .map(|(h, o)| (*h, o))
+            .collect();
+        self.apply_purge(targets, seq, soft)
+    }
+
+    /// Mark `targets` stale (`soft`) or dead and hand the dead to the reaper; objects filled
+    /// after the purge that took `seq` are the new content and kept.
+    fn apply_purge(
+        &'static self,
+        targets: Vec<(u128, Arc<StoredObject>)>,
+        seq: u64,
+        soft: bool,
+    ) -> usize {
         let now = unix_millis(SystemTime::now());
         let mut doomed = Vec::new();
         let mut n = 0;
@@ -357,9 +424,7 @@ impl MemoryStorage {
                 doomed.push((hash, object));
             }
         }
-        if *scope == PurgeScope::All && !soft {
-            self.objects.invalidate_all();
-        } else if !doomed.is_empty() {
+        if !doomed.is_empty() {
             self.remove_in_background(doomed);
         }
         n
@@ -500,10 +565,31 @@ struct Fill {
     fill_seq: u64,
     chunks: Vec<Bytes>,
     size: usize,
+    /// Bytes of `chunks` counted in the storage's in-flight bound.
+    buffered: u64,
     overflow: bool,
 }
 
+impl Drop for Fill {
+    fn drop(&mut self) {
+        self.release_buffered();
+    }
+}
+
 impl Fill {
+    /// Stop buffering: nothing of this fill will be stored.
+    fn give_up(&mut self) {
+        self.overflow = true;
+        self.chunks = Vec::new();
+        self.release_buffered();
+    }
+
+    /// Hand this fill's share of the in-flight bound back.
+    fn release_buffered(&mut self) {
+        let n = std::mem::take(&mut self.buffered);
+        self.storage.filling.fetch_sub(n, Ordering::Relaxed);
+    }
+
     fn facts(&self) -> ObjectFacts<'_> {
         ObjectFacts {
             primary: self.primary,
@@ -517,15 +603,26 @@ impl Fill {
 impl HandleMiss for Fill {
     async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
         if self.overflow {
-            return Error::e_explain(ErrorType::InternalError, "object over max_object_size");
+            return Error::e_explain(ErrorType::InternalError, "object not stored");
         }
         self.size += data.len();
         if self.size > self.storage.max_object_size {
             // stop buffering at once: the response keeps streaming to the client uncached
-            self.overflow = true;
-            self.chunks = Vec::new();
+            self.give_up();
             return Error::e_explain(ErrorType::InternalError, "object over max_object_size");
         }
+        // the bodies of all fills in flight share one bound, `cache.max_size`: a flood of
+        // requests for large objects (whose clients may leave at once) cannot buffer more
+        // than that on top of the cache itself; past it, a fill is streamed uncached
+        let len = data.len() as u64;
+        let filling = &self.storage.filling;
+        if filling.fetch_add(len, Ordering::Relaxed) + len > self.storage.settings.max_size {
+            filling.fetch_sub(len, Ordering::Relaxed);
+            metrics().fills_over_memory.inc();
+            self.give_up();
+            return Error::e_explain(ErrorType::InternalError, "fills in flight over max_size");
+        }
+        self.buffered += len;
         if !data.is_empty() {
             self.chunks.push(data);
         }
@@ -668,6 +765,7 @@ impl Storage for MemoryStorage {
             fill_seq,
             chunks: Vec::new(),
             size: 0,
+            buffered: 0,
             overflow: false,
         }))
     }
@@ -741,6 +839,35 @@ impl Storage for MemoryStorage {
 
 fn compact_hash(key: &CompactCacheKey) -> u128 {
     u128::from_be_bytes(key.combined_bin())
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use super::PrefixSet;
+
+    #[test]
+    fn a_prefix_set_covers_what_one_of_its_prefixes_starts() {
+        let prefixes: Vec<String> = ["http://h/a/", "http://h/a/b/z", "http://h/c", "http://g/"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let set = PrefixSet::new(&prefixes);
+        for (url, want) in [
+            ("http://h/a/c", true),
+            ("http://h/a/b/zz", true),
+            ("http://h/c", true),
+            ("http://h/cat", true),
+            ("http://h/b", false),
+            ("http://h/", false),
+            ("http://g/x", true),
+            ("http://f/x", false),
+            ("", false),
+        ] {
+            let slow = prefixes.iter().any(|p| url.starts_with(p.as_str()));
+            assert_eq!(set.covers(url), want, "{url}");
+            assert_eq!(slow, want, "{url}");
+        }
+    }
 }
 
 #[cfg(test)]

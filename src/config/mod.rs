@@ -96,6 +96,11 @@ pub struct PurgeConfig {
     pub invalidate_on_unsafe: bool,
     /// Purge requests accepted per second, all clients together (0: no limit).
     pub rate_limit: u32,
+    /// Invalidations by unsafe requests without purge rights, per second, all clients
+    /// together (0: no limit).
+    pub unsafe_invalidation_rate: u32,
+    /// The same, per client address (0: no limit).
+    pub unsafe_invalidation_rate_per_client: u32,
 }
 
 impl fmt::Debug for PurgeConfig {
@@ -109,6 +114,11 @@ impl fmt::Debug for PurgeConfig {
             .field("soft_grace", &self.soft_grace)
             .field("invalidate_on_unsafe", &self.invalidate_on_unsafe)
             .field("rate_limit", &self.rate_limit)
+            .field("unsafe_invalidation_rate", &self.unsafe_invalidation_rate)
+            .field(
+                "unsafe_invalidation_rate_per_client",
+                &self.unsafe_invalidation_rate_per_client,
+            )
             .finish()
     }
 }
@@ -666,6 +676,20 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             soft_grace,
             invalidate_on_unsafe: p.invalidate_on_unsafe,
             rate_limit: purge_rate as u32,
+            unsafe_invalidation_rate: whole_number(
+                &mut errors,
+                "purge.unsafe_invalidation_rate",
+                p.unsafe_invalidation_rate,
+                0,
+                1_000_000,
+            ) as u32,
+            unsafe_invalidation_rate_per_client: whole_number(
+                &mut errors,
+                "purge.unsafe_invalidation_rate_per_client",
+                p.unsafe_invalidation_rate_per_client,
+                0,
+                1_000_000,
+            ) as u32,
         },
         access_log_target,
         access_log_format,
@@ -697,6 +721,21 @@ fn client_limits(errors: &mut Vec<String>, l: &raw::RawLimits) -> crate::limits:
         max_url_length,
         header_timeout: positive_duration(errors, "limits.header_timeout", &l.header_timeout),
         idle_timeout: positive_duration(errors, "limits.idle_timeout", &l.idle_timeout),
+        max_connections: whole_number(
+            errors,
+            "limits.max_connections",
+            l.max_connections,
+            1,
+            10_000_000,
+        ) as usize,
+        max_orphan_fills: whole_number(
+            errors,
+            "limits.max_orphan_fills",
+            l.max_orphan_fills,
+            0,
+            1_000_000,
+        ) as usize,
+        underscores_in_headers: l.underscores_in_headers,
     }
 }
 

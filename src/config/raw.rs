@@ -239,6 +239,10 @@ pub fn default_unkeyed_headers() -> Vec<String> {
         "X-HTTP-Method",
         "X-Method-Override",
         "Forwarded",
+        "X-Forwarded-Ssl",
+        "X-Original-Host",
+        "Front-End-Https",
+        "X-Url-Scheme",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -283,6 +287,10 @@ pub struct RawPurge {
     pub invalidate_on_unsafe: bool,
     #[serde(default = "default_purge_rate")]
     pub rate_limit: i64,
+    #[serde(default = "default_unsafe_rate")]
+    pub unsafe_invalidation_rate: i64,
+    #[serde(default = "default_unsafe_rate_per_client")]
+    pub unsafe_invalidation_rate_per_client: i64,
 }
 
 impl Default for RawPurge {
@@ -296,6 +304,8 @@ impl Default for RawPurge {
             soft_grace: default_soft_grace(),
             invalidate_on_unsafe: true,
             rate_limit: default_purge_rate(),
+            unsafe_invalidation_rate: default_unsafe_rate(),
+            unsafe_invalidation_rate_per_client: default_unsafe_rate_per_client(),
         }
     }
 }
@@ -316,6 +326,12 @@ fn default_soft_grace() -> String {
 fn default_purge_rate() -> i64 {
     1000
 }
+fn default_unsafe_rate() -> i64 {
+    1000
+}
+fn default_unsafe_rate_per_client() -> i64 {
+    10
+}
 
 /// `limits:`: what a client connection may send and how slowly.
 #[derive(Debug, Deserialize)]
@@ -331,6 +347,12 @@ pub struct RawLimits {
     pub header_timeout: String,
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: i64,
+    #[serde(default = "default_max_orphan_fills")]
+    pub max_orphan_fills: i64,
+    #[serde(default)]
+    pub underscores_in_headers: bool,
 }
 
 impl Default for RawLimits {
@@ -341,6 +363,9 @@ impl Default for RawLimits {
             max_url_length: default_max_url_length(),
             header_timeout: default_header_timeout(),
             idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            max_orphan_fills: default_max_orphan_fills(),
+            underscores_in_headers: false,
         }
     }
 }
@@ -359,6 +384,12 @@ fn default_header_timeout() -> String {
 }
 fn default_idle_timeout() -> String {
     "60s".into()
+}
+fn default_max_connections() -> i64 {
+    16384
+}
+fn default_max_orphan_fills() -> i64 {
+    64
 }
 
 /// `access_log:`

@@ -822,3 +822,146 @@ async fn a_client_that_leaves_mid_body_does_not_stop_a_large_fill() {
     }
     panic!("never stored; last answer:\n{last}\nlog:\n{}", proxy.log());
 }
+
+#[tokio::test]
+async fn an_unknown_transfer_coding_is_a_502_and_never_stored() {
+    let calls = Counter::default();
+    let origin = Origin::start(move |s| {
+        let coding = match s.path() {
+            "/te-x" => "xchunked",
+            "/te-list" => "chunked, identity",
+            _ => "gzip",
+        };
+        if calls.bump(s.path()) == 1 {
+            let mut bytes = head(
+                "HTTP/1.1 200 OK",
+                &[&format!("Transfer-Encoding: {coding}")],
+            )
+            .into_bytes();
+            bytes.extend_from_slice(b"5\r\nhello\r\n0\r\n\r\n");
+            Reply::raw(bytes).then_close()
+        } else {
+            good("framed")
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], STRICT).await;
+    for path in ["/te-x", "/te-list", "/te-gzip"] {
+        let got = attempt(&proxy.url(path)).await.expect(path);
+        assert_eq!(got.status, 502, "{path}: {got:?}");
+        assert!(
+            got.cache_status.contains("detail=invalid-response"),
+            "{path}: {got:?}"
+        );
+        assert_refetched_then_stored(&proxy, &origin, path, b"framed", 2).await;
+    }
+}
+
+#[tokio::test]
+async fn a_101_to_a_request_that_asked_for_no_upgrade_is_a_502() {
+    let calls = Counter::default();
+    let origin = Origin::start(move |s| {
+        if calls.bump(s.path()) == 1 {
+            let bytes = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nraw tunnel bytes";
+            Reply::raw(bytes.as_bytes().to_vec()).then_close()
+        } else {
+            good("framed")
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], STRICT).await;
+    let got = attempt(&proxy.url("/switch")).await.expect("/switch");
+    assert_eq!(got.status, 502, "{got:?}");
+    assert_refetched_then_stored(&proxy, &origin, "/switch", b"framed", 2).await;
+}
+
+#[tokio::test]
+async fn fills_in_flight_share_the_memory_budget() {
+    // four 1 MiB objects fetched at once, each stalling half-way, under a 2 MiB budget
+    let body = patterned(1 << 20);
+    let origin = {
+        let body = body.clone();
+        Origin::start(move |_| {
+            good(body.clone()).stall_after(512 << 10, Duration::from_millis(500))
+        })
+        .await
+    };
+    let config = format!("{STRICT}cache:\n  max_size: 2MiB\n  max_object_size: 1MiB\n");
+    let proxy = Proxy::start(&[origin.addr], &config).await;
+    let readers: Vec<_> = (0..4)
+        .map(|i| {
+            let url = proxy.url(&format!("/read/{i}"));
+            tokio::spawn(async move { attempt(&url).await })
+        })
+        .collect();
+    let mut complete = 0;
+    for r in readers {
+        let got = r.await.unwrap().expect("a response");
+        // a fill over the bound streams on uncached: every client gets the whole body
+        assert!(got.is_complete(&body), "{}", got.cache_status);
+        complete += 1;
+    }
+    assert_eq!(complete, 4);
+    assert!(
+        proxy.metric("lacquer_cache_fills_over_memory_total").await >= 1.0,
+        "log:\n{}",
+        proxy.log()
+    );
+}
+
+#[tokio::test]
+async fn fills_kept_going_after_their_clients_left_are_bounded() {
+    // 4 MiB in three parts: lacquer notices a client has gone during the second part, and
+    // the third comes a second later, so every fill kept going overlaps the others
+    let body = patterned(4 << 20);
+    let origin = {
+        let body = body.clone();
+        Origin::start(move |_| {
+            let len = format!("Content-Length: {}", body.len());
+            let mut first = head("HTTP/1.1 200 OK", &[&len]).into_bytes();
+            first.extend_from_slice(&body[..512 << 10]);
+            Reply::script(vec![
+                Step::Write(first),
+                Step::Sleep(Duration::from_millis(500)),
+                Step::Write(body[512 << 10..2 << 20].to_vec()),
+                Step::Sleep(Duration::from_secs(1)),
+                Step::Write(body[2 << 20..].to_vec()),
+            ])
+        })
+        .await
+    };
+    let config = format!("{STRICT}limits:\n  max_orphan_fills: 2\n");
+    let proxy = Proxy::start(&[origin.addr], &config).await;
+    // five clients ask for five objects and hang up at once
+    for i in 0..5 {
+        let mut conn = RawConn::connect(proxy.addr).await;
+        conn.send(format!("GET /gone/{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .await;
+        conn.read_for(Duration::from_millis(50), Duration::from_millis(200))
+            .await;
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || origin.total() == 5).await,
+        "every request reached the app"
+    );
+    // lacquer learns of each departure when a write fails, after the stall
+    let mut seen = (0.0, 0.0);
+    for _ in 0..100 {
+        seen = (
+            proxy.metric("lacquer_client_gone_fills_total").await,
+            proxy
+                .metric("lacquer_client_gone_fills_refused_total")
+                .await,
+        );
+        if seen.0 + seen.1 >= 5.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        seen,
+        (2.0, 3.0),
+        "(kept going, refused)\nlog:\n{}",
+        proxy.log()
+    );
+}

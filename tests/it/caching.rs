@@ -308,6 +308,11 @@ async fn range_requests_on_a_hit_get_206_from_the_stored_object() {
         .get_with(&proxy.url("/r"), &[("Range", "bytes=50-60")])
         .await;
     assert_eq!(bad.status, 416);
+    // a suffix of zero bytes is not satisfiable either (RFC 9110 section 14.1.2)
+    let none = c.get_with(&proxy.url("/r"), &[("Range", "bytes=-0")]).await;
+    assert_eq!(none.status, 416);
+    assert_eq!(none.header("content-range"), Some("bytes */10"));
+    assert_eq!(none.text(), "");
     assert_eq!(origin.hits("/r"), 1);
     // the origin was asked for the whole object, not the range
     assert!(origin.last("/r").unwrap().header("range").is_none());

@@ -182,3 +182,77 @@ async fn a_slow_upload_is_not_cut_by_the_header_timeout() {
     assert_eq!(r.statuses(), vec![200], "{}", r.text());
     assert!(r.text().ends_with("got 50"), "{}", r.text());
 }
+
+#[tokio::test]
+async fn a_get_that_never_sends_its_announced_body_stalls_nobody_else() {
+    let origin = Origin::start(|_| {
+        Reply::ok("page")
+            .header("Cache-Control", "max-age=60")
+            .delay(Duration::from_millis(200))
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "cache:\n  lock_timeout: 20s\n").await;
+    // the attacker announces a body and never sends it, holding the connection open
+    let mut attacker = RawConn::connect(proxy.addr).await;
+    attacker
+        .send(b"GET /home HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n")
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let visitor = exchange(
+        proxy.addr,
+        b"GET /home HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(visitor.statuses(), vec![200], "{}", visitor.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the visitor waited {:?} behind a client's body",
+        started.elapsed()
+    );
+    assert!(visitor.text().contains("stored"), "{}", visitor.text());
+    drop(attacker);
+}
+
+#[tokio::test]
+async fn connections_over_max_connections_get_a_503_and_a_close() {
+    let origin = Origin::start(|_| Reply::ok("page")).await;
+    let proxy = Proxy::start(&[origin.addr], "limits:\n  max_connections: 3\n").await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut conn = RawConn::connect(proxy.addr).await;
+        let r = conn.exchange(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert_eq!(r.statuses(), vec![200], "{}", r.text());
+        held.push(conn);
+    }
+    let mut extra = RawConn::connect(proxy.addr).await;
+    extra.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let refused = extra
+        .read_for(Duration::from_secs(1), Duration::from_secs(3))
+        .await;
+    assert_eq!(refused.statuses(), vec![503], "{}", refused.text());
+    assert!(refused.closed);
+    assert_eq!(origin.total(), 3);
+    // a place comes free when a connection closes
+    drop(held.pop());
+    let mut again = None;
+    for _ in 0..50 {
+        let r = exchange(
+            proxy.addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        if r.statuses() == vec![200] {
+            again = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(again.is_some(), "no connection accepted after one closed");
+    assert!(
+        proxy
+            .metric("lacquer_client_limit_rejections_total{reason=\"max_connections\"}")
+            .await
+            >= 1.0
+    );
+}

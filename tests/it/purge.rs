@@ -430,3 +430,45 @@ async fn purges_are_rate_limited_and_refused_ones_cost_no_tokens() {
         "rate-limited purges are counted"
     );
 }
+
+#[tokio::test]
+async fn purge_api_names_are_bounded_and_many_prefixes_purge_in_one_call() {
+    let origin = Origin::start(|_| Reply::ok("x").header("Cache-Control", "max-age=60")).await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    for path in ["/a/1", "/a/2", "/b/1", "/c/1", "/d/1"] {
+        c.get(&proxy.url(path)).await;
+    }
+    let api = format!("http://{}/purge", proxy.admin);
+    let long_tag = format!("{{\"tags\": [\"{}\"]}}", "t".repeat(129));
+    let r = c.send("POST", &api, &[], Some(long_tag.into_bytes())).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("longer than 128 bytes"), "{}", r.text());
+    let long_prefix = format!("{{\"prefixes\": [\"http://h/{}\"]}}", "p".repeat(17 * 1024));
+    let r = c
+        .send("POST", &api, &[], Some(long_prefix.into_bytes()))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    // one call, many prefixes (some covered by others, some matching nothing), one walk
+    let host = proxy.addr.to_string();
+    let mut prefixes: Vec<String> = (0..2000)
+        .map(|i| format!("\"http://{host}/zz{i}/\""))
+        .collect();
+    prefixes.push(format!("\"http://{host}/a/\""));
+    prefixes.push(format!("\"http://{host}/a/1\""));
+    prefixes.push(format!("\"http://{host}/c\""));
+    let body = format!("{{\"prefixes\": [{}]}}", prefixes.join(","));
+    let r = c.send("POST", &api, &[], Some(body.into_bytes())).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("\"prefixes\":3"), "{}", r.text());
+    for (path, kept) in [
+        ("/a/1", false),
+        ("/a/2", false),
+        ("/b/1", true),
+        ("/c/1", false),
+        ("/d/1", true),
+    ] {
+        assert_eq!(c.get(&proxy.url(path)).await.is_hit(), kept, "{path}");
+    }
+}

@@ -126,6 +126,22 @@ impl Proxy {
         }
     }
 
+    /// The sum of every series of metric `name` on the admin listener's `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = crate::support::Client::new()
+            .get(&format!("http://{}/metrics", self.admin))
+            .await
+            .text();
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter_map(|(_, v)| v.parse::<f64>().ok())
+            .sum()
+    }
+
     /// What lacquer has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("lacquer.log")).unwrap_or_default()
