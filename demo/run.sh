@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-cargo build --release --locked --bins
-./target/release/lacquer-demo-app 127.0.0.1:8080 >/tmp/lacquer-demo-app.log 2>&1 &
+cargo build --release --locked --bin lacquer --example demo_app
+./target/release/examples/demo_app 127.0.0.1:8080 >/tmp/lacquer-demo-app.log 2>&1 &
 APP=$!
 ./target/release/lacquer --config conf/lacquer.yaml &
 PROXY=$!

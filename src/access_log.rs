@@ -7,29 +7,10 @@
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Where lines go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// Nowhere.
-    Off,
-    /// Standard output.
-    Stdout,
-    /// Appended to this file.
-    File(PathBuf),
-}
-
-/// How lines look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// Apache/nginx combined, plus duration, cache status, upstream and upstream time.
-    Combined,
-    /// One JSON object per line.
-    Json,
-}
+pub use crate::config::{LogFormat as Format, LogTarget as Target};
 
 /// One finished client request.
 pub struct Entry<'a> {

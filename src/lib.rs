@@ -1,25 +1,28 @@
 //! lacquer: a caching HTTP reverse proxy for anonymous web pages, on pingora.
 //!
-//! The crate map (one concept per file):
-//! - `config`: the YAML file, raw then validated (`config/raw.rs`, `config/units.rs`)
-//! - `server`: pingora's server and services assembled from the config
-//! - `proxy`: the one `ProxyHttp` impl, thin, delegating to the modules below
+//! The crate map (one concept per file), from the ground floor up; a module imports only
+//! from the floors below it:
+//! - `config`: the YAML file, raw then validated (`config/raw.rs` with every default,
+//!   `config/validate.rs` one function per section, `config/values.rs` networks and globs,
+//!   `config/units.rs` sizes and durations); imports nothing of the runtime
+//! - `metrics`: the Prometheus metrics; `rate_limit`: token buckets
+//! - `cache`: key, policy, freshness, directives, vary, range, status, meta codec, tags,
+//!   indexes, purge log and the moka-backed `pingora_cache::Storage` (`cache::storage`)
 //! - `request`: what lacquer changes in a request before the cache and the app see it
-//! - `cache::key`: request -> cache key (scheme, host, path, query without tracking params)
-//! - `cache::policy`: which requests may use the cache (anonymous GET/HEAD only)
-//! - `cache::freshness`: which responses may be stored and for how long (RFC 9111, RFC 9213)
-//! - `cache::vary`: Vary variants, with Accept-Encoding normalised
-//! - `cache::storage`: the moka-backed `pingora_cache::Storage`
-//! - `cache::status`: the outcome of a request and its RFC 9211 `Cache-Status` header
+//! - `purge`: running purges, `PURGE` on the proxy listener, unsafe-method invalidation;
+//!   `purge/gate.rs` who may purge and how often, `purge/api.rs` the admin API body (the
+//!   Varnish purge clients' formats and bans belong in `purge/` too)
 //! - `upstream`: the app servers: round robin with weights, health checks, peers and timeouts
-//! - `live`: the reloadable generation (config, app servers, purge rules) requests snapshot
-//! - `services`: health-check loop, SIGHUP reload, SIGTERM drain
-//! - `purge`: PURGE and the purge API, their authorisation, unsafe-method invalidation
-//! - `cache::index`, `cache::purge_log`, `cache::tags`: tag/variant indexes, recent purges, tag parsing
-//! - `metrics`: the Prometheus metrics; `access_log`: one line per client request
-//! - `rate_limit`: the token bucket that bounds purge requests
-//! - `limits`: client limits enforced on the connection (header time, size, count, URL, idle)
-//! - `admin`: the admin listener
+//! - `live`: the reloadable generation (config, app servers, purge gate) requests snapshot
+//! - `access_log`: one line per client request
+//! - `guard`: the connection guard (`guard/scan.rs` the pure header watch, `guard/stream.rs`
+//!   the guarded stream): client limits, write coalescing, fills that outlive their client;
+//!   TLS, the PROXY protocol and trusted proxies belong beside it (`edge/`)
+//! - `proxy`: the one `ProxyHttp` impl, thin, delegating to the modules above
+//! - `admin`: the admin listener; `services`: health-check loop, SIGHUP reload, SIGTERM drain
+//! - `server`: pingora's server and services assembled from the config
+//! - per-route rules (`rules/`) and the Redis cluster tier (`cluster/`) will sit between
+//!   `cache` and `proxy`
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
@@ -27,7 +30,7 @@ pub mod access_log;
 pub mod admin;
 pub mod cache;
 pub mod config;
-pub mod limits;
+pub mod guard;
 pub mod live;
 pub mod metrics;
 pub mod proxy;

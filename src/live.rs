@@ -1,5 +1,5 @@
 //! The part of lacquer a reload replaces: the validated config and what is built from it (the
-//! app-server pool with its health checks, the purge rules). Requests take a snapshot when they
+//! app-server pool with its health checks, the purge gate). Requests take a snapshot when they
 //! start, so a reload never changes a request half-way; the cache, the listeners and open
 //! connections are not part of it and survive every reload.
 
@@ -9,8 +9,7 @@ use arc_swap::ArcSwap;
 use pingora_error::Result;
 
 use crate::config::Config;
-use crate::purge::PurgeAuth;
-use crate::rate_limit::{ClientBuckets, TokenBucket};
+use crate::purge::PurgeGate;
 use crate::upstream::Upstreams;
 
 /// One generation of the reloadable state.
@@ -19,13 +18,8 @@ pub struct Live {
     pub config: Arc<Config>,
     /// The app servers.
     pub upstreams: Upstreams,
-    /// Who may purge.
-    pub auth: PurgeAuth,
-    /// How many purges a second are accepted (`purge.rate_limit`).
-    pub purge_rate: TokenBucket,
-    /// How many invalidations by unsafe requests without purge rights are carried out
-    /// (`purge.unsafe_invalidation_rate*`).
-    pub unsafe_invalidations: ClientBuckets,
+    /// Who may purge, and how often.
+    pub purge: PurgeGate,
 }
 
 /// The current generation, shared by the proxy, the admin app, the health checker and the
@@ -37,12 +31,7 @@ impl Live {
     pub fn new(config: Arc<Config>) -> Result<Live> {
         let upstreams = Upstreams::new(&config.upstreams, config.timeouts, &config.health_check)?;
         Ok(Live {
-            auth: PurgeAuth::new(&config.purge),
-            purge_rate: TokenBucket::new(config.purge.rate_limit),
-            unsafe_invalidations: ClientBuckets::new(
-                config.purge.unsafe_invalidation_rate,
-                config.purge.unsafe_invalidation_rate_per_client,
-            ),
+            purge: PurgeGate::new(&config.purge),
             upstreams,
             config,
         })

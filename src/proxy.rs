@@ -24,7 +24,7 @@ use crate::cache::status::{CacheStatus, Outcome};
 use crate::cache::storage::{FetchStamp, PurgeScope};
 use crate::cache::{build_meta, merge_not_modified, range, vary, CacheRuntime};
 use crate::config::Config;
-use crate::limits;
+use crate::guard;
 use crate::live::{Live, SharedLive};
 use crate::metrics::{metrics, status_class};
 use crate::purge::{self, PurgeSource};
@@ -58,7 +58,10 @@ impl LacquerProxy {
 
     /// Answer a `PURGE` request (see `purge.rs`); it never reaches the app.
     async fn handle_purge(&self, session: &mut Session, live: &Live) -> Result<()> {
-        if let Err(refused) = purge::admit(live, session.client_addr(), session.req_header()) {
+        if let Err(refused) = live
+            .purge
+            .admit(session.client_addr(), session.req_header())
+        {
             let status = refused.status.as_u16();
             return respond_json(session, status, refused.body.to_string()).await;
         }
@@ -98,14 +101,7 @@ impl LacquerProxy {
         // anyone can send a POST that the app answers 2xx: without purge rights, the
         // invalidations it causes are rate-limited (per client and overall), so nobody can
         // keep evicting pages and make the app render them again and again
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        if !live.auth.allows_request(session.client_addr(), req)
-            && !live.unsafe_invalidations.try_take(client)
-        {
-            metrics().unsafe_invalidations_limited.inc();
+        if !live.purge.admit_invalidation(session.client_addr(), req) {
             return;
         }
         let tracking = &live.config.cache.tracking_params;
@@ -435,7 +431,7 @@ impl ProxyHttp for LacquerProxy {
             // a fetch for the cache, that other requests may be waiting for (coalescing): it
             // completes and is stored even if this client leaves (undone in response_filter
             // when the response is not stored)
-            limits::keep_filling_without_client(
+            guard::keep_filling_without_client(
                 session.as_downstream_mut(),
                 ctx.live.config.cache.max_object_size,
             );
@@ -576,7 +572,7 @@ impl ProxyHttp for LacquerProxy {
         ctx.status = Some(outcome.status);
         // (a hit never went to the app, so it has nothing to undo)
         if ctx.upstream_status.is_some() && !outcome.stored {
-            limits::fill_only_for_client(session.as_downstream_mut());
+            guard::fill_only_for_client(session.as_downstream_mut());
         }
         if outcome.status == CacheStatus::StaleIfError {
             // pingora closes the client connection after serving stale for a failed upstream;

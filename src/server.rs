@@ -21,7 +21,7 @@ use crate::metrics::metrics;
 use crate::admin::AdminApp;
 use crate::cache::CacheRuntime;
 use crate::config::Config;
-use crate::limits::LimitedApp;
+use crate::guard::LimitedApp;
 use crate::live::{Live, SharedLive};
 use crate::proxy::LacquerProxy;
 use crate::services::{DrainingShutdown, HealthChecker, Reloader};
@@ -65,7 +65,7 @@ pub fn build(config: Config, path: PathBuf) -> Result<Server> {
     let live: SharedLive = Arc::new(ArcSwap::from_pointee(Live::new(config.clone())?));
     let proxy = LacquerProxy::new(live.clone(), cache, Arc::new(access_log));
     // every client connection is held to `limits:` (header time, size, count, URL length,
-    // idle keep-alive) before pingora parses it: see limits.rs
+    // idle keep-alive) before pingora parses it: see guard.rs
     let proxy_app = LimitedApp::new(
         pingora_proxy::http_proxy(&server.configuration, proxy),
         live.clone(),
@@ -76,7 +76,7 @@ pub fn build(config: Config, path: PathBuf) -> Result<Server> {
         // allocated for every idle keep-alive connection (about 100 KB each with a 32 KiB
         // write buffer, docs/load-tests.md). Reads go straight into pingora's request buffer;
         // writes are coalesced by the connection guard (a held header goes out with the body
-        // in one writev, limits.rs), so a cached response still leaves in one send.
+        // in one writev, guard/stream.rs), so a cached response still leaves in one send.
         proxy_service.add_listener(
             ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::unbuffered()),
         );

@@ -4,8 +4,9 @@
 //! soft-purges the front page by its tag through lacquer (`PURGE` with `xkey-purge`), so the
 //! next visitor is served at once while lacquer refreshes the page in the background.
 //!
-//! `lacquer-demo-app [ADDR]` (default 127.0.0.1:8080); `LACQUER_ADDR` (default 127.0.0.1:6081)
-//! is where it sends its purges.
+//! `cargo run --example demo_app -- [ADDR]` (default 127.0.0.1:8080); `LACQUER_ADDR` (default
+//! 127.0.0.1:6081) is where it sends its purges. It stops at once on SIGTERM or Ctrl-C: it
+//! holds nothing worth draining.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -145,7 +146,35 @@ impl ServeHttp for DemoApp {
     }
 }
 
+/// Exit at once on SIGTERM or SIGINT (pingora's own handling would wait out a grace period).
+fn exit_on_signal() {
+    std::thread::spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            println!("demo app stopping");
+            std::process::exit(0);
+        });
+    });
+}
+
 fn main() {
+    exit_on_signal();
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8080".to_string());

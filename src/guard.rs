@@ -1,0 +1,160 @@
+//! Client limits that pingora does not enforce itself: the whole request header within
+//! `limits.header_timeout` (slowloris), a bounded header size, header count and URL length,
+//! and an idle timeout for keep-alive connections.
+//!
+//! pingora 0.9 reads a request header with a per-read timeout (60 s) and a 1 MiB cap, both
+//! fixed: a client sending one byte every 59 s holds a connection and its buffer for a very
+//! long time. So every accepted connection is wrapped in a [`GuardedStream`] that watches the
+//! bytes of each request header *before* pingora's parser sees them, and answers itself:
+//! `408` when the header is not complete in time, `414` for a request target over
+//! `limits.max_url_length`, `431` for a header over `limits.max_header_size` or with more than
+//! `limits.max_headers` fields; then the connection is closed. A connection that sends nothing
+//! for `limits.idle_timeout` is closed silently (Varnish's `timeout_idle`, nginx's
+//! `keepalive_timeout`).
+//!
+//! The stream cannot know where a request's body ends, so it stops watching at the end of
+//! each header; [`PerRequest`] re-arms it when pingora starts on the connection's next
+//! request (after the previous body was drained). Bodies (uploads) are never timed here:
+//! pingora's per-read timeout covers them.
+//!
+//! Parts: `guard/scan.rs` (the pure header watch), `guard/stream.rs` (the guarded stream);
+//! here the pingora app wrappers that put every accepted connection behind one, and the
+//! connection cap. Not here: the limits' config keys (`config.rs`, `LimitsConfig`) and what
+//! happens to a request once its header is in (`proxy.rs`).
+
+mod scan;
+mod stream;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
+use pingora_core::protocols::http::v2::server::H2Options;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+
+use crate::live::SharedLive;
+use crate::metrics::metrics;
+use stream::guarded;
+pub use stream::GuardedStream;
+pub(crate) use stream::{fill_only_for_client, keep_filling_without_client};
+
+/// A pingora HTTP app behind [`GuardedStream`]s: each accepted connection is wrapped under
+/// the limits of the config generation current at accept time, and re-armed before each
+/// request's header is read.
+pub struct LimitedApp<H> {
+    inner: Arc<PerRequest<H>>,
+    live: SharedLive,
+    /// Connections of this listener service open now (`limits.max_connections`).
+    open: Arc<AtomicUsize>,
+}
+
+/// One open connection, counted until dropped.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The answer to a connection over `limits.max_connections`, before it is closed.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+impl<H> LimitedApp<H> {
+    /// Wrap `inner`, reading the limits from `live`.
+    pub fn new(inner: H, live: SharedLive) -> LimitedApp<H> {
+        LimitedApp {
+            inner: Arc::new(PerRequest {
+                inner: Arc::new(inner),
+            }),
+            live,
+            open: Arc::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl<H: HttpServerApp + Send + Sync + 'static> ServerApp for LimitedApp<H> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let limits = self.live.load().config.limits;
+        let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        let _counted = OpenConnection(self.open.clone());
+        if open > limits.max_connections {
+            // a clear refusal instead of a silent stall: memory stays bounded, and a client
+            // (or the load balancer in front) can try again or elsewhere
+            metrics()
+                .client_limit_rejections
+                .with_label_values(&["max_connections"])
+                .inc();
+            let mut stream = stream;
+            let refuse = async {
+                use tokio::io::AsyncWriteExt;
+                stream.write_all(TOO_MANY_CONNECTIONS).await?;
+                stream.flush().await
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), refuse).await;
+            stream.shutdown().await;
+            return None;
+        }
+        let stream: Stream = Box::new(GuardedStream::new(stream, limits));
+        self.inner.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.http_cleanup().await
+    }
+}
+
+/// The HTTP app inside: pingora calls it once per request on a connection, after the previous
+/// request's body was drained and before the next header is read, which is exactly where
+/// the watch over a new header must begin.
+pub struct PerRequest<H> {
+    inner: Arc<H>,
+}
+
+/// The future of one request, as pingora's `async_trait`-based traits return it.
+type RequestFuture<'a> = Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'a>>;
+
+#[async_trait]
+impl<H: HttpServerApp + Send + Sync + 'static> HttpServerApp for PerRequest<H> {
+    // Written out rather than `async fn`: this re-arms the guard and hands back the inner
+    // app's own boxed future, instead of boxing a second future around it (one allocation and
+    // one copy of the session fewer per request; docs/benchmarks.md).
+    fn process_new_http<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
+        session: ServerSession,
+        shutdown: &'life1 ShutdownWatch,
+    ) -> RequestFuture<'async_trait>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        if let Some(g) = guarded(&session) {
+            g.rearm();
+        }
+        self.inner.process_new_http(session, shutdown)
+    }
+
+    fn h2_options(&self) -> Option<H2Options> {
+        self.inner.h2_options()
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        self.inner.server_options()
+    }
+
+    async fn http_cleanup(&self) {
+        self.inner.http_cleanup().await
+    }
+}
