@@ -16,21 +16,26 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, RangeType, Session};
 
-use crate::access_log::{AccessLog, Entry};
+mod ctx;
+mod purging;
+mod report;
+
+use crate::access_log::AccessLog;
 use crate::cache::freshness::{self, FreshnessDefaults, NoStoreReason, Storability};
 use crate::cache::key::RequestKey;
 use crate::cache::policy::{self, BypassReason, RequestDecision};
 use crate::cache::status::{CacheStatus, Outcome};
-use crate::cache::storage::{FetchStamp, PurgeScope};
-use crate::cache::{build_meta, merge_not_modified, range, vary, CacheRuntime};
+use crate::cache::storage::FetchStamp;
+use crate::cache::stored_header::{build_meta, merge_not_modified};
+use crate::cache::{range, vary, CacheRuntime};
 use crate::config::Config;
 use crate::guard;
-use crate::live::{Live, SharedLive};
+use crate::live::SharedLive;
 use crate::metrics::{metrics, status_class};
-use crate::purge::{self, PurgeSource};
 use crate::request;
 use crate::services::InFlight;
 use crate::upstream;
+pub use ctx::RequestCtx;
 
 /// The scheme of lacquer's listeners (plain HTTP; TLS terminates in front of lacquer).
 const SCHEME: &str = "http";
@@ -54,72 +59,6 @@ impl LacquerProxy {
             cache,
             access_log,
         }
-    }
-
-    /// Answer a `PURGE` request (see `purge.rs`); it never reaches the app.
-    async fn handle_purge(&self, session: &mut Session, live: &Live) -> Result<()> {
-        if let Err(refused) = live
-            .purge
-            .admit(session.client_addr(), session.req_header())
-        {
-            let status = refused.status.as_u16();
-            return respond_json(session, status, refused.body.to_string()).await;
-        }
-        let key = match RequestKey::from_request(
-            SCHEME,
-            session.req_header(),
-            &live.config.cache.tracking_params,
-        ) {
-            Ok(k) => k,
-            Err(e) => {
-                purge::count_refused("invalid");
-                let body = serde_json::json!({ "error": e.as_str() }).to_string();
-                return respond_json(session, 400, body).await;
-            }
-        };
-        let (scopes, soft) = purge::proxy_purge_scopes(session.req_header(), &key);
-        let by_url = matches!(scopes.first(), Some(PurgeScope::Url(_)));
-        let report = purge::run(self.cache.storage, &scopes, soft, PurgeSource::Request).await;
-        let n = report.urls + report.tags;
-        // Varnish's convention: a URL purge that found nothing is a 404
-        let status = if by_url && n == 0 { 404 } else { 200 };
-        let body = serde_json::json!({ "purged": n, "soft": soft }).to_string();
-        respond_json(session, status, body).await
-    }
-
-    /// RFC 9111 section 4.4: a successful unsafe request invalidates its URL and the same-host
-    /// URLs in `Location` and `Content-Location`.
-    async fn invalidate_after_unsafe(&self, session: &Session, resp: &ResponseHeader, live: &Live) {
-        let req = session.req_header();
-        let status = resp.status.as_u16();
-        if !live.config.purge.invalidate_on_unsafe
-            || !purge::invalidating_method(&req.method)
-            || !(200..400).contains(&status)
-        {
-            return;
-        }
-        // anyone can send a POST that the app answers 2xx: without purge rights, the
-        // invalidations it causes are rate-limited (per client and overall), so nobody can
-        // keep evicting pages and make the app render them again and again
-        if !live.purge.admit_invalidation(session.client_addr(), req) {
-            return;
-        }
-        let tracking = &live.config.cache.tracking_params;
-        let Ok(key) = RequestKey::from_request(SCHEME, req, tracking) else {
-            return;
-        };
-        let mut scopes = vec![PurgeScope::Url(key.primary_hash())];
-        for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
-            let target = resp
-                .headers
-                .get(&name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| purge::location_key(v, &key, tracking));
-            if let Some(k) = target {
-                scopes.push(PurgeScope::Url(k.primary_hash()));
-            }
-        }
-        purge::run(self.cache.storage, &scopes, false, PurgeSource::Unsafe).await;
     }
 
     /// lacquer's own answer to a request that failed before any response: `code`, no body,
@@ -157,26 +96,6 @@ impl LacquerProxy {
         }
     }
 
-    /// The `cache_status` and `reason` labels of a finished request.
-    fn outcome_labels(&self, ctx: &RequestCtx, e: Option<&Error>) -> (&'static str, &'static str) {
-        if ctx.purge {
-            return ("purge", "");
-        }
-        if let (Some(s), Some(_)) = (ctx.status, e) {
-            // the response began, then broke off (a broken upstream body, a client gone)
-            return (s.as_str(), "incomplete");
-        }
-        match ctx.status {
-            Some(CacheStatus::Bypass(reason)) => ("bypass", reason.as_str()),
-            Some(CacheStatus::HitForMiss) => ("hit_for_miss", ctx.no_store.unwrap_or("")),
-            Some(s @ (CacheStatus::Miss | CacheStatus::Expired)) => {
-                (s.as_str(), ctx.no_store.unwrap_or(""))
-            }
-            Some(s) => (s.as_str(), ""),
-            None => ("error", if ctx.tries > 0 { "upstream" } else { "request" }),
-        }
-    }
-
     fn freshness_defaults(config: &Config) -> FreshnessDefaults {
         let c = &config.cache;
         FreshnessDefaults {
@@ -184,58 +103,6 @@ impl LacquerProxy {
             stale_while_revalidate: c.stale_while_revalidate,
             stale_if_error: c.stale_if_error,
             max_object_size: c.max_object_size,
-        }
-    }
-}
-
-/// What lacquer knows about one request as it moves through the phases.
-pub struct RequestCtx {
-    /// The config generation this request runs under.
-    pub live: Arc<Live>,
-    /// Keeps the request counted as in flight (graceful stop).
-    pub in_flight: InFlight,
-    /// When the request arrived, on the monotonic clock (the access log's wall-clock time is
-    /// taken back from it when the entry is written: one clock read less per request).
-    pub started: Instant,
-    /// The request target as received, when lacquer rewrote it (tracking parameters).
-    pub original_target: Option<String>,
-    /// The app server asked last (its address).
-    pub upstream: Option<String>,
-    /// When the attempt on it began.
-    pub upstream_started: Option<Instant>,
-    /// Time to its response header.
-    pub upstream_time: Option<std::time::Duration>,
-    /// Whether that attempt is already in the upstream metrics.
-    pub upstream_counted: bool,
-    /// The cache key, for requests that use the cache.
-    pub key: Option<RequestKey>,
-    /// Why the request does not use the cache.
-    pub bypass: Option<BypassReason>,
-    /// Why the response was not stored.
-    pub no_store: Option<&'static str>,
-    /// The origin's status, when the origin was asked.
-    pub upstream_status: Option<u16>,
-    /// Connection attempts to app servers so far.
-    pub tries: usize,
-    /// The outcome, once the response header is sent.
-    pub status: Option<CacheStatus>,
-    /// The key is remembered as uncacheable and the lookup was skipped (hit-for-miss).
-    pub hit_for_miss: bool,
-    /// A 304 from the origin while revalidating, to merge into the stored header.
-    pub not_modified: Option<Box<ResponseHeader>>,
-    /// The request was a PURGE.
-    pub purge: bool,
-}
-
-impl RequestCtx {
-    /// Count the current app-server attempt as failed (no response), once.
-    fn count_upstream_failure(&mut self) {
-        if let (Some(u), false) = (&self.upstream, self.upstream_counted) {
-            metrics()
-                .upstream_requests
-                .with_label_values(&[u.as_str(), "error"])
-                .inc();
-            self.upstream_counted = true;
         }
     }
 }
@@ -267,7 +134,7 @@ impl ProxyHttp for LacquerProxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             live: self.live.load_full(),
-            in_flight: InFlight::enter(),
+            _in_flight: InFlight::enter(),
             started: Instant::now(),
             original_target: None,
             upstream: None,
@@ -601,57 +468,7 @@ impl ProxyHttp for LacquerProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        ctx.count_upstream_failure();
-        let m = metrics();
-        if session.subrequest_ctx.is_some() {
-            // a background refresh of a stale object, not a client request
-            let result = if e.is_none() { "ok" } else { "error" };
-            m.background_revalidations
-                .with_label_values(&[result])
-                .inc();
-            return;
-        }
-        let (cache_status, reason) = self.outcome_labels(ctx, e);
-        let duration = ctx.started.elapsed();
-        m.request(cache_status, reason, duration);
-        if let Some(wait) = session.cache.lock_duration() {
-            m.coalesced.inc();
-            m.coalesced_wait.observe(wait.as_secs_f64());
-        }
-        if !self.access_log.enabled() {
-            return;
-        }
-        let req = session.req_header();
-        let header =
-            |name: http::header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
-        let raw_target;
-        let target = match &ctx.original_target {
-            Some(t) => t.as_str(),
-            None => {
-                raw_target = String::from_utf8_lossy(req.raw_path());
-                &raw_target
-            }
-        };
-        self.access_log.log(&Entry {
-            time: SystemTime::now()
-                .checked_sub(duration)
-                .unwrap_or(SystemTime::UNIX_EPOCH),
-            client: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
-            method: req.method.as_str(),
-            host: header(http::header::HOST).unwrap_or(""),
-            target,
-            status: session.response_written().map_or(0, |r| r.status.as_u16()),
-            bytes: session.as_ref().body_bytes_sent(),
-            duration,
-            cache_status,
-            upstream: ctx.upstream.as_deref(),
-            upstream_time: ctx.upstream_time,
-            referer: header(http::header::REFERER),
-            user_agent: header(http::header::USER_AGENT),
-        });
+        self.record_finished(session, e, ctx);
     }
 
     async fn fail_to_proxy(

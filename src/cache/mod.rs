@@ -1,6 +1,6 @@
 //! The cache: key, policy, freshness, Vary, storage and the `Cache-Status` header, plus the
 //! process-wide pieces pingora-cache wants as `&'static` (storage, cache lock, hit-for-miss
-//! predictor), bundled in [`CacheRuntime`].
+//! predictor), bundled in [`CacheRuntime`]. The stored header is built in `stored_header.rs`.
 
 pub mod directives;
 pub mod freshness;
@@ -12,18 +12,16 @@ pub mod purge_log;
 pub mod range;
 pub mod status;
 pub mod storage;
+pub mod stored_header;
 pub mod tags;
 pub mod vary;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::predictor::Predictor;
-use pingora_cache::CacheMeta;
-use pingora_http::ResponseHeader;
 
 use crate::config::Config;
-use freshness::Freshness;
 use storage::{MemoryStorage, StorageSettings};
 
 /// Shards of the hit-for-miss predictor.
@@ -82,152 +80,4 @@ impl CacheRuntime {
 fn not_a_url_property(reason: &str) -> bool {
     use freshness::NoStoreReason::{ErrorOverStored, ErrorStatus};
     reason == ErrorOverStored.as_str() || reason == ErrorStatus.as_str()
-}
-
-/// Hop-by-hop fields (RFC 9110 section 7.6.1) that must not be stored with an object.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-];
-
-/// The stored header updated with a 304's fields (RFC 9111 section 3.2): every field of the 304
-/// replaces the stored one, except `Content-Length` and hop-by-hop fields. pingora merges only
-/// a handful of fields itself, so lacquer completes the merge before storing.
-pub fn merge_not_modified(
-    stored: &ResponseHeader,
-    not_modified: &ResponseHeader,
-) -> ResponseHeader {
-    let mut merged = stored.clone();
-    let mut replaced: Vec<http::HeaderName> = Vec::new();
-    for (name, value) in not_modified.headers.iter() {
-        let n = name.as_str();
-        if n == "content-length" || HOP_BY_HOP.contains(&n) {
-            continue;
-        }
-        // first line of a field replaces the stored field, later lines append to it
-        let result = if replaced.contains(name) {
-            merged
-                .append_header(name.clone(), value.clone())
-                .map(|_| ())
-        } else {
-            replaced.push(name.clone());
-            merged.insert_header(name.clone(), value.clone())
-        };
-        if result.is_err() {
-            log::debug!("could not merge header {n} from a 304");
-        }
-    }
-    merged
-}
-
-/// Build the `CacheMeta` to store for `resp`, received `now` with freshness `f`.
-///
-/// The stored header loses `Age` (pingora recomputes it on every hit from the meta's epoch,
-/// which is set back by the origin's Age), hop-by-hop fields, and the fields named by
-/// `private="..."`/`no-cache="..."`.
-pub fn build_meta(resp: &ResponseHeader, f: &Freshness, now: SystemTime) -> CacheMeta {
-    let mut header = resp.clone();
-    freshness::strip_qualified_fields(&mut header);
-    let listed: Vec<String> = header
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .flat_map(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .map(|t| String::from_utf8_lossy(t.trim_ascii()).to_ascii_lowercase())
-                .collect::<Vec<_>>()
-        })
-        .filter(|n| !n.is_empty())
-        .collect();
-    for name in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(listed) {
-        header.remove_header(&name);
-    }
-    header.remove_header(&http::header::AGE);
-
-    let epoch = now.checked_sub(f.initial_age).unwrap_or(now);
-    let fresh_until = if f.fresh_on_arrival() {
-        epoch + f.lifetime
-    } else {
-        // already stale on arrival: stored for revalidation only
-        now - Duration::from_secs(1)
-    };
-    let mut meta = CacheMeta::new(
-        fresh_until,
-        now,
-        f.stale_while_revalidate,
-        f.stale_if_error,
-        header,
-    );
-    if !f.initial_age.is_zero() {
-        meta.set_epoch_override(epoch);
-    }
-    meta
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn meta_accounts_for_origin_age_and_strips_hop_by_hop() {
-        let mut resp = ResponseHeader::build(200, None).unwrap();
-        resp.append_header("Age", "100").unwrap();
-        resp.append_header("Connection", "close, x-hop").unwrap();
-        resp.append_header("X-Hop", "1").unwrap();
-        resp.append_header("X-Kept", "1").unwrap();
-        let now = SystemTime::now();
-        let f = Freshness {
-            lifetime: Duration::from_secs(300),
-            initial_age: Duration::from_secs(100),
-            stale_while_revalidate: 0,
-            stale_if_error: 0,
-        };
-        let meta = build_meta(&resp, &f, now);
-        assert!(meta.age() >= Duration::from_secs(100));
-        assert!(meta.is_fresh(now + Duration::from_secs(150)));
-        assert!(!meta.is_fresh(now + Duration::from_secs(250)));
-        assert!(meta.headers().get("age").is_none());
-        assert!(meta.headers().get("connection").is_none());
-        assert!(meta.headers().get("x-hop").is_none());
-        assert!(meta.headers().get("x-kept").is_some());
-    }
-
-    #[test]
-    fn a_304_replaces_stored_fields_but_not_content_length() {
-        let mut stored = ResponseHeader::build(200, None).unwrap();
-        stored.append_header("Content-Length", "10").unwrap();
-        stored.append_header("X-Version", "1").unwrap();
-        stored.append_header("Content-Type", "text/html").unwrap();
-        let mut nm = ResponseHeader::build(304, None).unwrap();
-        nm.append_header("X-Version", "2").unwrap();
-        nm.append_header("Content-Length", "0").unwrap();
-        nm.append_header("Link", "</a>").unwrap();
-        nm.append_header("Link", "</b>").unwrap();
-        let merged = merge_not_modified(&stored, &nm);
-        assert_eq!(merged.status.as_u16(), 200);
-        assert_eq!(merged.headers.get("x-version").unwrap(), "2");
-        assert_eq!(merged.headers.get("content-length").unwrap(), "10");
-        assert_eq!(merged.headers.get("content-type").unwrap(), "text/html");
-        assert_eq!(merged.headers.get_all("link").iter().count(), 2);
-    }
-
-    #[test]
-    fn stale_on_arrival_is_stored_stale() {
-        let resp = ResponseHeader::build(200, None).unwrap();
-        let now = SystemTime::now();
-        let f = Freshness {
-            lifetime: Duration::from_secs(3600),
-            initial_age: Duration::from_secs(7200),
-            stale_while_revalidate: 0,
-            stale_if_error: 0,
-        };
-        assert!(!build_meta(&resp, &f, now).is_fresh(now));
-    }
 }

@@ -10,15 +10,16 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// What a purge matched.
+/// What a purge targets, and what its record in the log matches: the one description of a
+/// purge, from the request through the storage to the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Matcher {
+pub enum PurgeScope {
     /// Every variant of one URL (its primary key hash).
     Url(u128),
     /// Every object carrying this tag.
-    Tag(Box<str>),
+    Tag(String),
     /// Every object whose URL starts with this text (`http://host/blog/`).
-    Prefix(Box<str>),
+    Prefix(String),
     /// Everything.
     All,
 }
@@ -33,14 +34,14 @@ pub struct ObjectFacts<'a> {
     pub tags: &'a [Box<str>],
 }
 
-impl Matcher {
+impl PurgeScope {
     /// Whether this purge covers the object.
     pub fn matches(&self, o: &ObjectFacts<'_>) -> bool {
         match self {
-            Matcher::Url(p) => *p == o.primary,
-            Matcher::Tag(t) => o.tags.iter().any(|x| x == t),
-            Matcher::Prefix(p) => o.url.starts_with(&**p),
-            Matcher::All => true,
+            PurgeScope::Url(p) => *p == o.primary,
+            PurgeScope::Tag(t) => o.tags.iter().any(|x| **x == **t),
+            PurgeScope::Prefix(p) => o.url.starts_with(p.as_str()),
+            PurgeScope::All => true,
         }
     }
 }
@@ -59,7 +60,7 @@ pub enum Verdict {
 struct Record {
     seq: u64,
     at: Instant,
-    matcher: Matcher,
+    matcher: PurgeScope,
     soft: bool,
 }
 
@@ -67,8 +68,8 @@ impl Record {
     /// What the record holds in memory, its text included.
     fn bytes(&self) -> usize {
         let text = match &self.matcher {
-            Matcher::Tag(t) | Matcher::Prefix(t) => t.len(),
-            Matcher::Url(_) | Matcher::All => 0,
+            PurgeScope::Tag(t) | PurgeScope::Prefix(t) => t.len(),
+            PurgeScope::Url(_) | PurgeScope::All => 0,
         };
         std::mem::size_of::<Record>() + text
     }
@@ -107,7 +108,7 @@ impl PurgeLog {
     }
 
     /// Record a purge that took sequence number `seq`.
-    pub fn record(&self, seq: u64, matcher: Matcher, soft: bool) {
+    pub fn record(&self, seq: u64, matcher: PurgeScope, soft: bool) {
         let now = Instant::now();
         let mut inner = match self.inner.lock() {
             Ok(g) => g,
@@ -186,7 +187,7 @@ mod tests {
     fn only_purges_newer_than_the_fill_count() {
         let log = PurgeLog::new(Duration::from_secs(60), 100);
         let tags: Vec<Box<str>> = vec!["news".into()];
-        log.record(10, Matcher::Tag("news".into()), false);
+        log.record(10, PurgeScope::Tag("news".into()), false);
         let f = facts("http://h/a", &tags);
         assert_eq!(
             log.verdict(5, &f),
@@ -208,9 +209,9 @@ mod tests {
     #[test]
     fn the_log_is_bounded_in_bytes_and_forgets_into_the_floor() {
         let log = PurgeLog::new(Duration::from_secs(600), 1_000_000);
-        let big: Box<str> = "t".repeat(64 * 1024).into();
+        let big = "t".repeat(64 * 1024);
         for seq in 1..=1000 {
-            log.record(seq, Matcher::Tag(big.clone()), false);
+            log.record(seq, PurgeScope::Tag(big.clone()), false);
         }
         assert!(log.bytes() <= MAX_LOG_BYTES, "{}", log.bytes());
         assert!(log.bytes() > MAX_LOG_BYTES / 2, "{}", log.bytes());
@@ -223,30 +224,30 @@ mod tests {
     fn matchers() {
         let tags: Vec<Box<str>> = vec!["t".into()];
         let f = facts("http://h/blog/post", &tags);
-        assert!(Matcher::Url(7).matches(&f));
-        assert!(!Matcher::Url(8).matches(&f));
-        assert!(Matcher::Prefix("http://h/blog/".into()).matches(&f));
-        assert!(!Matcher::Prefix("http://h/shop/".into()).matches(&f));
-        assert!(!Matcher::Prefix("http://other/blog/".into()).matches(&f));
-        assert!(Matcher::All.matches(&f));
+        assert!(PurgeScope::Url(7).matches(&f));
+        assert!(!PurgeScope::Url(8).matches(&f));
+        assert!(PurgeScope::Prefix("http://h/blog/".into()).matches(&f));
+        assert!(!PurgeScope::Prefix("http://h/shop/".into()).matches(&f));
+        assert!(!PurgeScope::Prefix("http://other/blog/".into()).matches(&f));
+        assert!(PurgeScope::All.matches(&f));
     }
 
     #[test]
     fn soft_purges_store_stale_and_hard_ones_win() {
         let log = PurgeLog::new(Duration::from_secs(60), 100);
         let f = facts("http://h/a", &[]);
-        log.record(10, Matcher::All, true);
+        log.record(10, PurgeScope::All, true);
         assert_eq!(log.verdict(5, &f), Verdict::StoreStale);
-        log.record(11, Matcher::Url(7), false);
+        log.record(11, PurgeScope::Url(7), false);
         assert_eq!(log.verdict(5, &f), Verdict::Drop);
     }
 
     #[test]
     fn a_forgotten_purge_still_protects_older_fills() {
         let log = PurgeLog::new(Duration::from_secs(60), 2);
-        log.record(10, Matcher::Url(1), false);
-        log.record(20, Matcher::Url(2), false);
-        log.record(30, Matcher::Url(3), false); // drops seq 10
+        log.record(10, PurgeScope::Url(1), false);
+        log.record(20, PurgeScope::Url(2), false);
+        log.record(30, PurgeScope::Url(3), false); // drops seq 10
         let f = facts("http://h/x", &[]);
         assert_eq!(log.verdict(5, &f), Verdict::Drop, "below the floor");
         assert_eq!(log.verdict(15, &f), Verdict::Store);

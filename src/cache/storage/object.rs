@@ -1,0 +1,102 @@
+//! A stored variant ([`StoredObject`]): its metadata, body, URL, tags and purge flags, what
+//! it costs the budget, and when moka may drop it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use moka::Expiry;
+
+use crate::cache::index::INDEX_ENTRY_OVERHEAD;
+use crate::cache::meta_codec::StoredMeta;
+use crate::cache::purge_log::ObjectFacts;
+
+/// Bytes charged per entry beyond its key, URL, metadata, tags and body: the moka entry and
+/// its deque and timer nodes, the `Arc`'d object, its allocations' headers and rounding, and
+/// its slot in the variant index. Measured with `bench/purge.sh` (resident memory per object
+/// minus body, metadata and URL, for 100-byte objects), so that `cache.max_size` bounds the
+/// process's real memory and not only the payload.
+pub const ENTRY_OVERHEAD: u32 = 800;
+
+/// A stored variant.
+pub struct StoredObject {
+    /// The metadata and response header.
+    pub(super) meta: StoredMeta,
+    /// The whole body.
+    pub(super) body: Bytes,
+    /// The primary key text (`http://host/path?query`).
+    pub(super) url: Box<str>,
+    /// The primary key hash, shared by all variants of the URL.
+    pub(super) primary: u128,
+    /// Tags (surrogate keys).
+    pub(super) tags: Box<[Box<str>]>,
+    /// Stamp of the fetch that wrote it.
+    pub(super) fill_seq: u64,
+    /// When moka may drop it.
+    pub(super) drop_at: Instant,
+    /// Purged: never served again, removed from moka in the background.
+    pub(super) dead: AtomicBool,
+    /// Soft-purged at this time (Unix milliseconds; 0 = not soft-purged).
+    pub(super) soft_at: AtomicU64,
+}
+
+impl StoredObject {
+    /// What this object costs the budget.
+    pub(super) fn weight(&self) -> u32 {
+        let tag_bytes: usize = self
+            .tags
+            .iter()
+            .map(|t| t.len() + INDEX_ENTRY_OVERHEAD)
+            .sum();
+        let bytes = 16
+            + self.url.len()
+            + 96
+            + self.meta.heap_size()
+            + self.body.len()
+            + tag_bytes
+            + ENTRY_OVERHEAD as usize;
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    }
+
+    pub(super) fn facts(&self) -> ObjectFacts<'_> {
+        ObjectFacts {
+            primary: self.primary,
+            url: &self.url,
+            tags: &self.tags,
+        }
+    }
+
+    pub(super) fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+}
+
+pub(super) fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .max(1)
+}
+
+pub(super) struct DropAtExpiry;
+
+impl Expiry<u128, Arc<StoredObject>> for DropAtExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &u128,
+        value: &Arc<StoredObject>,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.drop_at.saturating_duration_since(created_at))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &u128,
+        value: &Arc<StoredObject>,
+        updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.drop_at.saturating_duration_since(updated_at))
+    }
+}

@@ -1,0 +1,86 @@
+//! The proxy's purge work: a `PURGE` request answered by lacquer itself, and the
+//! invalidation after a successful unsafe request (RFC 9111 section 4.4). The rules (who may,
+//! what a request names) are in `purge.rs`.
+
+use pingora_error::Result;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+use super::{respond_json, LacquerProxy, SCHEME};
+use crate::cache::key::RequestKey;
+use crate::cache::storage::PurgeScope;
+use crate::live::Live;
+use crate::purge::{self, PurgeSource};
+
+impl LacquerProxy {
+    /// Answer a `PURGE` request (see `purge.rs`); it never reaches the app.
+    pub(super) async fn handle_purge(&self, session: &mut Session, live: &Live) -> Result<()> {
+        if let Err(refused) = live
+            .purge
+            .admit(session.client_addr(), session.req_header())
+        {
+            let status = refused.status.as_u16();
+            return respond_json(session, status, refused.body.to_string()).await;
+        }
+        let key = match RequestKey::from_request(
+            SCHEME,
+            session.req_header(),
+            &live.config.cache.tracking_params,
+        ) {
+            Ok(k) => k,
+            Err(e) => {
+                purge::count_refused("invalid");
+                let body = serde_json::json!({ "error": e.as_str() }).to_string();
+                return respond_json(session, 400, body).await;
+            }
+        };
+        let (scopes, soft) = purge::proxy_purge_scopes(session.req_header(), &key);
+        let by_url = matches!(scopes.first(), Some(PurgeScope::Url(_)));
+        let report = purge::run(self.cache.storage, &scopes, soft, PurgeSource::Request).await;
+        let n = report.urls + report.tags;
+        // Varnish's convention: a URL purge that found nothing is a 404
+        let status = if by_url && n == 0 { 404 } else { 200 };
+        let body = serde_json::json!({ "purged": n, "soft": soft }).to_string();
+        respond_json(session, status, body).await
+    }
+
+    /// RFC 9111 section 4.4: a successful unsafe request invalidates its URL and the same-host
+    /// URLs in `Location` and `Content-Location`.
+    pub(super) async fn invalidate_after_unsafe(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        live: &Live,
+    ) {
+        let req = session.req_header();
+        let status = resp.status.as_u16();
+        if !live.config.purge.invalidate_on_unsafe
+            || !purge::invalidating_method(&req.method)
+            || !(200..400).contains(&status)
+        {
+            return;
+        }
+        // anyone can send a POST that the app answers 2xx: without purge rights, the
+        // invalidations it causes are rate-limited (per client and overall), so nobody can
+        // keep evicting pages and make the app render them again and again
+        if !live.purge.admit_invalidation(session.client_addr(), req) {
+            return;
+        }
+        let tracking = &live.config.cache.tracking_params;
+        let Ok(key) = RequestKey::from_request(SCHEME, req, tracking) else {
+            return;
+        };
+        let mut scopes = vec![PurgeScope::Url(key.primary_hash())];
+        for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
+            let target = resp
+                .headers
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| purge::location_key(v, &key, tracking));
+            if let Some(k) = target {
+                scopes.push(PurgeScope::Url(k.primary_hash()));
+            }
+        }
+        purge::run(self.cache.storage, &scopes, false, PurgeSource::Unsafe).await;
+    }
+}

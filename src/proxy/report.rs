@@ -1,0 +1,94 @@
+//! What a finished request leaves behind: its metrics (with the `cache_status` and `reason`
+//! labels) and its access log line.
+
+use std::time::SystemTime;
+
+use pingora_error::Error;
+use pingora_proxy::Session;
+
+use super::{LacquerProxy, RequestCtx};
+use crate::access_log::Entry;
+use crate::cache::status::CacheStatus;
+use crate::metrics::metrics;
+
+impl LacquerProxy {
+    /// The `cache_status` and `reason` labels of a finished request.
+    fn outcome_labels(&self, ctx: &RequestCtx, e: Option<&Error>) -> (&'static str, &'static str) {
+        if ctx.purge {
+            return ("purge", "");
+        }
+        if let (Some(s), Some(_)) = (ctx.status, e) {
+            // the response began, then broke off (a broken upstream body, a client gone)
+            return (s.as_str(), "incomplete");
+        }
+        match ctx.status {
+            Some(CacheStatus::Bypass(reason)) => ("bypass", reason.as_str()),
+            Some(CacheStatus::HitForMiss) => ("hit_for_miss", ctx.no_store.unwrap_or("")),
+            Some(s @ (CacheStatus::Miss | CacheStatus::Expired)) => {
+                (s.as_str(), ctx.no_store.unwrap_or(""))
+            }
+            Some(s) => (s.as_str(), ""),
+            None => ("error", if ctx.tries > 0 { "upstream" } else { "request" }),
+        }
+    }
+
+    /// Count a finished request and write its access log line.
+    pub(super) fn record_finished(
+        &self,
+        session: &Session,
+        e: Option<&Error>,
+        ctx: &mut RequestCtx,
+    ) {
+        ctx.count_upstream_failure();
+        let m = metrics();
+        if session.subrequest_ctx.is_some() {
+            // a background refresh of a stale object, not a client request
+            let result = if e.is_none() { "ok" } else { "error" };
+            m.background_revalidations
+                .with_label_values(&[result])
+                .inc();
+            return;
+        }
+        let (cache_status, reason) = self.outcome_labels(ctx, e);
+        let duration = ctx.started.elapsed();
+        m.request(cache_status, reason, duration);
+        if let Some(wait) = session.cache.lock_duration() {
+            m.coalesced.inc();
+            m.coalesced_wait.observe(wait.as_secs_f64());
+        }
+        if !self.access_log.enabled() {
+            return;
+        }
+        let req = session.req_header();
+        let header =
+            |name: http::header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
+        let raw_target;
+        let target = match &ctx.original_target {
+            Some(t) => t.as_str(),
+            None => {
+                raw_target = String::from_utf8_lossy(req.raw_path());
+                &raw_target
+            }
+        };
+        self.access_log.log(&Entry {
+            time: SystemTime::now()
+                .checked_sub(duration)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            client: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            method: req.method.as_str(),
+            host: header(http::header::HOST).unwrap_or(""),
+            target,
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            bytes: session.as_ref().body_bytes_sent(),
+            duration,
+            cache_status,
+            upstream: ctx.upstream.as_deref(),
+            upstream_time: ctx.upstream_time,
+            referer: header(http::header::REFERER),
+            user_agent: header(http::header::USER_AGENT),
+        });
+    }
+}
