@@ -15,14 +15,14 @@ use crate::purge::{self, PurgeApiRequest, PurgeSource};
 const MAX_BODY: usize = 1 << 20;
 
 /// The admin HTTP app.
-pub struct AdminApp {
+pub(crate) struct AdminApp {
     cache: &'static CacheRuntime,
     live: SharedLive,
 }
 
 impl AdminApp {
     /// An admin app for `cache`, following `live`'s config (purge rules, listeners).
-    pub fn new(cache: &'static CacheRuntime, live: SharedLive) -> AdminApp {
+    pub(crate) fn new(cache: &'static CacheRuntime, live: SharedLive) -> AdminApp {
         AdminApp { cache, live }
     }
 

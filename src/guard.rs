@@ -41,13 +41,13 @@ use pingora_core::server::ShutdownWatch;
 use crate::live::SharedLive;
 use crate::metrics::metrics;
 use stream::guarded;
-pub use stream::GuardedStream;
+pub(crate) use stream::GuardedStream;
 pub(crate) use stream::{fill_only_for_client, keep_filling_without_client};
 
 /// A pingora HTTP app behind [`GuardedStream`]s: each accepted connection is wrapped under
 /// the limits of the config generation current at accept time, and re-armed before each
 /// request's header is read.
-pub struct LimitedApp<H> {
+pub(crate) struct LimitedApp<H> {
     inner: Arc<PerRequest<H>>,
     live: SharedLive,
     /// Connections of this listener service open now (`limits.max_connections`).
@@ -68,7 +68,7 @@ const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-
 
 impl<H> LimitedApp<H> {
     /// Wrap `inner`, reading the limits from `live`.
-    pub fn new(inner: H, live: SharedLive) -> LimitedApp<H> {
+    pub(crate) fn new(inner: H, live: SharedLive) -> LimitedApp<H> {
         LimitedApp {
             inner: Arc::new(PerRequest {
                 inner: Arc::new(inner),
@@ -118,7 +118,7 @@ impl<H: HttpServerApp + Send + Sync + 'static> ServerApp for LimitedApp<H> {
 /// The HTTP app inside: pingora calls it once per request on a connection, after the previous
 /// request's body was drained and before the next header is read, which is exactly where
 /// the watch over a new header must begin.
-pub struct PerRequest<H> {
+pub(crate) struct PerRequest<H> {
     inner: Arc<H>,
 }
 

@@ -25,18 +25,19 @@
 //!   `cache` and `proxy`
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
+#![warn(missing_docs)]
 
 pub mod access_log;
-pub mod admin;
+pub(crate) mod admin;
 pub mod cache;
 pub mod config;
-pub mod guard;
-pub mod live;
-pub mod metrics;
-pub mod proxy;
+pub(crate) mod guard;
+pub(crate) mod live;
+pub(crate) mod metrics;
+pub(crate) mod proxy;
 pub mod purge;
-pub mod rate_limit;
-pub mod request;
+pub(crate) mod rate_limit;
+pub(crate) mod request;
 pub mod server;
-pub mod services;
-pub mod upstream;
+pub(crate) mod services;
+pub(crate) mod upstream;

@@ -13,22 +13,22 @@ use crate::purge::PurgeGate;
 use crate::upstream::Upstreams;
 
 /// One generation of the reloadable state.
-pub struct Live {
+pub(crate) struct Live {
     /// The config it was built from.
-    pub config: Arc<Config>,
+    pub(crate) config: Arc<Config>,
     /// The app servers.
-    pub upstreams: Upstreams,
+    pub(crate) upstreams: Upstreams,
     /// Who may purge, and how often.
-    pub purge: PurgeGate,
+    pub(crate) purge: PurgeGate,
 }
 
 /// The current generation, shared by the proxy, the admin app, the health checker and the
 /// reloader.
-pub type SharedLive = Arc<ArcSwap<Live>>;
+pub(crate) type SharedLive = Arc<ArcSwap<Live>>;
 
 impl Live {
     /// Build a generation from `config`.
-    pub fn new(config: Arc<Config>) -> Result<Live> {
+    pub(crate) fn new(config: Arc<Config>) -> Result<Live> {
         let upstreams = Upstreams::new(&config.upstreams, config.timeouts, &config.health_check)?;
         Ok(Live {
             purge: PurgeGate::new(&config.purge),
@@ -40,7 +40,7 @@ impl Live {
     /// Give the keys a running process cannot change (listeners, threads, cache size limits,
     /// tag headers, access log) their old values in `new`, so every part of lacquer sees one
     /// coherent config; returns `key: old -> new` for each that the file changed.
-    pub fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<String> {
+    pub(crate) fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<String> {
         let mut changed = Vec::new();
         macro_rules! keep {
             ($key:literal, $($field:ident).+) => {

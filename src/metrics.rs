@@ -20,54 +20,54 @@ const SECONDS_BUCKETS: [f64; 16] = [
 ];
 
 /// Every metric lacquer exports.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// `lacquer_requests_total{cache_status, reason}`.
-    pub requests: IntCounterVec,
+    pub(crate) requests: IntCounterVec,
     /// `lacquer_request_duration_seconds{cache_status}`.
-    pub request_duration: HistogramVec,
+    pub(crate) request_duration: HistogramVec,
     /// `lacquer_background_revalidations_total{result}`.
-    pub background_revalidations: IntCounterVec,
+    pub(crate) background_revalidations: IntCounterVec,
     /// `lacquer_upstream_requests_total{upstream, status_class}`.
-    pub upstream_requests: IntCounterVec,
+    pub(crate) upstream_requests: IntCounterVec,
     /// `lacquer_upstream_response_seconds{upstream}`.
-    pub upstream_response: HistogramVec,
+    pub(crate) upstream_response: HistogramVec,
     /// `lacquer_upstream_healthy{upstream}`.
-    pub upstream_healthy: IntGaugeVec,
+    pub(crate) upstream_healthy: IntGaugeVec,
     /// `lacquer_upstream_retries_total`.
-    pub upstream_retries: IntCounter,
+    pub(crate) upstream_retries: IntCounter,
     /// `lacquer_coalesced_requests_total`.
-    pub coalesced: IntCounter,
+    pub(crate) coalesced: IntCounter,
     /// `lacquer_coalesced_wait_seconds`.
-    pub coalesced_wait: Histogram,
+    pub(crate) coalesced_wait: Histogram,
     /// `lacquer_cache_objects`.
-    pub cache_objects: IntGauge,
+    pub(crate) cache_objects: IntGauge,
     /// `lacquer_cache_bytes`.
-    pub cache_bytes: IntGauge,
+    pub(crate) cache_bytes: IntGauge,
     /// `lacquer_cache_capacity_bytes`.
-    pub cache_capacity: IntGauge,
+    pub(crate) cache_capacity: IntGauge,
     /// `lacquer_cache_inserts_total`.
-    pub cache_inserts: IntCounter,
+    pub(crate) cache_inserts: IntCounter,
     /// `lacquer_cache_evictions_total{cause}`.
-    pub cache_evictions: IntCounterVec,
+    pub(crate) cache_evictions: IntCounterVec,
     /// `lacquer_purges_total{kind, result}`.
-    pub purges: IntCounterVec,
+    pub(crate) purges: IntCounterVec,
     /// `lacquer_purged_objects_total{kind}`.
-    pub purged_objects: IntCounterVec,
+    pub(crate) purged_objects: IntCounterVec,
     /// `lacquer_access_log_dropped_total`.
-    pub access_log_dropped: IntCounter,
+    pub(crate) access_log_dropped: IntCounter,
     /// `lacquer_client_limit_rejections_total{reason}`.
-    pub client_limit_rejections: IntCounterVec,
+    pub(crate) client_limit_rejections: IntCounterVec,
     /// `lacquer_client_idle_closed_total`.
-    pub client_idle_closed: IntCounter,
+    pub(crate) client_idle_closed: IntCounter,
     /// `lacquer_client_gone_fills_total`.
-    pub client_gone_fills: IntCounter,
+    pub(crate) client_gone_fills: IntCounter,
     /// `lacquer_client_gone_fills_refused_total`.
-    pub client_gone_fills_refused: IntCounter,
+    pub(crate) client_gone_fills_refused: IntCounter,
     /// `lacquer_cache_fills_over_memory_total`.
-    pub fills_over_memory: IntCounter,
+    pub(crate) fills_over_memory: IntCounter,
     /// `lacquer_unsafe_invalidations_limited_total`.
-    pub unsafe_invalidations_limited: IntCounter,
+    pub(crate) unsafe_invalidations_limited: IntCounter,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -282,7 +282,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             log::error!("encoding metrics: {e}");
@@ -291,7 +291,7 @@ impl Metrics {
     }
 
     /// Record one finished client request.
-    pub fn request(&self, cache_status: &str, reason: &str, duration: Duration) {
+    pub(crate) fn request(&self, cache_status: &str, reason: &str, duration: Duration) {
         self.requests
             .with_label_values(&[cache_status, reason])
             .inc();
@@ -302,7 +302,7 @@ impl Metrics {
 }
 
 /// The status class label of an HTTP status: `2xx`, `3xx`, ...
-pub fn status_class(status: u16) -> &'static str {
+pub(crate) fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
         200..=299 => "2xx",
@@ -313,7 +313,7 @@ pub fn status_class(status: u16) -> &'static str {
 }
 
 /// The process-wide metrics.
-pub fn metrics() -> &'static Metrics {
+pub(crate) fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
 }

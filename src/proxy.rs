@@ -35,13 +35,13 @@ use crate::metrics::{metrics, status_class};
 use crate::request;
 use crate::services::InFlight;
 use crate::upstream;
-pub use ctx::RequestCtx;
+pub(crate) use ctx::RequestCtx;
 
 /// The scheme of lacquer's listeners (plain HTTP; TLS terminates in front of lacquer).
 const SCHEME: &str = "http";
 
 /// The proxy: the reloadable config and app servers, the cache, the access log.
-pub struct LacquerProxy {
+pub(crate) struct LacquerProxy {
     live: SharedLive,
     cache: &'static CacheRuntime,
     access_log: Arc<AccessLog>,
@@ -49,7 +49,7 @@ pub struct LacquerProxy {
 
 impl LacquerProxy {
     /// A proxy serving `live`'s current config from the process's cache.
-    pub fn new(
+    pub(crate) fn new(
         live: SharedLive,
         cache: &'static CacheRuntime,
         access_log: Arc<AccessLog>,

@@ -7,14 +7,14 @@ use std::time::Instant;
 
 /// A shared token bucket; `rate == 0` means no limit.
 #[derive(Debug)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: u32,
     state: Mutex<(f64, Instant)>,
 }
 
 impl TokenBucket {
     /// A full bucket allowing `rate` events a second.
-    pub fn new(rate: u32) -> TokenBucket {
+    pub(crate) fn new(rate: u32) -> TokenBucket {
         TokenBucket {
             rate,
             state: Mutex::new((f64::from(rate), Instant::now())),
@@ -22,7 +22,7 @@ impl TokenBucket {
     }
 
     /// Take one token if there is one.
-    pub fn try_take(&self) -> bool {
+    pub(crate) fn try_take(&self) -> bool {
         self.try_take_at(Instant::now())
     }
 
@@ -47,7 +47,7 @@ impl TokenBucket {
 /// Token buckets per client address, in a fixed table (addresses that share a slot share a
 /// bucket: memory stays bounded whatever the number of clients), behind one overall bucket.
 #[derive(Debug)]
-pub struct ClientBuckets {
+pub(crate) struct ClientBuckets {
     overall: TokenBucket,
     per_client: Box<[TokenBucket]>,
 }
@@ -58,7 +58,7 @@ const CLIENT_SLOTS: usize = 1024;
 impl ClientBuckets {
     /// `overall` events a second for everyone together, `per_client` for one address (0: no
     /// limit for that part).
-    pub fn new(overall: u32, per_client: u32) -> ClientBuckets {
+    pub(crate) fn new(overall: u32, per_client: u32) -> ClientBuckets {
         let slots = if per_client == 0 { 0 } else { CLIENT_SLOTS };
         ClientBuckets {
             overall: TokenBucket::new(overall),
@@ -67,7 +67,7 @@ impl ClientBuckets {
     }
 
     /// Take one token for `client` (and one overall) if there is one.
-    pub fn try_take(&self, client: Option<std::net::IpAddr>) -> bool {
+    pub(crate) fn try_take(&self, client: Option<std::net::IpAddr>) -> bool {
         if !self.per_client.is_empty() {
             use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
             let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(client);

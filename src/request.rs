@@ -20,7 +20,7 @@ use crate::config::CacheConfig;
 /// `X_Forwarded_Host` and `X-Forwarded-Host` into `HTTP_X_FORWARDED_HOST`, so an underscore
 /// spelling would slip past every list of stripped names; `Content_Length` and
 /// `Transfer_Encoding` would reach such an app as framing it might trust.
-pub fn drop_underscore_fields(req: &mut RequestHeader) {
+pub(crate) fn drop_underscore_fields(req: &mut RequestHeader) {
     // one pass over the request's own few names; the removal (rare) hashes each name again
     if !req.headers.keys().any(|n| n.as_str().contains('_')) {
         return;
@@ -38,7 +38,7 @@ pub fn drop_underscore_fields(req: &mut RequestHeader) {
 
 /// Make a request the cache serves say no more than its key: what `prepare` changed in the
 /// target, if anything, is returned as the target as received (for the access log).
-pub fn prepare_for_cache(
+pub(crate) fn prepare_for_cache(
     req: &mut RequestHeader,
     key: &RequestKey,
     cache: &CacheConfig,

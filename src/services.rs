@@ -17,13 +17,13 @@ use crate::config::Config;
 use crate::live::{Live, SharedLive};
 
 /// Runs the health checks of the current app-server pool, whatever reloads do to it.
-pub struct HealthChecker {
+pub(crate) struct HealthChecker {
     live: SharedLive,
 }
 
 impl HealthChecker {
     /// A checker of `live`'s pool.
-    pub fn new(live: SharedLive) -> HealthChecker {
+    pub(crate) fn new(live: SharedLive) -> HealthChecker {
         HealthChecker { live }
     }
 }
@@ -50,20 +50,20 @@ impl BackgroundService for HealthChecker {
 }
 
 /// Re-reads the config file on SIGHUP.
-pub struct Reloader {
+pub(crate) struct Reloader {
     path: PathBuf,
     live: SharedLive,
 }
 
 impl Reloader {
     /// A reloader of `path` into `live`.
-    pub fn new(path: PathBuf, live: SharedLive) -> Reloader {
+    pub(crate) fn new(path: PathBuf, live: SharedLive) -> Reloader {
         Reloader { path, live }
     }
 
     /// Load, validate and install the file; on any problem the old config stays in force and
     /// the problems are returned, one per key.
-    pub fn reload(&self) -> Result<(), Vec<String>> {
+    pub(crate) fn reload(&self) -> Result<(), Vec<String>> {
         let mut config = Config::load(&self.path).map_err(|e| e.0)?;
         let old = self.live.load();
         for change in Live::keep_restart_only(&old.config, &mut config) {
@@ -106,17 +106,17 @@ static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// Counts one request in flight for as long as it lives.
 #[derive(Debug)]
-pub struct InFlight(());
+pub(crate) struct InFlight(());
 
 impl InFlight {
     /// Count a request that has started.
-    pub fn enter() -> InFlight {
+    pub(crate) fn enter() -> InFlight {
         IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
         InFlight(())
     }
 
     /// Requests in flight now.
-    pub fn count() -> usize {
+    pub(crate) fn count() -> usize {
         IN_FLIGHT.load(Ordering::Acquire)
     }
 }
@@ -130,9 +130,9 @@ impl Drop for InFlight {
 /// pingora's signals, with a graceful stop that ends as soon as the last in-flight request
 /// has finished (or `timeout` has passed): SIGTERM stops the listeners, drains, exits 0;
 /// SIGINT stops at once; SIGQUIT hands the sockets to a new process (pingora's upgrade).
-pub struct DrainingShutdown {
+pub(crate) struct DrainingShutdown {
     /// The longest a graceful stop waits.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 #[async_trait]

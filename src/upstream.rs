@@ -20,7 +20,7 @@ use crate::config::{HealthCheckConfig, HealthCheckKind, Timeouts, Upstream};
 use crate::metrics::metrics;
 
 /// The pool of app servers.
-pub struct Upstreams {
+pub(crate) struct Upstreams {
     balancer: Arc<LoadBalancer<RoundRobin>>,
     backends: Vec<Backend>,
     timeouts: Timeouts,
@@ -29,7 +29,7 @@ pub struct Upstreams {
 
 impl Upstreams {
     /// A pool over `upstreams`, each attempt bounded by `timeouts`, checked as `health` says.
-    pub fn new(
+    pub(crate) fn new(
         upstreams: &[Upstream],
         timeouts: Timeouts,
         health: &HealthCheckConfig,
@@ -105,23 +105,13 @@ impl Upstreams {
         Ok(pool)
     }
 
-    /// How many app servers there are.
-    pub fn len(&self) -> usize {
-        self.backends.len()
-    }
-
-    /// Whether the pool is empty (never, for a validated config).
-    pub fn is_empty(&self) -> bool {
-        self.backends.is_empty()
-    }
-
     /// How often the servers are checked; `None` when they are not.
-    pub fn check_interval(&self) -> Option<Duration> {
+    pub(crate) fn check_interval(&self) -> Option<Duration> {
         (self.health.kind != HealthCheckKind::None).then_some(self.health.interval)
     }
 
     /// Check every server once (concurrently) and publish the result.
-    pub async fn check_health(&self) {
+    pub(crate) async fn check_health(&self) {
         if self.health.kind == HealthCheckKind::None {
             return;
         }
@@ -130,7 +120,7 @@ impl Upstreams {
     }
 
     /// Set `lacquer_upstream_healthy` for every server of this pool.
-    pub fn publish_health(&self) {
+    pub(crate) fn publish_health(&self) {
         let gauge = &metrics().upstream_healthy;
         for b in &self.backends {
             let up = self.balancer.backends().ready(b);
@@ -142,7 +132,7 @@ impl Upstreams {
 
     /// The next app server in rotation, as a peer with lacquer's timeouts, and its label for
     /// metrics and logs (its address). An error when none is in rotation.
-    pub fn next_peer(&self) -> Result<(Box<HttpPeer>, String)> {
+    pub(crate) fn next_peer(&self) -> Result<(Box<HttpPeer>, String)> {
         let backend = self
             .balancer
             .select(b"", 256)
@@ -166,7 +156,7 @@ impl Upstreams {
 /// `detail` of its `Cache-Status`: 504 when the app server timed out (RFC 9110 section
 /// 15.6.5), 502 for any other failure on its side, 400 for a malformed request, 500 for
 /// lacquer's own; `None` when the client is already gone (nothing can be sent).
-pub fn failure_status(e: &Error) -> Option<(u16, &'static str)> {
+pub(crate) fn failure_status(e: &Error) -> Option<(u16, &'static str)> {
     use pingora_error::ErrorSource;
     use ErrorType::*;
     if let HTTPStatus(code) = e.etype() {
@@ -192,7 +182,7 @@ pub fn failure_status(e: &Error) -> Option<(u16, &'static str)> {
 /// other than one `chunked` (RFC 9112 section 6.1: lacquer would pass raw chunk framing on as
 /// content, or store it), or `101 Switching Protocols` to a request that asked for no upgrade
 /// (the connection would turn into a tunnel nobody asked for).
-pub fn unrelayable(resp: &ResponseHeader, req: &RequestHeader) -> Option<&'static str> {
+pub(crate) fn unrelayable(resp: &ResponseHeader, req: &RequestHeader) -> Option<&'static str> {
     if resp.status.as_u16() == 101 && !req.headers.contains_key(http::header::UPGRADE) {
         return Some("101 Switching Protocols to a request without Upgrade");
     }

@@ -12,15 +12,15 @@
 use pingora_http::ResponseHeader;
 
 /// The greatest delta-seconds value (RFC 9111 section 1.2.2).
-pub const DELTA_MAX: u64 = 1 << 31;
+pub(crate) const DELTA_MAX: u64 = 1 << 31;
 
 /// The directives of one header field (all its lines), in order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Directives(Vec<(String, Option<String>)>);
+pub(crate) struct Directives(Vec<(String, Option<String>)>);
 
 impl Directives {
     /// The directives of every `name` line of `resp`, or `None` when there is none.
-    pub fn of(resp: &ResponseHeader, name: &str) -> Option<Directives> {
+    pub(crate) fn of(resp: &ResponseHeader, name: &str) -> Option<Directives> {
         let mut lines = resp.headers.get_all(name).iter().peekable();
         lines.peek()?;
         let mut list = Vec::new();
@@ -31,24 +31,25 @@ impl Directives {
     }
 
     /// Parse header text (one or more comma-separated directives).
-    pub fn parse(text: &str) -> Directives {
+    #[cfg(test)]
+    pub(crate) fn parse(text: &str) -> Directives {
         let mut list = Vec::new();
         parse_line(text, &mut list);
         Directives(list)
     }
 
     /// Whether the directive is there in any form.
-    pub fn has(&self, name: &str) -> bool {
+    pub(crate) fn has(&self, name: &str) -> bool {
         self.0.iter().any(|(n, _)| n == name)
     }
 
     /// Whether the directive is there without a value (`private`, not `private="x"`).
-    pub fn has_bare(&self, name: &str) -> bool {
+    pub(crate) fn has_bare(&self, name: &str) -> bool {
         self.0.iter().any(|(n, v)| n == name && v.is_none())
     }
 
     /// The values of every occurrence of `name` that has one (`private="a, b"` gives `a, b`).
-    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    pub(crate) fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.0
             .iter()
             .filter(move |(n, _)| n == name)
@@ -57,7 +58,7 @@ impl Directives {
 
     /// The first occurrence of `name` read as delta-seconds: `None` when absent,
     /// `Some(None)` when present but invalid.
-    pub fn delta_seconds(&self, name: &str) -> Option<Option<u64>> {
+    pub(crate) fn delta_seconds(&self, name: &str) -> Option<Option<u64>> {
         let (_, value) = self.0.iter().find(|(n, _)| n == name)?;
         Some(value.as_deref().and_then(parse_delta_seconds))
     }
@@ -103,7 +104,7 @@ fn unquote(v: &str) -> String {
 }
 
 /// `1*DIGIT`; too large a number is [`DELTA_MAX`]; anything else is invalid.
-pub fn parse_delta_seconds(v: &str) -> Option<u64> {
+pub(crate) fn parse_delta_seconds(v: &str) -> Option<u64> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

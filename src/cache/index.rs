@@ -14,7 +14,7 @@ use dashmap::DashMap;
 /// Bytes one tag of one object costs beyond the tag text, charged to the cache budget: its
 /// entry in the tag's list, its share of the tag's map slot and the tag's copy in the object
 /// (measured with `bench/purge.sh`: resident memory with tags minus without, per tag).
-pub const INDEX_ENTRY_OVERHEAD: usize = 200;
+pub(crate) const INDEX_ENTRY_OVERHEAD: usize = 200;
 
 /// The objects under one URL or tag. Most URLs have one variant and many tags (`post-123`) one
 /// object, so a short list is kept inline in a vector and only a long one becomes a map.
@@ -88,7 +88,7 @@ impl<T> Entries<T> {
 }
 
 /// Variant and tag indexes over objects of type `T`.
-pub struct Index<T> {
+pub(crate) struct Index<T> {
     variants: DashMap<u128, Entries<T>>,
     tags: DashMap<Box<str>, Entries<T>>,
 }
@@ -105,7 +105,7 @@ impl<T> Default for Index<T> {
 impl<T> Index<T> {
     /// Record a stored object: variant `hash` of URL `primary`. It replaces whatever the index
     /// held for that hash.
-    pub fn register(&self, primary: u128, hash: u128, object: &Arc<T>, tags: &[Box<str>]) {
+    pub(crate) fn register(&self, primary: u128, hash: u128, object: &Arc<T>, tags: &[Box<str>]) {
         self.variants
             .entry(primary)
             .or_default()
@@ -119,7 +119,7 @@ impl<T> Index<T> {
     }
 
     /// Forget a removed object, where the index still points at that very object.
-    pub fn unregister(&self, primary: u128, hash: u128, object: &T, tags: &[Box<str>]) {
+    pub(crate) fn unregister(&self, primary: u128, hash: u128, object: &T, tags: &[Box<str>]) {
         remove_entry(&self.variants, &primary, hash, object);
         for t in tags {
             remove_entry(&self.tags, t, hash, object);
@@ -127,7 +127,7 @@ impl<T> Index<T> {
     }
 
     /// The variants stored for a URL.
-    pub fn variants_of(&self, primary: u128) -> Vec<(u128, Arc<T>)> {
+    pub(crate) fn variants_of(&self, primary: u128) -> Vec<(u128, Arc<T>)> {
         self.variants
             .get(&primary)
             .map(|e| e.to_vec())
@@ -135,12 +135,12 @@ impl<T> Index<T> {
     }
 
     /// The variants carrying a tag.
-    pub fn tagged(&self, tag: &str) -> Vec<(u128, Arc<T>)> {
+    pub(crate) fn tagged(&self, tag: &str) -> Vec<(u128, Arc<T>)> {
         self.tags.get(tag).map(|e| e.to_vec()).unwrap_or_default()
     }
 
     /// Number of distinct tags indexed.
-    pub fn tag_count(&self) -> usize {
+    pub(crate) fn tag_count(&self) -> usize {
         self.tags.len()
     }
 }

@@ -17,7 +17,7 @@ use pingora_http::ResponseHeader;
 
 /// A `CacheMeta` at rest.
 #[derive(Debug, Clone)]
-pub struct StoredMeta {
+pub(crate) struct StoredMeta {
     fresh_until: SystemTime,
     created: SystemTime,
     epoch: SystemTime,
@@ -33,7 +33,7 @@ pub struct StoredMeta {
 
 impl StoredMeta {
     /// Capture `meta`.
-    pub fn from_meta(meta: &CacheMeta) -> StoredMeta {
+    pub(crate) fn from_meta(meta: &CacheMeta) -> StoredMeta {
         let header = meta.response_header();
         let mut headers = Vec::with_capacity(256);
         header.header_to_h1_wire(&mut headers);
@@ -56,7 +56,7 @@ impl StoredMeta {
     }
 
     /// Rebuild the `CacheMeta`.
-    pub fn to_meta(&self) -> Result<CacheMeta> {
+    pub(crate) fn to_meta(&self) -> Result<CacheMeta> {
         let count = self.headers.split(|&b| b == b'\n').count();
         let mut header = ResponseHeader::build(self.status, Some(count))?;
         if let Some(r) = &self.reason {
@@ -114,7 +114,7 @@ impl StoredMeta {
     /// `Transfer-Encoding`, so a hit is written with its length known, in one piece (as
     /// Varnish does), even when the app streamed it chunked. Not for 1xx, 204 and 304, which
     /// have no body.
-    pub fn set_body_length(&mut self, len: usize) {
+    pub(crate) fn set_body_length(&mut self, len: usize) {
         if self.status < 200 || self.status == 204 || self.status == 304 {
             return;
         }
@@ -134,7 +134,7 @@ impl StoredMeta {
     }
 
     /// Bytes this takes beyond its fixed fields.
-    pub fn heap_size(&self) -> usize {
+    pub(crate) fn heap_size(&self) -> usize {
         self.headers.len() + self.reason.as_ref().map_or(0, |r| r.len())
     }
 }

@@ -2,19 +2,19 @@
 //! process-wide pieces pingora-cache wants as `&'static` (storage, cache lock, hit-for-miss
 //! predictor), bundled in [`CacheRuntime`]. The stored header is built in `stored_header.rs`.
 
-pub mod directives;
+pub(crate) mod directives;
 pub mod freshness;
-pub mod index;
+pub(crate) mod index;
 pub mod key;
-pub mod meta_codec;
-pub mod policy;
-pub mod purge_log;
-pub mod range;
-pub mod status;
+pub(crate) mod meta_codec;
+pub(crate) mod policy;
+pub(crate) mod purge_log;
+pub(crate) mod range;
+pub(crate) mod status;
 pub mod storage;
-pub mod stored_header;
+pub(crate) mod stored_header;
 pub mod tags;
-pub mod vary;
+pub(crate) mod vary;
 
 use std::time::Duration;
 

@@ -13,7 +13,7 @@ use pingora_http::RequestHeader;
 
 /// Why a request does not use the cache. Reaches the `Cache-Status` header and metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BypassReason {
+pub(crate) enum BypassReason {
     /// Not GET or HEAD.
     Method,
     /// The request carries `Authorization`.
@@ -29,7 +29,7 @@ pub enum BypassReason {
 
 impl BypassReason {
     /// The label used in headers, logs and metrics.
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             BypassReason::Method => "method",
             BypassReason::Authorization => "authorization",
@@ -42,7 +42,7 @@ impl BypassReason {
 
 /// What to do with a request before the cache sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestDecision {
+pub(crate) enum RequestDecision {
     /// Look it up in the cache. `strip_cookies`: the request carries only non-session cookies,
     /// which must be removed before lookup and forwarding.
     Cache {
@@ -56,7 +56,7 @@ pub enum RequestDecision {
 }
 
 /// Decide whether `req` may be served from, and fill, the cache.
-pub fn request_decision(req: &RequestHeader, bypass: &BypassConfig) -> RequestDecision {
+pub(crate) fn request_decision(req: &RequestHeader, bypass: &BypassConfig) -> RequestDecision {
     if req.method.as_str() == "PURGE" {
         return RequestDecision::Purge;
     }
@@ -117,7 +117,7 @@ fn is_session_cookie(name: &[u8], patterns: &[NamePattern]) -> bool {
 
 /// The names of the cookies in one `Cookie` header value (RFC 6265 section 5.4), skipping
 /// empty pairs.
-pub fn cookie_names(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn cookie_names(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b';').filter_map(|pair| {
         let name = pair.split(|&b| b == b'=').next().unwrap_or(pair);
         let name = name.trim_ascii();

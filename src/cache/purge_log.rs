@@ -25,18 +25,18 @@ pub enum PurgeScope {
 }
 
 /// The facts of an object a matcher looks at.
-pub struct ObjectFacts<'a> {
+pub(crate) struct ObjectFacts<'a> {
     /// Primary key hash.
-    pub primary: u128,
+    pub(crate) primary: u128,
     /// URL (primary key text).
-    pub url: &'a str,
+    pub(crate) url: &'a str,
     /// Tags.
-    pub tags: &'a [Box<str>],
+    pub(crate) tags: &'a [Box<str>],
 }
 
 impl PurgeScope {
     /// Whether this purge covers the object.
-    pub fn matches(&self, o: &ObjectFacts<'_>) -> bool {
+    pub(crate) fn matches(&self, o: &ObjectFacts<'_>) -> bool {
         match self {
             PurgeScope::Url(p) => *p == o.primary,
             PurgeScope::Tag(t) => o.tags.iter().any(|x| **x == **t),
@@ -48,7 +48,7 @@ impl PurgeScope {
 
 /// What a fill must do given the purges newer than it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// No purge covers it: store it.
     Store,
     /// A soft purge covers it: store it already stale.
@@ -83,10 +83,10 @@ struct Inner {
 }
 
 /// The most memory the log's records may hold together.
-pub const MAX_LOG_BYTES: usize = 8 << 20;
+pub(crate) const MAX_LOG_BYTES: usize = 8 << 20;
 
 /// The bounded log of recent purges.
-pub struct PurgeLog {
+pub(crate) struct PurgeLog {
     inner: Mutex<Inner>,
     horizon: Duration,
     max_records: usize,
@@ -95,7 +95,7 @@ pub struct PurgeLog {
 impl PurgeLog {
     /// A log keeping purges for `horizon` (the longest a fetch can take) and at most
     /// `max_records` of them.
-    pub fn new(horizon: Duration, max_records: usize) -> PurgeLog {
+    pub(crate) fn new(horizon: Duration, max_records: usize) -> PurgeLog {
         PurgeLog {
             inner: Mutex::new(Inner {
                 records: VecDeque::new(),
@@ -108,7 +108,7 @@ impl PurgeLog {
     }
 
     /// Record a purge that took sequence number `seq`.
-    pub fn record(&self, seq: u64, matcher: PurgeScope, soft: bool) {
+    pub(crate) fn record(&self, seq: u64, matcher: PurgeScope, soft: bool) {
         let now = Instant::now();
         let mut inner = match self.inner.lock() {
             Ok(g) => g,
@@ -138,7 +138,8 @@ impl PurgeLog {
     }
 
     /// The bytes the records hold (for tests of the bound).
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
         match self.inner.lock() {
             Ok(g) => g.bytes,
             Err(poisoned) => poisoned.into_inner().bytes,
@@ -146,7 +147,7 @@ impl PurgeLog {
     }
 
     /// What a fill stamped `fill_seq` may do with the object described by `facts`.
-    pub fn verdict(&self, fill_seq: u64, facts: &ObjectFacts<'_>) -> Verdict {
+    pub(crate) fn verdict(&self, fill_seq: u64, facts: &ObjectFacts<'_>) -> Verdict {
         let inner = match self.inner.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),

@@ -11,7 +11,7 @@ use pingora_proxy::{range_header_filter, RangeType, Session};
 const MAX_RANGES: Option<usize> = Some(200);
 
 /// Apply the request's `Range` to `resp`, a response about to be served from memory.
-pub fn header_filter(session: &Session, resp: &mut ResponseHeader) -> RangeType {
+pub(crate) fn header_filter(session: &Session, resp: &mut ResponseHeader) -> RangeType {
     let range = range_header_filter(session.req_header(), resp, MAX_RANGES);
     match range {
         RangeType::Single(r) if r.is_empty() => not_satisfiable(resp),

@@ -11,7 +11,7 @@ use super::policy::BypassReason;
 
 /// The outcome of one client request, as far as the cache is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheStatus {
+pub(crate) enum CacheStatus {
     /// Served fresh from memory.
     Hit,
     /// Served stale from memory while one background fetch refreshes it.
@@ -34,7 +34,7 @@ pub enum CacheStatus {
 
 impl CacheStatus {
     /// The label used in logs and metrics.
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             CacheStatus::Hit => "hit",
             CacheStatus::StaleWhileRevalidate => "stale",
@@ -50,24 +50,24 @@ impl CacheStatus {
 
 /// Everything the `Cache-Status` header says about one response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// What happened.
-    pub status: CacheStatus,
+    pub(crate) status: CacheStatus,
     /// Remaining freshness in seconds (negative when stale), for responses from memory.
-    pub ttl: Option<i64>,
+    pub(crate) ttl: Option<i64>,
     /// The origin's status, when the origin was asked.
-    pub fwd_status: Option<u16>,
+    pub(crate) fwd_status: Option<u16>,
     /// Whether the response is being stored.
-    pub stored: bool,
+    pub(crate) stored: bool,
     /// Whether this request waited for another request's fetch.
-    pub collapsed: bool,
+    pub(crate) collapsed: bool,
     /// Why it was not stored or not looked up.
-    pub detail: Option<&'static str>,
+    pub(crate) detail: Option<&'static str>,
 }
 
 impl Outcome {
     /// Read the outcome off pingora's cache state for this request.
-    pub fn from_cache(
+    pub(crate) fn from_cache(
         cache: &HttpCache,
         bypass: Option<BypassReason>,
         fwd_status: Option<u16>,
@@ -142,13 +142,13 @@ impl Outcome {
     }
 
     /// Record that the key is remembered as uncacheable and this answer was not stored either.
-    pub fn mark_hit_for_miss(&mut self) {
+    pub(crate) fn mark_hit_for_miss(&mut self) {
         self.status = CacheStatus::HitForMiss;
         self.detail = Some("hit-for-miss");
     }
 
     /// The `Cache-Status` field value (RFC 9211 section 2).
-    pub fn header_value(&self) -> String {
+    pub(crate) fn header_value(&self) -> String {
         let mut v = String::with_capacity(48);
         v.push_str("lacquer");
         match self.status {

@@ -24,7 +24,7 @@ const HOP_BY_HOP: [&str; 8] = [
 /// The stored header updated with a 304's fields (RFC 9111 section 3.2): every field of the 304
 /// replaces the stored one, except `Content-Length` and hop-by-hop fields. pingora merges only
 /// a handful of fields itself, so lacquer completes the merge before storing.
-pub fn merge_not_modified(
+pub(crate) fn merge_not_modified(
     stored: &ResponseHeader,
     not_modified: &ResponseHeader,
 ) -> ResponseHeader {
@@ -56,7 +56,7 @@ pub fn merge_not_modified(
 /// The stored header loses `Age` (pingora recomputes it on every hit from the meta's epoch,
 /// which is set back by the origin's Age), hop-by-hop fields, and the fields named by
 /// `private="..."`/`no-cache="..."`.
-pub fn build_meta(resp: &ResponseHeader, f: &Freshness, now: SystemTime) -> CacheMeta {
+pub(crate) fn build_meta(resp: &ResponseHeader, f: &Freshness, now: SystemTime) -> CacheMeta {
     let mut header = resp.clone();
     freshness::strip_qualified_fields(&mut header);
     let listed: Vec<String> = header

@@ -11,7 +11,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 /// The variance hash of `req` against a stored response's `Vary`; `None` when the response
 /// does not vary.
-pub fn variance(resp: &ResponseHeader, req: &RequestHeader) -> Option<HashBinary> {
+pub(crate) fn variance(resp: &ResponseHeader, req: &RequestHeader) -> Option<HashBinary> {
     let names = vary_names(resp);
     if names.is_empty() {
         return None;
@@ -29,7 +29,7 @@ pub fn variance(resp: &ResponseHeader, req: &RequestHeader) -> Option<HashBinary
 }
 
 /// The lower-cased, de-duplicated header names listed in `Vary`.
-pub fn vary_names(resp: &ResponseHeader) -> Vec<String> {
+pub(crate) fn vary_names(resp: &ResponseHeader) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for v in resp.headers.get_all(http::header::VARY) {
         for token in v.as_bytes().split(|&b| b == b',') {
@@ -58,7 +58,7 @@ fn joined_values(req: &RequestHeader, name: &str) -> Vec<u8> {
 }
 
 /// The coding a client accepts, reduced to `br`, `gzip` or `` (identity), honouring `q=0`.
-pub fn normalize_accept_encoding(req: &RequestHeader) -> &'static str {
+pub(crate) fn normalize_accept_encoding(req: &RequestHeader) -> &'static str {
     let mut br = false;
     let mut gzip = false;
     for v in req.headers.get_all(http::header::ACCEPT_ENCODING) {

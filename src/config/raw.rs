@@ -7,30 +7,43 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// `listen` (docs/configuration.md).
     #[serde(default = "default_listen")]
     pub listen: Vec<String>,
+    /// `threads` (docs/configuration.md).
     #[serde(default)]
     pub threads: Option<usize>,
+    /// `admin` (docs/configuration.md).
     #[serde(default)]
     pub admin: RawAdmin,
+    /// `upstreams` (docs/configuration.md).
     #[serde(default)]
     pub upstreams: Vec<RawUpstream>,
+    /// `timeouts` (docs/configuration.md).
     #[serde(default)]
     pub timeouts: RawTimeouts,
+    /// `cache` (docs/configuration.md).
     #[serde(default)]
     pub cache: RawCache,
+    /// `bypass` (docs/configuration.md).
     #[serde(default)]
     pub bypass: RawBypass,
+    /// `purge` (docs/configuration.md).
     #[serde(default)]
     pub purge: RawPurge,
+    /// `access_log` (docs/configuration.md).
     #[serde(default)]
     pub access_log: RawAccessLog,
+    /// `health_check` (docs/configuration.md).
     #[serde(default)]
     pub health_check: RawHealthCheck,
+    /// `limits` (docs/configuration.md).
     #[serde(default)]
     pub limits: RawLimits,
+    /// `retries` (docs/configuration.md).
     #[serde(default = "default_retries")]
     pub retries: i64,
+    /// `shutdown_timeout` (docs/configuration.md).
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: String,
 }
@@ -46,18 +59,25 @@ fn default_shutdown_timeout() -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
+    /// `health_check.type` (docs/configuration.md).
     #[serde(default = "default_hc_type", rename = "type")]
     pub kind: String,
+    /// `health_check.path` (docs/configuration.md).
     #[serde(default)]
     pub path: Option<String>,
+    /// `health_check.host` (docs/configuration.md).
     #[serde(default)]
     pub host: Option<String>,
+    /// `health_check.interval` (docs/configuration.md).
     #[serde(default = "default_hc_interval")]
     pub interval: String,
+    /// `health_check.timeout` (docs/configuration.md).
     #[serde(default = "default_hc_timeout")]
     pub timeout: String,
+    /// `health_check.failures` (docs/configuration.md).
     #[serde(default = "default_hc_failures")]
     pub failures: i64,
+    /// `health_check.successes` (docs/configuration.md).
     #[serde(default = "default_hc_successes")]
     pub successes: i64,
 }
@@ -100,6 +120,7 @@ fn default_listen() -> Vec<String> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
+    /// `admin.listen` (docs/configuration.md).
     #[serde(default = "default_admin_listen")]
     pub listen: String,
 }
@@ -120,7 +141,9 @@ fn default_admin_listen() -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
+    /// `upstreams[].addr` (docs/configuration.md).
     pub addr: String,
+    /// `upstreams[].weight` (docs/configuration.md).
     #[serde(default = "default_weight")]
     pub weight: i64,
 }
@@ -133,10 +156,13 @@ fn default_weight() -> i64 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
+    /// `timeouts.connect` (docs/configuration.md).
     #[serde(default = "default_connect")]
     pub connect: String,
+    /// `timeouts.first_byte` (docs/configuration.md).
     #[serde(default = "default_first_byte")]
     pub first_byte: String,
+    /// `timeouts.between_bytes` (docs/configuration.md).
     #[serde(default = "default_between_bytes")]
     pub between_bytes: String,
 }
@@ -165,24 +191,34 @@ fn default_between_bytes() -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCache {
+    /// `cache.max_size` (docs/configuration.md).
     #[serde(default = "default_max_size")]
     pub max_size: String,
+    /// `cache.max_object_size` (docs/configuration.md).
     #[serde(default = "default_max_object_size")]
     pub max_object_size: String,
+    /// `cache.default_ttl` (docs/configuration.md).
     #[serde(default = "zero")]
     pub default_ttl: String,
+    /// `cache.stale_while_revalidate` (docs/configuration.md).
     #[serde(default = "zero")]
     pub stale_while_revalidate: String,
+    /// `cache.stale_if_error` (docs/configuration.md).
     #[serde(default = "zero")]
     pub stale_if_error: String,
+    /// `cache.keep` (docs/configuration.md).
     #[serde(default = "default_keep")]
     pub keep: String,
+    /// `cache.lock_timeout` (docs/configuration.md).
     #[serde(default = "default_lock_timeout")]
     pub lock_timeout: String,
+    /// `cache.hit_for_miss_keys` (docs/configuration.md).
     #[serde(default = "default_hit_for_miss")]
     pub hit_for_miss_keys: i64,
+    /// `cache.tracking_params` (docs/configuration.md).
     #[serde(default = "default_tracking_params")]
     pub tracking_params: Vec<String>,
+    /// `cache.strip_unkeyed_headers` (docs/configuration.md).
     #[serde(default = "default_unkeyed_headers")]
     pub strip_unkeyed_headers: Vec<String>,
 }
@@ -263,6 +299,7 @@ pub fn default_tracking_params() -> Vec<String> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBypass {
+    /// `bypass.session_cookies` (docs/configuration.md).
     #[serde(default)]
     pub session_cookies: Vec<String>,
 }
@@ -271,24 +308,34 @@ pub struct RawBypass {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPurge {
+    /// `purge.allow` (docs/configuration.md).
     #[serde(default = "default_purge_allow")]
     pub allow: Vec<String>,
+    /// `purge.token` (docs/configuration.md).
     #[serde(default)]
     pub token: Option<String>,
+    /// `purge.token_env` (docs/configuration.md).
     #[serde(default)]
     pub token_env: Option<String>,
+    /// `purge.tag_headers` (docs/configuration.md).
     #[serde(default = "default_tag_headers")]
     pub tag_headers: Vec<String>,
+    /// `purge.strip_tag_headers` (docs/configuration.md).
     #[serde(default = "default_true")]
     pub strip_tag_headers: bool,
+    /// `purge.soft_grace` (docs/configuration.md).
     #[serde(default = "default_soft_grace")]
     pub soft_grace: String,
+    /// `purge.invalidate_on_unsafe` (docs/configuration.md).
     #[serde(default = "default_true")]
     pub invalidate_on_unsafe: bool,
+    /// `purge.rate_limit` (docs/configuration.md).
     #[serde(default = "default_purge_rate")]
     pub rate_limit: i64,
+    /// `purge.unsafe_invalidation_rate` (docs/configuration.md).
     #[serde(default = "default_unsafe_rate")]
     pub unsafe_invalidation_rate: i64,
+    /// `purge.unsafe_invalidation_rate_per_client` (docs/configuration.md).
     #[serde(default = "default_unsafe_rate_per_client")]
     pub unsafe_invalidation_rate_per_client: i64,
 }
@@ -337,20 +384,28 @@ fn default_unsafe_rate_per_client() -> i64 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
+    /// `limits.max_header_size` (docs/configuration.md).
     #[serde(default = "default_max_header_size")]
     pub max_header_size: String,
+    /// `limits.max_headers` (docs/configuration.md).
     #[serde(default = "default_max_headers")]
     pub max_headers: i64,
+    /// `limits.max_url_length` (docs/configuration.md).
     #[serde(default = "default_max_url_length")]
     pub max_url_length: String,
+    /// `limits.header_timeout` (docs/configuration.md).
     #[serde(default = "default_header_timeout")]
     pub header_timeout: String,
+    /// `limits.idle_timeout` (docs/configuration.md).
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: String,
+    /// `limits.max_connections` (docs/configuration.md).
     #[serde(default = "default_max_connections")]
     pub max_connections: i64,
+    /// `limits.max_orphan_fills` (docs/configuration.md).
     #[serde(default = "default_max_orphan_fills")]
     pub max_orphan_fills: i64,
+    /// `limits.underscores_in_headers` (docs/configuration.md).
     #[serde(default)]
     pub underscores_in_headers: bool,
 }
@@ -396,10 +451,13 @@ fn default_max_orphan_fills() -> i64 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAccessLog {
+    /// `access_log.target` (docs/configuration.md).
     #[serde(default = "default_log_target")]
     pub target: String,
+    /// `access_log.path` (docs/configuration.md).
     #[serde(default)]
     pub path: Option<String>,
+    /// `access_log.format` (docs/configuration.md).
     #[serde(default = "default_log_format")]
     pub format: String,
 }

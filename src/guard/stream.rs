@@ -38,7 +38,7 @@ enum Phase {
 }
 
 /// A client connection held to [`LimitsConfig`]. Everything but reads passes straight through.
-pub struct GuardedStream {
+pub(crate) struct GuardedStream {
     inner: Stream,
     limits: LimitsConfig,
     phase: Phase,
@@ -75,7 +75,7 @@ impl fmt::Debug for GuardedStream {
 
 impl GuardedStream {
     /// Watch `inner` under `limits`, starting idle.
-    pub fn new(inner: Stream, limits: LimitsConfig) -> GuardedStream {
+    pub(crate) fn new(inner: Stream, limits: LimitsConfig) -> GuardedStream {
         let now = Instant::now();
         GuardedStream {
             inner,
@@ -407,7 +407,7 @@ pub(super) fn guarded(session: &ServerSession) -> Option<&GuardedStream> {
 /// over. pingora keeps a fill going after the client leaves only with streaming partial writes
 /// in the storage; instead, the client's close is tolerated on reads and, once the client is
 /// gone, up to `budget` bytes of response are discarded as if delivered.
-pub fn keep_filling_without_client(session: &mut ServerSession, budget: u64) {
+pub(crate) fn keep_filling_without_client(session: &mut ServerSession, budget: u64) {
     session.set_abort_on_close(false);
     if let Some(g) = guarded(session) {
         g.fill_budget.store(budget.max(1), Ordering::Relaxed);
@@ -415,7 +415,7 @@ pub fn keep_filling_without_client(session: &mut ServerSession, budget: u64) {
 }
 
 /// The response will not be stored after all: the client's departure ends the request again.
-pub fn fill_only_for_client(session: &mut ServerSession) {
+pub(crate) fn fill_only_for_client(session: &mut ServerSession) {
     session.set_abort_on_close(true);
     if let Some(g) = guarded(session) {
         g.fill_budget.store(0, Ordering::Relaxed);

@@ -14,7 +14,7 @@ use crate::metrics::metrics;
 use crate::services::InFlight;
 
 /// What lacquer knows about one request as it moves through the phases.
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     /// The config generation this request runs under.
     pub(crate) live: Arc<Live>,
     /// Keeps the request counted as in flight (graceful stop).
