@@ -26,7 +26,7 @@ pub use gate::{PurgeGate, Refusal};
 
 use crate::cache::key::RequestKey;
 use crate::cache::storage::{MemoryStorage, PurgeScope};
-use crate::cache::tags::MAX_TAG_LEN;
+use crate::cache::tags::{split_tags, valid_tag};
 use crate::config::NamePattern;
 use crate::metrics::metrics;
 
@@ -125,11 +125,10 @@ pub fn proxy_purge_scopes(req: &RequestHeader, key: &RequestKey) -> (Vec<PurgeSc
     let mut tags: Vec<PurgeScope> = Vec::new();
     for v in req.headers.get_all("xkey-purge") {
         if let Ok(v) = v.to_str() {
-            for t in v.split(|c: char| c.is_ascii_whitespace() || c == ',') {
-                // a tag longer than any stored object's cannot match anything
-                if !t.is_empty() && t.len() <= MAX_TAG_LEN {
-                    tags.push(PurgeScope::Tag(t.to_string()));
-                }
+            // read as the tags of a response are: a tag no stored object can carry (too long,
+            // not visible ASCII) cannot match anything
+            for t in split_tags("xkey-purge", v).filter(|t| valid_tag(t)) {
+                tags.push(PurgeScope::Tag(t.to_string()));
             }
         }
     }

@@ -20,6 +20,11 @@ pub fn split_tags<'a>(header: &str, value: &'a str) -> impl Iterator<Item = &'a 
         .filter(|t| !t.is_empty())
 }
 
+/// Whether `tag` can be stored and purged: visible ASCII, at most [`MAX_TAG_LEN`] bytes.
+pub fn valid_tag(tag: &str) -> bool {
+    !tag.is_empty() && tag.len() <= MAX_TAG_LEN && tag.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// The tags of a response, de-duplicated, in header order.
 pub fn response_tags(resp: &ResponseHeader, headers: &[String]) -> Vec<Box<str>> {
     let mut tags: Vec<Box<str>> = Vec::new();
@@ -30,8 +35,7 @@ pub fn response_tags(resp: &ResponseHeader, headers: &[String]) -> Vec<Box<str>>
                 if tags.len() >= MAX_TAGS {
                     return tags;
                 }
-                let valid = t.len() <= MAX_TAG_LEN && t.bytes().all(|b| b.is_ascii_graphic());
-                if valid && !tags.iter().any(|x| &**x == t) {
+                if valid_tag(t) && !tags.iter().any(|x| &**x == t) {
                     tags.push(t.into());
                 }
             }
