@@ -16,7 +16,7 @@ pub use crate::config::{LogFormat as Format, LogTarget as Target};
 pub struct Entry<'a> {
     /// When the request arrived.
     pub time: SystemTime,
-    /// The client's address (the TCP peer).
+    /// The client's address (the TCP peer, or what a trusted proxy said).
     pub client: Option<IpAddr>,
     /// Method.
     pub method: &'a str,

@@ -29,10 +29,14 @@ impl AdminApp {
     async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         // refused before any work, the body included
         let live = self.live.load_full();
-        if let Err(refused) = live
-            .purge
-            .admit(session.client_addr(), session.req_header())
-        {
+        if let Err(refused) = live.purge.admit(
+            // the admin listener is internal: its TCP peer is the client
+            session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            session.req_header(),
+        ) {
             return json(refused.status, refused.body.into());
         }
         let mut body = Vec::new();

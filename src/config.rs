@@ -51,6 +51,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// What a client connection may send, and how slowly.
     pub limits: LimitsConfig,
+    /// Peers (TLS terminators, load balancers) whose `X-Forwarded-For` and
+    /// `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 /// `access_log.target`: where access log lines go.

@@ -17,7 +17,8 @@
 //! - `access_log`: one line per client request
 //! - `guard`: the connection guard (`guard/scan.rs` the pure header watch, `guard/stream.rs`
 //!   the guarded stream): client limits, write coalescing, fills that outlive their client;
-//!   TLS, the PROXY protocol and trusted proxies belong beside it (`edge/`)
+//! - `edge`: who the client is and over which scheme (`trusted_proxies`); TLS and the PROXY
+//!   protocol belong in `edge/`
 //! - `proxy`: the one `ProxyHttp` impl, thin, delegating to the modules above
 //! - `admin`: the admin listener; `services`: health-check loop, SIGHUP reload, SIGTERM drain
 //! - `server`: pingora's server and services assembled from the config
@@ -31,6 +32,7 @@ pub mod access_log;
 pub(crate) mod admin;
 pub mod cache;
 pub mod config;
+pub(crate) mod edge;
 pub(crate) mod guard;
 pub(crate) mod live;
 pub(crate) mod metrics;

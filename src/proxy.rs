@@ -29,6 +29,7 @@ use crate::cache::storage::FetchStamp;
 use crate::cache::stored_header::{build_meta, merge_not_modified};
 use crate::cache::{range, vary, CacheRuntime};
 use crate::config::Config;
+use crate::edge::{self, Client};
 use crate::guard;
 use crate::live::SharedLive;
 use crate::metrics::{metrics, status_class};
@@ -37,7 +38,8 @@ use crate::services::InFlight;
 use crate::upstream;
 pub(crate) use ctx::RequestCtx;
 
-/// The scheme of lacquer's listeners (plain HTTP; TLS terminates in front of lacquer).
+/// The scheme of lacquer's listeners (plain HTTP; a TLS terminator in front of lacquer says
+/// `https` through `X-Forwarded-Proto`, believed from `trusted_proxies`).
 const SCHEME: &str = "http";
 
 /// The proxy: the reloadable config and app servers, the cache, the access log.
@@ -136,6 +138,11 @@ impl ProxyHttp for LacquerProxy {
             live: self.live.load_full(),
             _in_flight: InFlight::enter(),
             started: Instant::now(),
+            client: Client {
+                addr: None,
+                via_trusted: false,
+                scheme: SCHEME,
+            },
             original_target: None,
             upstream: None,
             upstream_started: None,
@@ -157,6 +164,16 @@ impl ProxyHttp for LacquerProxy {
         if !ctx.live.config.limits.underscores_in_headers {
             request::drop_underscore_fields(session.req_header_mut());
         }
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        ctx.client = edge::resolve(
+            peer,
+            session.req_header(),
+            &ctx.live.config.trusted_proxies,
+            SCHEME,
+        );
         let decision = policy::request_decision(session.req_header(), &ctx.live.config.bypass);
         let strip_cookies = match decision {
             RequestDecision::Bypass(reason) => {
@@ -166,13 +183,13 @@ impl ProxyHttp for LacquerProxy {
             RequestDecision::Purge => {
                 ctx.purge = true;
                 let live = ctx.live.clone();
-                self.handle_purge(session, &live).await?;
+                self.handle_purge(session, &live, ctx.client).await?;
                 return Ok(true);
             }
             RequestDecision::Cache { strip_cookies } => strip_cookies,
         };
         let key = match RequestKey::from_request(
-            SCHEME,
+            ctx.client.scheme,
             session.req_header(),
             &ctx.live.config.cache.tracking_params,
         ) {
@@ -366,25 +383,36 @@ impl ProxyHttp for LacquerProxy {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // the chain a trusted proxy sent, plus that proxy; from anyone else only the peer:
+        // an app that reads the left-most address must never see one a client made up
         if let Some(ip) = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip().to_string())
         {
-            let value = match upstream_request
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-                _ => ip,
+            let prev: Vec<&str> = if ctx.client.via_trusted {
+                upstream_request
+                    .headers
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .filter(|v| !v.trim().is_empty())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let value = if prev.is_empty() {
+                ip
+            } else {
+                format!("{}, {ip}", prev.join(", "))
             };
             upstream_request.insert_header("X-Forwarded-For", value)?;
         }
-        // set, never passed through: a client must not make the app believe it came over TLS
-        upstream_request.insert_header("X-Forwarded-Proto", SCHEME)?;
+        // set, never passed through from an untrusted client: nobody may make the app believe
+        // a request came over TLS
+        upstream_request.insert_header("X-Forwarded-Proto", ctx.client.scheme)?;
         Ok(())
     }
 
@@ -461,7 +489,7 @@ impl ProxyHttp for LacquerProxy {
         }
         if ctx.bypass == Some(BypassReason::Method) && session.subrequest_ctx.is_none() {
             let live = ctx.live.clone();
-            self.invalidate_after_unsafe(session, upstream_response, &live)
+            self.invalidate_after_unsafe(session, upstream_response, &live, ctx.client)
                 .await;
         }
         Ok(())

@@ -90,13 +90,13 @@ pub async fn run(
     for scope in scopes {
         let kind = match scope {
             PurgeScope::Prefix(_) => continue,
-            PurgeScope::Url(_) => "url",
+            PurgeScope::Url(_) | PurgeScope::AnySchemeUrl(_) => "url",
             PurgeScope::Tag(_) => "tag",
             PurgeScope::All => "all",
         };
         let n = storage.purge_scope(scope, soft).await;
         match scope {
-            PurgeScope::Url(_) => report.urls += n,
+            PurgeScope::Url(_) | PurgeScope::AnySchemeUrl(_) => report.urls += n,
             PurgeScope::Tag(_) => report.tags += n,
             _ => report.all += n,
         }
@@ -135,7 +135,10 @@ pub fn proxy_purge_scopes(req: &RequestHeader, key: &RequestKey) -> (Vec<PurgeSc
     if !tags.is_empty() {
         return (tags, soft);
     }
-    (vec![PurgeScope::Url(key.primary_hash())], soft)
+    (
+        vec![PurgeScope::AnySchemeUrl(key.both_scheme_hashes())],
+        soft,
+    )
 }
 
 /// Whether `method` is unsafe in RFC 9110's sense and invalidates on success.
@@ -192,9 +195,17 @@ mod tests {
     fn proxy_purges() {
         let key = RequestKey::from_url("http://h/a", &[]).unwrap();
         let mut req = RequestHeader::build("PURGE", b"/a", None).unwrap();
+        // the URL as stored for http and for https visitors
+        let https = RequestKey::from_url("https://h/a", &[]).unwrap();
         assert_eq!(
             proxy_purge_scopes(&req, &key),
-            (vec![PurgeScope::Url(key.primary_hash())], false)
+            (
+                vec![PurgeScope::AnySchemeUrl([
+                    key.primary_hash(),
+                    https.primary_hash()
+                ])],
+                false
+            )
         );
         req.insert_header("xkey-purge", "t1 t2").unwrap();
         req.insert_header("Soft-Purge", "1").unwrap();

@@ -118,6 +118,20 @@ impl RequestKey {
         u128::from_be_bytes(pingora_cache::CacheKey::new(self.primary(), "").primary_bin())
     }
 
+    /// The primary key hashes of this URL under both schemes, this key's first: what a purge
+    /// of "this URL" removes, whether it was stored for an `http` or an `https` visitor.
+    pub fn both_scheme_hashes(&self) -> [u128; 2] {
+        let other = RequestKey {
+            scheme: if self.scheme == "https" {
+                "http"
+            } else {
+                "https"
+            },
+            ..self.clone()
+        };
+        [self.primary_hash(), other.primary_hash()]
+    }
+
     /// The key of an absolute URL (`http://host/path?query`), as a request for it would get.
     pub fn from_url(url: &str, tracking: &[NamePattern]) -> Result<RequestKey, KeyError> {
         let uri: http::Uri = url.parse().map_err(|_| KeyError::InvalidHost)?;

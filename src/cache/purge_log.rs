@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 pub enum PurgeScope {
     /// Every variant of one URL (its primary key hash).
     Url(u128),
+    /// Every variant of one URL under `http` and under `https` (its two primary key hashes):
+    /// what a `PURGE` of a path or an unsafe request removes, whichever scheme its visitors
+    /// came over.
+    AnySchemeUrl([u128; 2]),
     /// Every object carrying this tag.
     Tag(String),
     /// Every object whose URL starts with this text (`http://host/blog/`).
@@ -39,6 +43,7 @@ impl PurgeScope {
     pub(crate) fn matches(&self, o: &ObjectFacts<'_>) -> bool {
         match self {
             PurgeScope::Url(p) => *p == o.primary,
+            PurgeScope::AnySchemeUrl(ps) => ps.contains(&o.primary),
             PurgeScope::Tag(t) => o.tags.iter().any(|x| **x == **t),
             PurgeScope::Prefix(p) => o.url.starts_with(p.as_str()),
             PurgeScope::All => true,
@@ -69,7 +74,7 @@ impl Record {
     fn bytes(&self) -> usize {
         let text = match &self.matcher {
             PurgeScope::Tag(t) | PurgeScope::Prefix(t) => t.len(),
-            PurgeScope::Url(_) | PurgeScope::All => 0,
+            PurgeScope::Url(_) | PurgeScope::AnySchemeUrl(_) | PurgeScope::All => 0,
         };
         std::mem::size_of::<Record>() + text
     }

@@ -46,6 +46,9 @@ pub struct RawConfig {
     /// `shutdown_timeout` (docs/configuration.md).
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: String,
+    /// `trusted_proxies` (docs/configuration.md).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 fn default_retries() -> i64 {

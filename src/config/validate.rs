@@ -26,6 +26,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let retries = whole_number(e, "retries", raw.retries, 0, 10) as usize;
     let shutdown_timeout = duration(e, "shutdown_timeout", &raw.shutdown_timeout);
     let limits = limits(e, &raw.limits);
+    let trusted_proxies = networks(e, "trusted_proxies", &raw.trusted_proxies);
     purge.rate_limit =
         whole_number(e, "purge.rate_limit", raw.purge.rate_limit, 0, 1_000_000) as u32;
     let bypass = BypassConfig {
@@ -50,6 +51,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         retries,
         shutdown_timeout,
         limits,
+        trusted_proxies,
     })
 }
 
@@ -172,15 +174,7 @@ fn cache(errors: &mut Vec<String>, c: &raw::RawCache) -> CacheConfig {
 
 /// `purge:` (its `rate_limit` is read last, after `limits:`, to keep the order of messages)
 fn purge(errors: &mut Vec<String>, p: &raw::RawPurge) -> PurgeConfig {
-    let mut allow = Vec::new();
-    for (i, c) in p.allow.iter().enumerate() {
-        match Cidr::parse(c) {
-            Some(cidr) => allow.push(cidr),
-            None => errors.push(format!(
-                "purge.allow[{i}]: expected a network like \"127.0.0.1/32\" or \"::1/128\", got \"{c}\""
-            )),
-        }
-    }
+    let allow = networks(errors, "purge.allow", &p.allow);
     let token = match (&p.token, &p.token_env) {
         (Some(_), Some(_)) => {
             errors.push(
@@ -441,6 +435,20 @@ fn upstream_addr(errors: &mut Vec<String>, path: &str, text: &str) -> Option<Soc
         "{path}: expected an address like \"127.0.0.1:8080\" or \"app:8080\", got \"{text}\""
     ));
     None
+}
+
+/// A list of IP networks (`127.0.0.1/32`, `::1/128`, a bare address for one host).
+fn networks(errors: &mut Vec<String>, path: &str, list: &[String]) -> Vec<Cidr> {
+    let mut out = Vec::with_capacity(list.len());
+    for (i, c) in list.iter().enumerate() {
+        match Cidr::parse(c) {
+            Some(cidr) => out.push(cidr),
+            None => errors.push(format!(
+                "{path}[{i}]: expected a network like \"127.0.0.1/32\" or \"::1/128\", got \"{c}\""
+            )),
+        }
+    }
+    out
 }
 
 fn name_patterns(errors: &mut Vec<String>, path: &str, list: &[String]) -> Vec<NamePattern> {

@@ -9,6 +9,7 @@ use pingora_http::ResponseHeader;
 use crate::cache::key::RequestKey;
 use crate::cache::policy::BypassReason;
 use crate::cache::status::CacheStatus;
+use crate::edge::Client;
 use crate::live::Live;
 use crate::metrics::metrics;
 use crate::services::InFlight;
@@ -22,6 +23,8 @@ pub(crate) struct RequestCtx {
     /// When the request arrived, on the monotonic clock (the access log's wall-clock time is
     /// taken back from it when the entry is written: one clock read less per request).
     pub(crate) started: Instant,
+    /// The client, as the TCP peer or a trusted proxy tells (`edge.rs`).
+    pub(crate) client: Client,
     /// The request target as received, when lacquer rewrote it (tracking parameters).
     pub(crate) original_target: Option<String>,
     /// The app server asked last (its address).

@@ -6,24 +6,27 @@ use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-use super::{respond_json, LacquerProxy, SCHEME};
+use super::{respond_json, LacquerProxy};
 use crate::cache::key::RequestKey;
 use crate::cache::storage::PurgeScope;
+use crate::edge::Client;
 use crate::live::Live;
 use crate::purge::{self, PurgeSource};
 
 impl LacquerProxy {
     /// Answer a `PURGE` request (see `purge.rs`); it never reaches the app.
-    pub(super) async fn handle_purge(&self, session: &mut Session, live: &Live) -> Result<()> {
-        if let Err(refused) = live
-            .purge
-            .admit(session.client_addr(), session.req_header())
-        {
+    pub(super) async fn handle_purge(
+        &self,
+        session: &mut Session,
+        live: &Live,
+        client: Client,
+    ) -> Result<()> {
+        if let Err(refused) = live.purge.admit(client.addr, session.req_header()) {
             let status = refused.status.as_u16();
             return respond_json(session, status, refused.body.to_string()).await;
         }
         let key = match RequestKey::from_request(
-            SCHEME,
+            client.scheme,
             session.req_header(),
             &live.config.cache.tracking_params,
         ) {
@@ -35,7 +38,7 @@ impl LacquerProxy {
             }
         };
         let (scopes, soft) = purge::proxy_purge_scopes(session.req_header(), &key);
-        let by_url = matches!(scopes.first(), Some(PurgeScope::Url(_)));
+        let by_url = matches!(scopes.first(), Some(PurgeScope::AnySchemeUrl(_)));
         let report = purge::run(self.cache.storage, &scopes, soft, PurgeSource::Request).await;
         let n = report.urls + report.tags;
         // Varnish's convention: a URL purge that found nothing is a 404
@@ -51,6 +54,7 @@ impl LacquerProxy {
         session: &Session,
         resp: &ResponseHeader,
         live: &Live,
+        client: Client,
     ) {
         let req = session.req_header();
         let status = resp.status.as_u16();
@@ -63,14 +67,15 @@ impl LacquerProxy {
         // anyone can send a POST that the app answers 2xx: without purge rights, the
         // invalidations it causes are rate-limited (per client and overall), so nobody can
         // keep evicting pages and make the app render them again and again
-        if !live.purge.admit_invalidation(session.client_addr(), req) {
+        if !live.purge.admit_invalidation(client.addr, req) {
             return;
         }
         let tracking = &live.config.cache.tracking_params;
-        let Ok(key) = RequestKey::from_request(SCHEME, req, tracking) else {
+        let Ok(key) = RequestKey::from_request(client.scheme, req, tracking) else {
             return;
         };
-        let mut scopes = vec![PurgeScope::Url(key.primary_hash())];
+        // the URL as an http and as an https visitor would have stored it
+        let mut scopes = vec![PurgeScope::AnySchemeUrl(key.both_scheme_hashes())];
         for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
             let target = resp
                 .headers
@@ -78,7 +83,7 @@ impl LacquerProxy {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| purge::location_key(v, &key, tracking));
             if let Some(k) = target {
-                scopes.push(PurgeScope::Url(k.primary_hash()));
+                scopes.push(PurgeScope::AnySchemeUrl(k.both_scheme_hashes()));
             }
         }
         purge::run(self.cache.storage, &scopes, false, PurgeSource::Unsafe).await;

@@ -74,10 +74,7 @@ impl LacquerProxy {
             time: SystemTime::now()
                 .checked_sub(duration)
                 .unwrap_or(SystemTime::UNIX_EPOCH),
-            client: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
+            client: ctx.client.addr,
             method: req.method.as_str(),
             host: header(http::header::HOST).unwrap_or(""),
             target,

@@ -4,7 +4,6 @@
 
 use std::net::IpAddr;
 
-use pingora_core::protocols::l4::socket::SocketAddr as Peer;
 use pingora_http::RequestHeader;
 
 use super::count_refused;
@@ -27,10 +26,9 @@ impl PurgeAuth {
         }
     }
 
-    /// Whether this request may purge: its TCP peer (never a forwarded header) and its
-    /// `Authorization`.
-    pub fn allows_request(&self, peer: Option<&Peer>, req: &RequestHeader) -> bool {
-        let client = peer.and_then(|a| a.as_inet()).map(|a| a.ip());
+    /// Whether this request may purge: its client (the TCP peer, or what a trusted proxy
+    /// said, never a header from anyone else) and its `Authorization`.
+    pub fn allows_request(&self, client: Option<IpAddr>, req: &RequestHeader) -> bool {
         let authorization = req
             .headers
             .get(http::header::AUTHORIZATION)
@@ -95,8 +93,8 @@ impl PurgeGate {
     }
 
     /// Whether a purge request may go ahead (see the type's documentation).
-    pub fn admit(&self, peer: Option<&Peer>, req: &RequestHeader) -> Result<(), Refusal> {
-        if !self.auth.allows_request(peer, req) {
+    pub fn admit(&self, client: Option<IpAddr>, req: &RequestHeader) -> Result<(), Refusal> {
+        if !self.auth.allows_request(client, req) {
             count_refused("denied");
             return Err(Refusal {
                 status: http::StatusCode::FORBIDDEN,
@@ -116,11 +114,10 @@ impl PurgeGate {
     /// Whether an unsafe request may invalidate what it touched: always with purge rights,
     /// otherwise within `purge.unsafe_invalidation_rate*` (anyone can send a POST that the
     /// app answers 2xx, so without a bound anyone could keep evicting pages).
-    pub fn admit_invalidation(&self, peer: Option<&Peer>, req: &RequestHeader) -> bool {
-        if self.auth.allows_request(peer, req) {
+    pub fn admit_invalidation(&self, client: Option<IpAddr>, req: &RequestHeader) -> bool {
+        if self.auth.allows_request(client, req) {
             return true;
         }
-        let client = peer.and_then(|a| a.as_inet()).map(|a| a.ip());
         if self.unsafe_invalidations.try_take(client) {
             return true;
         }

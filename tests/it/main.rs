@@ -9,6 +9,7 @@ mod bypass;
 mod caching;
 mod coalescing;
 mod config;
+mod edge;
 mod limits;
 mod memory;
 mod observability;

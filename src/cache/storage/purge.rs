@@ -60,6 +60,11 @@ impl MemoryStorage {
         self.log.record(seq, scope.clone(), soft);
         let targets: Vec<(u128, Arc<StoredObject>)> = match scope {
             PurgeScope::Url(p) => self.index.variants_of(*p),
+            PurgeScope::AnySchemeUrl([a, b]) => {
+                let mut both = self.index.variants_of(*a);
+                both.extend(self.index.variants_of(*b));
+                both
+            }
             PurgeScope::Tag(t) => self.index.tagged(t),
             PurgeScope::Prefix(_) | PurgeScope::All => self
                 .objects
