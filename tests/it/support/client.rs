@@ -24,7 +24,7 @@ impl Resp {
     /// Served from memory, fresh or stale (`lacquer; hit...`). Mostly too loose for an
     /// assertion: a stale answer passes it, and its negation passes for a 502 that lacquer made
     /// itself. Prefer [`Resp::is_fresh_hit`], [`Resp::is_stale_hit`] or [`Resp::fetched`].
-    pub fn from_memory(&self) -> bool {
+    pub fn served_from_memory(&self) -> bool {
         self.cache_status().starts_with("lacquer; hit")
     }
 
@@ -51,7 +51,7 @@ impl Resp {
     /// and for an error lacquer made itself (a 502 or 504 has no `fwd-status`).
     pub fn fetched(&self) -> bool {
         let v = self.cache_status();
-        !self.from_memory() && v.contains("; fwd=") && v.contains("; fwd-status=")
+        !self.served_from_memory() && v.contains("; fwd=") && v.contains("; fwd-status=")
     }
 
     /// The origin's status as `Cache-Status` reports it (`fwd-status=`).
