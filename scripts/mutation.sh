@@ -54,6 +54,6 @@ if cargo test --locked --test it -- "$@" >>"$log" 2>&1; then
     echo "MISSED: the tests pass with the mutation (${*:-all tests})"
     exit 1
 fi
-failed=$(grep -E '^    [a-z_:]+$' "$log" | sed 's/^ *//' | tr '\n' ' ' || true)
+failed=$(grep -E '^    [A-Za-z0-9_:]+$' "$log" | sed 's/^ *//' | tr '\n' ' ' || true)
 echo "CAUGHT by: ${failed:-see $log}"
 exit 0
