@@ -157,7 +157,7 @@ async fn assert_refetched_then_stored(
         second.body.len()
     );
     assert!(
-        !second.is_hit(),
+        second.fetched(),
         "{path}: a broken response was stored: {}",
         second.cache_status()
     );
@@ -167,7 +167,7 @@ async fn assert_refetched_then_stored(
         "{path}: the next request went to the origin"
     );
     let third = c.get(&proxy.url(path)).await;
-    assert!(third.is_hit(), "{path}: {}", third.cache_status());
+    assert!(third.is_fresh_hit(), "{path}: {}", third.cache_status());
     assert!(
         third.body == good_body,
         "{path}: the stored body is the good one"
@@ -330,7 +330,11 @@ async fn a_refused_connection_is_a_quick_502_and_leaves_nothing_behind() {
         "{:?}",
         started.elapsed()
     );
-    assert!(!refused.is_hit());
+    assert_eq!(
+        refused.cache_status(),
+        "lacquer; fwd=miss; detail=connect-refused",
+        "lacquer's own 502, not a stored or relayed answer"
+    );
 
     // the app comes up where nothing listened: the very next request reaches it
     let origin = Origin::start_on(addr, |_| good("up now")).await;
@@ -654,7 +658,7 @@ async fn a_1xx_before_the_response_is_skipped_and_the_final_response_is_served()
         assert_eq!(second.status, 200, "{path}");
         assert_eq!(second.text(), "final", "{path}");
         assert!(
-            second.is_hit(),
+            second.is_fresh_hit(),
             "the final response is cacheable: {}",
             second.cache_status()
         );
@@ -678,7 +682,7 @@ async fn an_object_over_max_object_size_streams_whole_and_is_not_stored() {
             let r = c.get(&proxy.url(path)).await;
             assert_eq!(r.status, 200, "{path} #{n}");
             assert!(r.body == body, "{path} #{n}: the whole body, unchanged");
-            assert!(!r.is_hit(), "{path} #{n}: {}", r.cache_status());
+            assert!(r.fetched(), "{path} #{n}: {}", r.cache_status());
             assert_eq!(origin.hits(path), n, "{path}: not stored");
         }
     }
@@ -733,7 +737,7 @@ async fn when_the_lock_holders_fetch_fails_exactly_one_waiter_fetches_again() {
         proxy.log()
     );
     let later = c.get(&url).await;
-    assert!(later.is_hit(), "{}", later.cache_status());
+    assert!(later.is_fresh_hit(), "{}", later.cache_status());
     assert_eq!(origin.hits("/cold"), 2);
 }
 
@@ -964,4 +968,55 @@ async fn fills_kept_going_after_their_clients_left_are_bounded() {
         "(kept going, refused)\nlog:\n{}",
         proxy.log()
     );
+}
+
+/// A fetch that will not be stored serves only its client: when that client leaves, lacquer
+/// stops taking the response from the app (the fill budget that keeps cacheable fills going
+/// without their client is withdrawn). The app sees its connection closed before it could
+/// hand over the whole body, and the departure is not counted as an orphaned fill.
+#[tokio::test]
+async fn a_client_that_leaves_an_uncacheable_response_stops_the_transfer_from_the_app() {
+    // 16 MiB without freshness (never stored), under a fill budget larger than it: were the
+    // fill kept going, lacquer would read every byte of it
+    let body = patterned(16 << 20);
+    let origin = {
+        let body = body.clone();
+        // the client leaves during the pause; lacquer learns of it on its next write
+        Origin::start(move |_| {
+            Reply::ok(body.clone()).stall_after(1 << 20, Duration::from_millis(500))
+        })
+        .await
+    };
+    let config = format!("{STRICT}cache:\n  max_object_size: 64MiB\n");
+    let proxy = Proxy::start(&[origin.addr], &config).await;
+    let mut conn = RawConn::connect(proxy.addr).await;
+    conn.send(b"GET /uncacheable HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await;
+    let start = conn
+        .read_for(Duration::from_millis(200), Duration::from_secs(5))
+        .await;
+    assert!(start.text().starts_with("HTTP/1.1 200"), "{}", start.text());
+    assert!(
+        start.text().contains("detail=no-freshness"),
+        "not stored: {}",
+        start.text().split("\r\n\r\n").next().unwrap_or("")
+    );
+    assert!(
+        start.bytes.len() < body.len(),
+        "the client leaves before the end"
+    );
+    drop(conn);
+    assert!(
+        eventually(Duration::from_secs(10), || !origin.written().is_empty()).await,
+        "the app's write of the reply never ended"
+    );
+    let written = origin.written();
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert_eq!(written[0].target, "/uncacheable");
+    assert!(
+        !written[0].whole,
+        "lacquer took the whole 16 MiB from the app for a client that had left"
+    );
+    assert_eq!(origin.hits("/uncacheable"), 1);
+    assert_eq!(proxy.metric("lacquer_client_gone_fills_total").await, 0.0);
 }

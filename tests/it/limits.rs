@@ -256,3 +256,47 @@ async fn connections_over_max_connections_get_a_503_and_a_close() {
             >= 1.0
     );
 }
+
+/// The header limits hold for every request on a keep-alive connection, not only the first:
+/// the guard re-arms before each request's header. A second request with an oversized
+/// header, too many fields or a long target is refused like a first one, before the app.
+#[tokio::test]
+async fn the_header_limits_apply_to_the_second_request_on_a_connection() {
+    let (origin, proxy) = setup().await;
+    let mut many = String::from("GET /second HTTP/1.1\r\nHost: a\r\n");
+    for i in 0..25 {
+        many.push_str(&format!("X-F{i}: 1\r\n"));
+    }
+    many.push_str("\r\n");
+    let cases = [
+        (
+            format!(
+                "GET /second HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+                "v".repeat(5000)
+            ),
+            431,
+        ),
+        (many, 431),
+        (
+            format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "u".repeat(1100)),
+            414,
+        ),
+    ];
+    for (n, (second, status)) in cases.iter().enumerate() {
+        let mut conn = RawConn::connect(proxy.addr).await;
+        let first = conn
+            .exchange(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await;
+        assert_eq!(first.statuses(), vec![200], "case {n}: {}", first.text());
+        assert!(!first.closed, "case {n}: the connection stays open");
+        let r = conn.exchange(second.as_bytes()).await;
+        assert_eq!(r.statuses(), vec![*status], "case {n}: {}", r.text());
+        assert!(r.closed, "case {n}: closed after the refusal");
+    }
+    assert_eq!(origin.hits("/first"), 1, "the first request was stored");
+    assert_eq!(origin.total(), 1, "no second request reached the app");
+    assert_eq!(
+        proxy.metric("lacquer_client_limit_rejections_total").await,
+        3.0
+    );
+}

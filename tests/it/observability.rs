@@ -380,3 +380,36 @@ impl JsonLog {
             .collect()
     }
 }
+
+/// `/healthz` says whether lacquer can serve, not whether the app can: with every app server
+/// out of rotation it still answers 200 (lacquer serves from the cache, and a quick 503 per
+/// request otherwise).
+#[tokio::test]
+async fn healthz_is_200_while_no_app_server_is_healthy() {
+    let origin = Origin::start(|_| Reply::ok("failing").status(500)).await;
+    let proxy = Proxy::start(
+        &[origin.addr],
+        "health_check:\n  type: http\n  path: /h\n  interval: 100ms\n  failures: 1\n  successes: 1\n",
+    )
+    .await;
+    let c = Client::new();
+    let series = format!("lacquer_upstream_healthy{{upstream=\"{}\"}}", origin.addr);
+    let mut down = false;
+    for _ in 0..100 {
+        if proxy.metric(&series).await == 0.0 && origin.hits("/h") > 0 {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(down, "the app server failing its check is out of rotation");
+    let r = c.get(&format!("http://{}/healthz", proxy.admin)).await;
+    assert_eq!(
+        r.status, 200,
+        "no app server is healthy, lacquer still serves"
+    );
+    assert_eq!(r.text(), "ok\n");
+    let r = c.get(&proxy.url("/anything")).await;
+    assert_eq!(r.status, 503, "{}", r.cache_status());
+    assert_eq!(origin.hits("/anything"), 0, "nothing was sent to the app");
+}

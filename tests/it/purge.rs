@@ -40,7 +40,7 @@ async fn purge_of_a_url_answers_200_then_404_and_never_reaches_the_origin() {
         0
     );
     let after = c.get(&proxy.url("/p?x=1")).await;
-    assert!(!after.is_hit());
+    assert!(after.fetched());
     assert_eq!(origin.hits("/p"), 2);
 }
 
@@ -63,7 +63,7 @@ async fn purge_removes_every_variant_of_the_url_for_get_and_head() {
     assert!(c
         .send("HEAD", &proxy.url("/v"), &[("Accept-Language", "en")], None)
         .await
-        .is_hit());
+        .is_fresh_hit());
     let purged = c.send("PURGE", &proxy.url("/v"), &[], None).await;
     assert_eq!(json(&purged)["purged"], 3);
     for lang in ["en", "fr", "de"] {
@@ -71,7 +71,7 @@ async fn purge_removes_every_variant_of_the_url_for_get_and_head() {
             .get_with(&proxy.url("/v"), &[("Accept-Language", lang)])
             .await;
         assert_eq!(r.text(), format!("lang={lang}"));
-        assert!(!r.is_hit(), "{lang} was purged");
+        assert!(r.fetched(), "{lang} was purged");
     }
     assert_eq!(origin.hits("/v"), 6);
 }
@@ -99,13 +99,13 @@ async fn tag_purge_removes_exactly_the_tagged_objects_and_tags_never_leak() {
     let r = api(&c, &proxy, r#"{"tags": ["news"]}"#).await;
     assert_eq!(r.status, 200);
     assert_eq!(json(&r)["tags"], 2);
-    assert!(!c.get(&proxy.url("/a")).await.is_hit());
-    assert!(!c.get(&proxy.url("/b")).await.is_hit());
+    assert!(c.get(&proxy.url("/a")).await.fetched());
+    assert!(c.get(&proxy.url("/b")).await.fetched());
     assert!(
-        c.get(&proxy.url("/c")).await.is_hit(),
+        c.get(&proxy.url("/c")).await.is_fresh_hit(),
         "untouched by another tag"
     );
-    assert!(c.get(&proxy.url("/d")).await.is_hit());
+    assert!(c.get(&proxy.url("/d")).await.is_fresh_hit());
 
     // Varnish xkey's header on the proxy listener, with Cloudflare's comma-separated tags
     let r = c
@@ -113,7 +113,7 @@ async fn tag_purge_removes_exactly_the_tagged_objects_and_tags_never_leak() {
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(json(&r)["purged"], 1);
-    assert!(!c.get(&proxy.url("/c")).await.is_hit());
+    assert!(c.get(&proxy.url("/c")).await.fetched());
     assert_eq!(origin.hits("/c"), 2);
     assert_eq!(origin.hits("/d"), 1);
 }
@@ -136,23 +136,26 @@ async fn prefix_purge_is_per_host_and_purge_all_empties_the_cache() {
     }
     let r = api(&c, &proxy, r#"{"prefixes": ["http://H.example/blog/"]}"#).await;
     assert_eq!(json(&r)["prefixes"], 2);
-    let hit = |host: &'static str, path: &'static str| {
+    let get = |host: &'static str, path: &'static str| {
         let c = c.clone();
         let url = proxy.url(path);
-        async move { c.get_with(&url, &[("Host", host)]).await.is_hit() }
+        async move { c.get_with(&url, &[("Host", host)]).await }
     };
-    assert!(!hit("h.example", "/blog/1").await);
-    assert!(!hit("h.example", "/blog/2").await);
-    assert!(hit("h.example", "/shop/1").await);
+    assert!(get("h.example", "/blog/1").await.fetched());
+    assert!(get("h.example", "/blog/2").await.fetched());
+    assert!(get("h.example", "/shop/1").await.is_fresh_hit());
     assert!(
-        hit("o.example", "/blog/1").await,
+        get("o.example", "/blog/1").await.is_fresh_hit(),
         "another host's /blog/ is untouched"
     );
 
     let r = api(&c, &proxy, r#"{"all": true}"#).await;
     assert_eq!(json(&r)["all"], 4);
     for (host, path) in pages {
-        assert!(!hit(host, path).await, "{host}{path} survived purge all");
+        assert!(
+            get(host, path).await.fetched(),
+            "{host}{path} survived purge all"
+        );
     }
 }
 
@@ -200,17 +203,226 @@ async fn soft_purge_serves_stale_at_once_and_refreshes_with_one_origin_request()
     tokio::time::sleep(Duration::from_millis(800)).await;
     let fresh = c.get(&proxy.url("/front")).await;
     assert_eq!(fresh.text(), "version 2");
-    assert!(fresh.is_hit());
+    assert!(fresh.is_fresh_hit());
     assert_eq!(origin.hits("/front"), 2, "exactly one refresh");
 
-    // the same through the API
-    let r = api(
-        &c,
-        &proxy,
-        r#"{"urls": ["http://127.0.0.1/front"], "soft": true}"#,
-    )
-    .await;
+    // the same through the API: a soft purge there too, not a hard one (the next visitor is
+    // served the stale copy at once and one background fetch refreshes it)
+    let body = format!(
+        r#"{{"urls": ["http://{}/front"], "soft": true}}"#,
+        proxy.addr
+    );
+    let r = api(&c, &proxy, &body).await;
     assert_eq!(r.status, 200);
+    assert_eq!(json(&r)["urls"], 1, "{}", r.text());
+    let stale = c.get(&proxy.url("/front")).await;
+    assert_eq!(stale.text(), "version 2", "served the soft-purged copy");
+    assert!(stale.is_stale_hit(), "{}", stale.cache_status());
+    let refreshed = poll_until(Duration::from_secs(5), || origin.hits("/front") == 3).await;
+    assert!(
+        refreshed,
+        "one background refresh: {}",
+        origin.hits("/front")
+    );
+    let mut fresh = c.get(&proxy.url("/front")).await;
+    for _ in 0..100 {
+        if fresh.text() == "version 3" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        fresh = c.get(&proxy.url("/front")).await;
+    }
+    assert_eq!(fresh.text(), "version 3");
+    assert!(fresh.is_fresh_hit(), "{}", fresh.cache_status());
+    assert_eq!(origin.hits("/front"), 3);
+}
+
+/// Poll `cond` every 10 ms until it holds or `limit` passes; whether it held.
+async fn poll_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cond()
+}
+
+/// A revalidation that began before a purge describes the object as it was before the purge:
+/// its 304 must refresh nothing. After a soft purge landing while the 304 is on its way, the
+/// object is not fresh again; after a hard one, it is gone.
+#[tokio::test]
+async fn a_304_that_began_before_a_purge_refreshes_nothing() {
+    let calls = Counter::default();
+    let origin = Origin::start(move |s| {
+        let n = calls.bump(s.path());
+        if s.header("if-none-match") == Some("\"r\"") {
+            let reply = Reply::ok("")
+                .status(304)
+                .header("Cache-Control", "max-age=600")
+                .header("ETag", "\"r\"");
+            // the first revalidation is slow: the purge lands while it is in flight
+            if n == 2 {
+                reply.delay(Duration::from_millis(700))
+            } else {
+                reply
+            }
+        } else {
+            Reply::ok(format!("body {n}"))
+                .header("Cache-Control", "max-age=1")
+                .header("ETag", "\"r\"")
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    for (path, soft) in [("/reval-soft", true), ("/reval-hard", false)] {
+        c.get(&proxy.url(path)).await;
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let revalidating = {
+            let c = c.clone();
+            let url = proxy.url(path);
+            tokio::spawn(async move { c.get(&url).await })
+        };
+        assert!(
+            poll_until(Duration::from_secs(2), || origin.hits(path) == 2).await,
+            "{path}: the revalidation reached the origin"
+        );
+        let headers: &[(&str, &str)] = if soft { &[("Soft-Purge", "1")] } else { &[] };
+        let purge = c.send("PURGE", &proxy.url(path), headers, None).await;
+        assert_eq!(purge.status, 200, "{path}");
+        let first = revalidating.await.unwrap();
+        assert_eq!(first.status, 200, "{path}");
+        assert_eq!(
+            first.text(),
+            "body 1",
+            "{path}: its client gets the revalidated copy"
+        );
+        assert_eq!(
+            origin.last(path).unwrap().header("if-none-match"),
+            Some("\"r\""),
+            "{path}"
+        );
+        let next = c.get(&proxy.url(path)).await;
+        assert!(
+            !next.is_fresh_hit(),
+            "{path}: the 304 from before the purge made it fresh again: {}",
+            next.cache_status()
+        );
+        assert!(
+            next.fetched(),
+            "{path}: the next request asks the origin: {}",
+            next.cache_status()
+        );
+        assert_eq!(origin.hits(path), 3, "{path}");
+    }
+}
+
+/// A soft purge that lands while a fill is in flight: the fill is stored, but already stale,
+/// so the next visitor is served it at once while one background fetch gets the new content.
+#[tokio::test]
+async fn a_soft_purge_during_a_fill_stores_the_fill_stale() {
+    let calls = Counter::default();
+    let origin = Origin::start(move |_| {
+        let n = calls.bump("fill");
+        let reply = cacheable(&format!("version {n}"));
+        if n == 1 {
+            reply.delay(Duration::from_millis(700))
+        } else {
+            reply
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    let url = proxy.url("/filling");
+    let slow = {
+        let c = c.clone();
+        let url = url.clone();
+        tokio::spawn(async move { c.get(&url).await })
+    };
+    assert!(poll_until(Duration::from_secs(2), || origin.hits("/filling") == 1).await);
+    let purge = c.send("PURGE", &url, &[("Soft-Purge", "1")], None).await;
+    assert_eq!(purge.status, 404, "nothing stored yet");
+    let first = slow.await.unwrap();
+    assert_eq!(first.text(), "version 1");
+    assert!(
+        first.cache_status().ends_with("stored"),
+        "{}",
+        first.cache_status()
+    );
+    let next = c.get(&url).await;
+    assert_eq!(next.text(), "version 1", "the stale copy, at once");
+    assert!(
+        next.is_stale_hit(),
+        "stored already stale: {}",
+        next.cache_status()
+    );
+    assert!(poll_until(Duration::from_secs(5), || origin.hits("/filling") == 2).await);
+    let mut after = c.get(&url).await;
+    for _ in 0..100 {
+        if after.text() == "version 2" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        after = c.get(&url).await;
+    }
+    assert_eq!(after.text(), "version 2");
+    assert!(after.is_fresh_hit(), "{}", after.cache_status());
+    assert_eq!(origin.hits("/filling"), 2);
+}
+
+/// A soft purge never serves stale what forbids it: with `must-revalidate` or `s-maxage` the
+/// next request after a soft purge waits for a revalidation with the app instead.
+#[tokio::test]
+async fn a_soft_purge_honours_must_revalidate_and_s_maxage() {
+    let origin = Origin::start(|s| {
+        let cc = match s.path() {
+            "/must" => "max-age=600, must-revalidate",
+            "/smax" => "s-maxage=600",
+            _ => "max-age=600",
+        };
+        if s.header("if-none-match") == Some("\"s\"") {
+            Reply::ok("")
+                .status(304)
+                .header("Cache-Control", cc)
+                .header("ETag", "\"s\"")
+        } else {
+            Reply::ok("stored body")
+                .header("Cache-Control", cc)
+                .header("ETag", "\"s\"")
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    for path in ["/must", "/smax", "/plain"] {
+        c.get(&proxy.url(path)).await;
+        assert!(c.get(&proxy.url(path)).await.is_fresh_hit(), "{path}");
+        let r = c
+            .send("PURGE", &proxy.url(path), &[("Soft-Purge", "1")], None)
+            .await;
+        assert_eq!(json(&r)["purged"], 1, "{path}");
+        assert_eq!(json(&r)["soft"], true, "{path}");
+        let next = c.get(&proxy.url(path)).await;
+        assert_eq!(next.text(), "stored body", "{path}");
+        if path == "/plain" {
+            assert!(next.is_stale_hit(), "{path}: {}", next.cache_status());
+        } else {
+            assert_eq!(
+                next.cache_status(),
+                "lacquer; fwd=stale; fwd-status=304; stored",
+                "{path}: revalidated before it was served"
+            );
+            assert_eq!(origin.hits(path), 2, "{path}");
+            assert_eq!(
+                origin.last(path).unwrap().header("if-none-match"),
+                Some("\"s\""),
+                "{path}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -239,23 +451,26 @@ async fn a_successful_unsafe_request_invalidates_its_url_and_location() {
     )
     .await;
     assert!(
-        !c.get_with(&proxy.url("/comments"), &host).await.is_hit(),
+        c.get_with(&proxy.url("/comments"), &host).await.fetched(),
         "the POSTed URL"
     );
     assert!(
-        !c.get_with(&proxy.url("/article"), &host).await.is_hit(),
+        c.get_with(&proxy.url("/article"), &host).await.fetched(),
         "its Location"
     );
     c.send("DELETE", &proxy.url("/item"), &host, None).await;
-    assert!(!c.get_with(&proxy.url("/item"), &host).await.is_hit());
+    assert!(c.get_with(&proxy.url("/item"), &host).await.fetched());
     c.send("POST", &proxy.url("/fails"), &host, None).await;
     assert!(
-        c.get_with(&proxy.url("/fails"), &host).await.is_hit(),
+        c.get_with(&proxy.url("/fails"), &host).await.is_fresh_hit(),
         "a 500 invalidates nothing"
     );
     // a Location on another host is never invalidated (and /article here stays cached)
     c.send("POST", &proxy.url("/elsewhere"), &host, None).await;
-    assert!(c.get_with(&proxy.url("/article"), &host).await.is_hit());
+    assert!(c
+        .get_with(&proxy.url("/article"), &host)
+        .await
+        .is_fresh_hit());
 }
 
 #[tokio::test]
@@ -325,7 +540,7 @@ async fn of_two_racing_fetches_the_newer_is_kept() {
         "newer",
         "the older response finished last but did not overwrite"
     );
-    assert!(now.is_hit());
+    assert!(now.is_fresh_hit());
 }
 
 #[tokio::test]
@@ -351,7 +566,10 @@ async fn purges_need_the_acl_or_the_token() {
     assert_eq!(wrong.status, 403);
     let api_denied = api(&c, &proxy, r#"{"all": true}"#).await;
     assert_eq!(api_denied.status, 403);
-    assert!(c.get(&proxy.url("/x")).await.is_hit(), "nothing changed");
+    assert!(
+        c.get(&proxy.url("/x")).await.is_fresh_hit(),
+        "nothing changed"
+    );
     assert_eq!(origin.total(), 1, "nothing forwarded");
     let ok = c
         .send(
@@ -381,7 +599,7 @@ async fn malformed_api_input_is_a_400_and_purges_nothing() {
         assert_eq!(r.status, 400, "{body}");
         assert!(json(&r)["error"].is_string());
     }
-    assert!(c.get(&proxy.url("/keep")).await.is_hit());
+    assert!(c.get(&proxy.url("/keep")).await.is_fresh_hit());
 }
 
 #[tokio::test]
@@ -469,6 +687,201 @@ async fn purge_api_names_are_bounded_and_many_prefixes_purge_in_one_call() {
         ("/c/1", false),
         ("/d/1", true),
     ] {
-        assert_eq!(c.get(&proxy.url(path)).await.is_hit(), kept, "{path}");
+        let r = c.get(&proxy.url(path)).await;
+        if kept {
+            assert!(r.is_fresh_hit(), "{path} kept: {}", r.cache_status());
+        } else {
+            assert!(r.fetched(), "{path} purged: {}", r.cache_status());
+        }
     }
+}
+
+/// PUT and PATCH invalidate like POST and DELETE (RFC 9111 section 4.4), and so does a
+/// same-host `Content-Location` in their response, next to `Location`.
+#[tokio::test]
+async fn put_patch_and_content_location_invalidate() {
+    let origin = Origin::start(|s| match (s.method.as_str(), s.path()) {
+        ("PUT", "/doc") => Reply::ok("saved").header("Content-Location", "/doc/v2"),
+        ("PATCH", "/item") => Reply::ok("").status(204),
+        ("PUT", "/other") => {
+            Reply::ok("saved").header("Content-Location", "http://elsewhere.example/doc/latest")
+        }
+        _ => cacheable(&format!("{} {}", s.method, s.path())),
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    let host = [("Host", "site.example")];
+    for p in ["/doc", "/doc/v2", "/doc/latest", "/item", "/untouched"] {
+        c.get_with(&proxy.url(p), &host).await;
+        assert!(c.get_with(&proxy.url(p), &host).await.is_fresh_hit(), "{p}");
+    }
+    let put = c
+        .send("PUT", &proxy.url("/doc"), &host, Some(b"new".to_vec()))
+        .await;
+    assert_eq!(put.status, 200);
+    assert!(
+        put.cache_status().starts_with("lacquer; fwd=method"),
+        "{}",
+        put.cache_status()
+    );
+    let patch = c
+        .send("PATCH", &proxy.url("/item"), &host, Some(b"p".to_vec()))
+        .await;
+    assert_eq!(patch.status, 204);
+    c.send("PUT", &proxy.url("/other"), &host, Some(b"x".to_vec()))
+        .await;
+    let gets = |p: &str| {
+        origin
+            .seen()
+            .iter()
+            .filter(|s| s.method == "GET" && s.path() == p)
+            .count()
+    };
+    for (p, invalidated) in [
+        ("/doc", true),
+        ("/doc/v2", true),
+        ("/item", true),
+        ("/doc/latest", false),
+        ("/untouched", false),
+    ] {
+        let r = c.get_with(&proxy.url(p), &host).await;
+        if invalidated {
+            assert!(r.fetched(), "{p} was not invalidated: {}", r.cache_status());
+            assert_eq!(gets(p), 2, "{p}");
+        } else {
+            assert!(r.is_fresh_hit(), "{p}: {}", r.cache_status());
+            assert_eq!(gets(p), 1, "{p}");
+        }
+    }
+    let unsafe_seen: Vec<(String, String)> = origin
+        .seen()
+        .iter()
+        .filter(|s| s.method != "GET")
+        .map(|s| (s.method.clone(), s.target.clone()))
+        .collect();
+    assert_eq!(
+        unsafe_seen,
+        [("PUT", "/doc"), ("PATCH", "/item"), ("PUT", "/other")]
+            .map(|(m, t)| (m.to_string(), t.to_string()))
+    );
+}
+
+/// `purge.invalidate_on_unsafe: false`: a successful POST leaves the cache as it was (the
+/// POST itself still reaches the app).
+#[tokio::test]
+async fn invalidate_on_unsafe_false_keeps_the_cache() {
+    let origin = Origin::start(|s| match s.method.as_str() {
+        "POST" => Reply::ok("").status(303).header("Location", "/page"),
+        _ => cacheable("page"),
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "purge:\n  invalidate_on_unsafe: false\n").await;
+    let c = Client::new();
+    c.get(&proxy.url("/page")).await;
+    let post = c
+        .send("POST", &proxy.url("/page"), &[], Some(b"x".to_vec()))
+        .await;
+    assert_eq!(post.status, 303);
+    let after = c.get(&proxy.url("/page")).await;
+    assert!(after.is_fresh_hit(), "{}", after.cache_status());
+    assert_eq!(origin.hits("/page"), 2, "one GET and the POST");
+    assert_eq!(origin.last("/page").unwrap().method, "POST");
+}
+
+/// `purge.strip_tag_headers: false`: clients see the tag headers (on a miss and on a hit),
+/// and tag purges still work.
+#[tokio::test]
+async fn strip_tag_headers_false_passes_tags_to_clients() {
+    let origin = Origin::start(|_| cacheable("tagged").header("Surrogate-Key", "a b")).await;
+    let proxy = Proxy::start(&[origin.addr], "purge:\n  strip_tag_headers: false\n").await;
+    let c = Client::new();
+    let miss = c.get(&proxy.url("/t")).await;
+    let hit = c.get(&proxy.url("/t")).await;
+    assert!(hit.is_fresh_hit(), "{}", hit.cache_status());
+    for r in [&miss, &hit] {
+        assert_eq!(
+            r.header("surrogate-key"),
+            Some("a b"),
+            "{}",
+            r.cache_status()
+        );
+    }
+    let r = api(&c, &proxy, r#"{"tags": ["b"]}"#).await;
+    assert_eq!(json(&r)["tags"], 1);
+    assert!(c.get(&proxy.url("/t")).await.fetched());
+    assert_eq!(origin.hits("/t"), 2);
+}
+
+/// The purge API takes at most 1 MiB of body (413 past it) and only POST (405 otherwise);
+/// neither purges anything.
+#[tokio::test]
+async fn the_purge_api_refuses_bodies_over_1mib_and_other_methods() {
+    let origin = Origin::start(|_| cacheable("x")).await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    c.get(&proxy.url("/keep")).await;
+    let url = format!("http://{}/purge", proxy.admin);
+    // a valid purge-all, padded with spaces past 1 MiB
+    let mut body = br#"{"all": true}"#.to_vec();
+    body.resize((1 << 20) + 1, b' ');
+    let big = c.send("POST", &url, &[], Some(body)).await;
+    assert_eq!(big.status, 413, "{}", big.text());
+    assert!(json(&big)["error"].is_string());
+    // exactly 1 MiB is accepted (a purge of a URL that is not stored)
+    let mut ok = br#"{"urls": ["http://h.example/none"]}"#.to_vec();
+    ok.resize(1 << 20, b' ');
+    let r = c.send("POST", &url, &[], Some(ok)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for method in ["GET", "PUT", "DELETE"] {
+        let r = c
+            .send(method, &url, &[], Some(br#"{"all": true}"#.to_vec()))
+            .await;
+        assert_eq!(r.status, 405, "{method}");
+        assert_eq!(json(&r)["error"], "use POST", "{method}");
+    }
+    assert!(
+        c.get(&proxy.url("/keep")).await.is_fresh_hit(),
+        "nothing purged"
+    );
+    assert_eq!(origin.hits("/keep"), 1);
+}
+
+/// `purge.token_env` names the variable holding the token: a purge with that bearer token is
+/// authorised from outside `purge.allow`, one without it is refused.
+#[tokio::test]
+async fn the_purge_token_can_come_from_the_environment() {
+    let origin = Origin::start(|_| cacheable("x")).await;
+    let token = "env-token-0123456789abcdef";
+    let proxy = Proxy::start_with_env(
+        &[origin.addr],
+        "purge:\n  allow: []\n  token_env: LACQUER_IT_PURGE_TOKEN\n",
+        &[("LACQUER_IT_PURGE_TOKEN", token)],
+    )
+    .await;
+    let c = Client::new();
+    c.get(&proxy.url("/x")).await;
+    let denied = c.send("PURGE", &proxy.url("/x"), &[], None).await;
+    assert_eq!(denied.status, 403);
+    assert!(
+        c.get(&proxy.url("/x")).await.is_fresh_hit(),
+        "nothing purged"
+    );
+    let bearer = format!("Bearer {token}");
+    let ok = c
+        .send(
+            "PURGE",
+            &proxy.url("/x"),
+            &[("Authorization", &bearer)],
+            None,
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(json(&ok)["purged"], 1);
+    assert!(c.get(&proxy.url("/x")).await.fetched());
+    assert_eq!(origin.hits("/x"), 2);
+    assert_eq!(
+        origin.seen().iter().filter(|s| s.method == "PURGE").count(),
+        0
+    );
 }

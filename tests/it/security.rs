@@ -48,7 +48,7 @@ async fn unkeyed_headers_cannot_change_what_others_are_served() {
     assert!(!attack.text().contains("evil"), "{}", attack.text());
     assert!(!attack.text().contains("=on"), "{}", attack.text());
     let victim = c.get(&proxy.url("/page")).await;
-    assert!(victim.is_hit());
+    assert!(victim.is_fresh_hit());
     assert_eq!(victim.text(), "<a href=\"//site/next\"></a>");
     let seen = origin.last("/page").unwrap();
     assert!(seen.header("x-forwarded-host").is_none());
@@ -139,7 +139,7 @@ async fn a_logged_in_page_is_never_stored_whatever_its_extension_or_headers() {
     let proxy = Proxy::start(&[plain.addr], "").await;
     for _ in 0..2 {
         let r = c.get(&proxy.url("/static/site.css")).await;
-        assert!(!r.is_hit());
+        assert!(r.fetched());
     }
     assert_eq!(plain.hits("/static/site.css"), 2);
 }
@@ -194,8 +194,8 @@ async fn a_body_on_a_get_never_shapes_a_page_that_others_are_served() {
     );
     let victim = c.get(&proxy.url("/page?q=good")).await;
     assert_eq!(victim.text(), "results for good");
-    assert!(!victim.is_hit(), "{}", victim.cache_status());
-    assert!(c.get(&proxy.url("/page?q=good")).await.is_hit());
+    assert!(victim.fetched(), "{}", victim.cache_status());
+    assert!(c.get(&proxy.url("/page?q=good")).await.is_fresh_hit());
     let seen: Vec<usize> = origin.seen().iter().map(|s| s.body_len).collect();
     assert_eq!(seen, vec![10, 0], "the bodiless fill carried no body");
 }
@@ -223,7 +223,7 @@ async fn underscore_spellings_of_stripped_headers_never_reach_the_app() {
     ];
     c.get_with(&proxy.url("/page"), &attack).await;
     let victim = c.get(&proxy.url("/page")).await;
-    assert!(victim.is_hit());
+    assert!(victim.is_fresh_hit());
     assert_eq!(victim.text(), "<script src=\"http://site/app.js\">");
     let seen = origin.last("/page").unwrap();
     assert!(
@@ -327,15 +327,15 @@ async fn unsafe_requests_without_purge_rights_evict_at_a_bounded_rate() {
     let url = proxy.url("/p");
     for round in 0..2 {
         c.get(&url).await;
-        assert!(c.get(&url).await.is_hit());
+        assert!(c.get(&url).await.is_fresh_hit());
         c.send("POST", &url, &[], Some(b"x".to_vec())).await;
-        assert!(!c.get(&url).await.is_hit(), "round {round}: invalidated");
+        assert!(c.get(&url).await.fetched(), "round {round}: invalidated");
     }
     // the client's two invalidations a second are used up: the next POST evicts nothing
-    assert!(c.get(&url).await.is_hit());
+    assert!(c.get(&url).await.is_fresh_hit());
     c.send("POST", &url, &[], Some(b"x".to_vec())).await;
     assert!(
-        c.get(&url).await.is_hit(),
+        c.get(&url).await.is_fresh_hit(),
         "a third eviction within the second"
     );
     assert_eq!(
@@ -357,6 +357,6 @@ async fn set_cookie2_is_never_stored() {
     let proxy = Proxy::start(&[origin.addr], "").await;
     let c = Client::new();
     c.get(&proxy.url("/x")).await;
-    assert!(!c.get(&proxy.url("/x")).await.is_hit());
+    assert!(c.get(&proxy.url("/x")).await.fetched());
     assert_eq!(origin.hits("/x"), 2);
 }

@@ -103,14 +103,20 @@ async fn a_reset_before_the_response_is_retried_only_for_idempotent_requests() {
                 Some(b"x".to_vec()),
             )
             .await;
-        if r.status >= 500 {
-            posts_failed += 1;
+        match r.status {
+            200 => assert_eq!(r.text(), "good"),
+            // the bad server reset the connection before answering: lacquer's own 502
+            502 => posts_failed += 1,
+            other => panic!("POST {i}: unexpected {other}"),
         }
     }
     assert_eq!(
         posts_failed, 3,
         "a POST that reached the bad server is never replayed"
     );
+    let posts_at = |o: &Origin| o.seen().iter().filter(|s| s.method == "POST").count();
+    assert_eq!(posts_at(&bad), 3, "each POST was sent once...");
+    assert_eq!(posts_at(&good), 3, "...to one server");
 }
 
 #[tokio::test]
@@ -125,11 +131,16 @@ async fn an_unresponsive_server_times_out_at_the_first_byte() {
     let started = Instant::now();
     let r = c.get(&proxy.url("/t")).await;
     let took = started.elapsed();
-    assert!(r.status >= 500, "{}", r.status);
+    assert_eq!(r.status, 504, "a timeout is a gateway timeout");
+    assert_eq!(
+        r.cache_status(),
+        "lacquer; fwd=miss; detail=response-timeout"
+    );
     assert!(
         took >= Duration::from_millis(350) && took < Duration::from_millis(1500),
         "{took:?}"
     );
+    assert_eq!(slow.hits("/t"), 1, "retries: 0");
 }
 
 #[tokio::test]
@@ -167,7 +178,7 @@ async fn a_body_that_stalls_is_cut_and_never_stored() {
     assert!(!complete, "the stalled response cannot have arrived whole");
     let second = c.get(&url).await;
     assert_eq!(second.body.len(), 100_000);
-    assert!(!second.is_hit(), "the timed-out fetch was not stored");
+    assert!(second.fetched(), "the timed-out fetch was not stored");
     assert_eq!(origin.hits("/stall"), 2);
 }
 
@@ -196,7 +207,11 @@ async fn a_connect_timeout_gives_a_quick_error() {
     .await;
     let started = Instant::now();
     let r = Client::new().get(&proxy.url("/c")).await;
-    assert!(r.status >= 500);
+    assert_eq!(r.status, 504, "{}", r.cache_status());
+    assert_eq!(
+        r.cache_status(),
+        "lacquer; fwd=miss; detail=connect-timeout"
+    );
     assert!(
         started.elapsed() < Duration::from_millis(1500),
         "{:?}",
@@ -260,24 +275,18 @@ async fn stale_if_error_covers_timeouts_and_a_dead_pool() {
 #[tokio::test]
 async fn a_5xx_never_replaces_a_good_stored_object() {
     let calls = Counter::default();
-    let origin = Origin::start(move |s| match calls.bump("g") {
+    // (no assertion in the handler: a panic there would only reset the connection)
+    let origin = Origin::start(move |_| match calls.bump("g") {
         1 => Reply::ok("good")
             .header("Cache-Control", "max-age=1")
             .header("ETag", "\"g\""),
         2 => Reply::ok("broken")
             .status(503)
             .header("Cache-Control", "max-age=60"),
-        _ => {
-            assert_eq!(
-                s.header("if-none-match"),
-                Some("\"g\""),
-                "the good copy is still there to revalidate"
-            );
-            Reply::ok("")
-                .status(304)
-                .header("Cache-Control", "max-age=60")
-                .header("ETag", "\"g\"")
-        }
+        _ => Reply::ok("")
+            .status(304)
+            .header("Cache-Control", "max-age=60")
+            .header("ETag", "\"g\""),
     })
     .await;
     let proxy = Proxy::start(&[origin.addr], "").await;
@@ -293,6 +302,22 @@ async fn a_5xx_never_replaces_a_good_stored_object() {
     assert_eq!(back.status, 200);
     assert_eq!(back.text(), "good");
     assert_eq!(origin.hits("/g"), 3);
+    let seen = origin.seen();
+    assert_eq!(
+        seen[1].header("if-none-match"),
+        Some("\"g\""),
+        "the 503 came in answer to a revalidation of the good copy"
+    );
+    assert_eq!(
+        seen[2].header("if-none-match"),
+        Some("\"g\""),
+        "the good copy is still there to revalidate"
+    );
+    assert!(
+        back.cache_status().contains("fwd=stale; fwd-status=304"),
+        "served from the stored copy after the 304: {}",
+        back.cache_status()
+    );
 }
 
 #[tokio::test]
@@ -315,12 +340,12 @@ async fn sighup_reloads_keeping_the_cache_and_moving_traffic() {
     assert!(moved, "traffic moved to the new app server");
     let kept = c.get(&proxy.url("/kept")).await;
     assert_eq!(kept.text(), "from a");
-    assert!(kept.is_hit(), "the cache survived the reload");
+    assert!(kept.is_fresh_hit(), "the cache survived the reload");
     // the new bypass rules apply: a non-session cookie no longer bypasses
     assert!(c
         .get_with(&proxy.url("/kept"), &[("Cookie", "_ga=1")])
         .await
-        .is_hit());
+        .is_fresh_hit());
 
     // a bad file is refused with the key named, and the running config stays
     proxy.write_config_text("upstreams:\n  - addr: \"127.0.0.1:1\"\ncache:\n  max_size: lots\n");
@@ -338,7 +363,7 @@ async fn sighup_reloads_keeping_the_cache_and_moving_traffic() {
     }
     assert!(logged, "{}", proxy.log());
     assert_eq!(c.get(&proxy.url("/new/after-bad")).await.text(), "from b");
-    assert!(c.get(&proxy.url("/kept")).await.is_hit());
+    assert!(c.get(&proxy.url("/kept")).await.is_fresh_hit());
     assert!(
         proxy.wait_exit(Duration::from_millis(10)).await.is_none(),
         "still running"
@@ -372,4 +397,105 @@ async fn sigterm_finishes_in_flight_requests_and_exits_0() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// `health_check.type: http` sends `GET health_check.path` with `health_check.host` and wants
+/// a 2xx or 3xx: a server that answers its check with a 500 (while it still accepts
+/// connections, so a TCP check would pass it) is taken out of rotation; one answering 302
+/// stays in.
+#[tokio::test]
+async fn an_http_health_check_takes_a_server_failing_its_check_out_of_rotation() {
+    let sick = Origin::start(|s| match s.path() {
+        "/health" => Reply::ok("db down").status(500),
+        _ => Reply::ok("sick"),
+    })
+    .await;
+    let well = Origin::start(|s| match s.path() {
+        "/health" => Reply::ok("").status(302).header("Location", "/ok"),
+        _ => Reply::ok("well"),
+    })
+    .await;
+    let proxy = Proxy::start(
+        &[sick.addr, well.addr],
+        "health_check:\n  type: http\n  path: /health\n  host: app.internal\n  interval: 100ms\n  timeout: 500ms\n  failures: 1\n  successes: 1\n",
+    )
+    .await;
+    let c = Client::new();
+    let sick_series = format!("lacquer_upstream_healthy{{upstream=\"{}\"}}", sick.addr);
+    let well_series = format!("lacquer_upstream_healthy{{upstream=\"{}\"}}", well.addr);
+    let mut out = false;
+    for _ in 0..100 {
+        if metric(&c, &proxy, &sick_series).await == Some(0.0) {
+            out = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(out, "the server failing its check is out of rotation");
+    assert_eq!(
+        metric(&c, &proxy, &well_series).await,
+        Some(1.0),
+        "a 3xx passes"
+    );
+    let sick_before = sick.seen().iter().filter(|s| s.path() != "/health").count();
+    for i in 0..20 {
+        let r = c.get(&proxy.url(&format!("/page/{i}"))).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), "well", "request {i} went to the failing server");
+    }
+    let sick_after = sick.seen().iter().filter(|s| s.path() != "/health").count();
+    assert_eq!(
+        sick_before, sick_after,
+        "no traffic for a server out of rotation"
+    );
+    assert_eq!(
+        well.seen().iter().filter(|s| s.path() != "/health").count(),
+        20
+    );
+    for origin in [&sick, &well] {
+        let check = origin.last("/health").expect("checked");
+        assert_eq!(check.method, "GET");
+        assert_eq!(check.header("host"), Some("app.internal"));
+        assert_eq!(check.header("user-agent"), Some("lacquer-health-check"));
+    }
+}
+
+/// A SIGTERM waits for requests in flight at most `shutdown_timeout`: a request still running
+/// then is cut off (its client gets no response), and lacquer exits 0 soon after the timeout
+/// rather than when the request would have finished.
+#[tokio::test]
+async fn sigterm_cuts_off_requests_still_in_flight_at_shutdown_timeout() {
+    let origin = Origin::start(|_| Reply::ok("too late").delay(Duration::from_secs(8))).await;
+    let mut proxy = Proxy::start(&[origin.addr], "shutdown_timeout: 1s\n").await;
+    let url = proxy.url("/endless");
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new()
+            .get(&url)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while origin.hits("/endless") == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        origin.hits("/endless"),
+        1,
+        "the request is in flight at the app"
+    );
+    let started = Instant::now();
+    proxy.signal("TERM");
+    let status = proxy
+        .wait_exit(Duration::from_secs(6))
+        .await
+        .expect("lacquer exited before the request would have finished");
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "exit after {took:?}, shutdown_timeout is 1s"
+    );
+    let got = in_flight.await.unwrap();
+    assert!(got.is_err(), "the cut-off client got a response: {got:?}");
 }

@@ -33,8 +33,8 @@ async fn variants_are_stored_separately_and_served_to_matching_requests() {
     assert_eq!(en2.text(), "lang=en");
     assert_eq!(fr2.text(), "lang=fr");
     assert_eq!(none.text(), "lang=none");
-    assert!(en2.is_hit());
-    assert!(fr2.is_hit());
+    assert!(en2.is_fresh_hit());
+    assert!(fr2.is_fresh_hit());
     assert_eq!(origin.hits("/v"), 3);
 }
 
@@ -65,7 +65,7 @@ async fn accept_encoding_spellings_share_a_variant() {
         .await;
     assert_eq!(a.text(), "gzip-body");
     assert_eq!(b.text(), "gzip-body");
-    assert!(b.is_hit());
+    assert!(b.is_fresh_hit());
     assert_eq!(
         plain.text(),
         "identity-body",
@@ -89,7 +89,7 @@ async fn bodies_go_out_as_the_app_encoded_them() {
     let gzip = [("Accept-Encoding", "gzip, br")];
     let miss = c.get_with(&proxy.url("/enc"), &gzip).await;
     let hit = c.get_with(&proxy.url("/enc"), &gzip).await;
-    assert!(hit.is_hit());
+    assert!(hit.is_fresh_hit());
     for r in [&miss, &hit] {
         assert_eq!(
             r.header("content-encoding"),
@@ -117,6 +117,54 @@ async fn vary_star_is_never_stored() {
     let c = Client::new();
     c.get(&proxy.url("/star")).await;
     let second = c.get(&proxy.url("/star")).await;
-    assert!(!second.is_hit());
+    assert!(second.fetched());
     assert_eq!(origin.hits("/star"), 2);
+}
+
+/// The app receives the `Accept-Encoding` of the variant the response will be stored under
+/// (`br`, `gzip` or none), never the client's spelling: a "gzip, deflate" client must not
+/// get a deflate body stored that a gzip-only client is then served. `q=0` refuses a coding,
+/// `*` accepts both. Requests that bypass the cache keep the client's header.
+#[tokio::test]
+async fn the_app_receives_the_normalised_accept_encoding() {
+    let origin = Origin::start(|_| Reply::ok("x").header("Cache-Control", "max-age=60")).await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    let cases = [
+        ("gzip, deflate, br", Some("br")),
+        ("gzip;q=0, br", Some("br")),
+        ("br;q=0, gzip", Some("gzip")),
+        ("br;q=0.0, gzip;q=0", None),
+        ("deflate", None),
+        ("identity", None),
+        ("*", Some("br")),
+        ("x-gzip", Some("gzip")),
+        ("GZIP, deflate", Some("gzip")),
+    ];
+    for (i, (sent, want)) in cases.iter().enumerate() {
+        let path = format!("/ae/{i}");
+        let r = c
+            .get_with(&proxy.url(&path), &[("Accept-Encoding", sent)])
+            .await;
+        assert_eq!(r.status, 200, "{sent}");
+        let seen = origin.last(&path).expect("reached the app");
+        assert_eq!(
+            seen.header("accept-encoding"),
+            *want,
+            "the app got the wrong Accept-Encoding for {sent:?}"
+        );
+    }
+    // a request that bypasses the cache is passed on as sent
+    c.send(
+        "POST",
+        &proxy.url("/ae/post"),
+        &[("Accept-Encoding", "gzip, deflate")],
+        Some(b"x".to_vec()),
+    )
+    .await;
+    assert_eq!(
+        origin.last("/ae/post").unwrap().header("accept-encoding"),
+        Some("gzip, deflate")
+    );
+    assert_eq!(origin.total(), cases.len() + 1);
 }

@@ -21,9 +21,45 @@ impl Resp {
         self.header("cache-status").unwrap_or("")
     }
 
-    /// Whether the response was served from memory (`lacquer; hit...`).
-    pub fn is_hit(&self) -> bool {
+    /// Served from memory, fresh or stale (`lacquer; hit...`). Mostly too loose for an
+    /// assertion: a stale answer passes it, and its negation passes for a 502 that lacquer made
+    /// itself. Prefer [`Resp::is_fresh_hit`], [`Resp::is_stale_hit`] or [`Resp::fetched`].
+    pub fn served_from_memory(&self) -> bool {
         self.cache_status().starts_with("lacquer; hit")
+    }
+
+    /// Served fresh from memory: `lacquer; hit; ttl=N` with a ttl that is not negative and no
+    /// `fwd=` or `detail=` (a stale answer carries `detail=stale-...`).
+    pub fn is_fresh_hit(&self) -> bool {
+        let mut parts = self.cache_status().split("; ");
+        if parts.next() != Some("lacquer") || parts.next() != Some("hit") {
+            return false;
+        }
+        let ttl = parts.next().and_then(|p| p.strip_prefix("ttl="));
+        ttl.is_some_and(|t| t.parse::<u64>().is_ok())
+            && parts.all(|p| !p.starts_with("fwd") && !p.starts_with("detail="))
+    }
+
+    /// Served stale from memory (stale-while-revalidate or stale-if-error).
+    pub fn is_stale_hit(&self) -> bool {
+        let v = self.cache_status();
+        v.starts_with("lacquer; hit") && v.contains("detail=stale-")
+    }
+
+    /// The app's own answer, relayed: `Cache-Status` says the origin was asked (`fwd=`) and
+    /// what it answered (`fwd-status=`), and the response is not from memory. False for a hit
+    /// and for an error lacquer made itself (a 502 or 504 has no `fwd-status`).
+    pub fn fetched(&self) -> bool {
+        let v = self.cache_status();
+        !self.served_from_memory() && v.contains("; fwd=") && v.contains("; fwd-status=")
+    }
+
+    /// The origin's status as `Cache-Status` reports it (`fwd-status=`).
+    pub fn fwd_status(&self) -> Option<u16> {
+        self.cache_status()
+            .split("; ")
+            .find_map(|p| p.strip_prefix("fwd-status="))
+            .and_then(|s| s.parse().ok())
     }
 
     pub fn text(&self) -> String {

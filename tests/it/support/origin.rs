@@ -40,6 +40,16 @@ impl Seen {
     }
 }
 
+/// How the writing of one reply ended.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// Path and query of the request it answered.
+    pub target: String,
+    /// Every byte of the reply was handed to the socket; false when a write failed (the
+    /// proxy closed the connection before taking the whole reply).
+    pub whole: bool,
+}
+
 /// What the origin answers.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -171,6 +181,7 @@ type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
 pub struct Origin {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    written: Arc<Mutex<Vec<Written>>>,
     task: tokio::task::JoinHandle<()>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -206,8 +217,10 @@ impl Origin {
         let listener = listener.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let written: Arc<Mutex<Vec<Written>>> = Arc::default();
         let handler: Handler = Arc::new(handler);
         let seen2 = seen.clone();
+        let written2 = written.clone();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             let mut conn = 0;
@@ -218,10 +231,11 @@ impl Origin {
                 conn += 1;
                 let handler = handler.clone();
                 let seen = seen2.clone();
+                let written = written2.clone();
                 let mut stopped = stopped.clone();
                 tokio::spawn(async move {
                     tokio::select! {
-                        _ = serve(stream, conn, handler, seen) => {}
+                        _ = serve(stream, conn, handler, seen, written) => {}
                         _ = stopped.changed() => {}
                     }
                 });
@@ -230,6 +244,7 @@ impl Origin {
         Origin {
             addr,
             seen,
+            written,
             task,
             stop,
         }
@@ -253,6 +268,12 @@ impl Origin {
     /// Every request so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// How the writing of each finished plain or stalled reply (not raw or reset) ended, in
+    /// order of finishing.
+    pub fn written(&self) -> Vec<Written> {
+        self.written.lock().unwrap().clone()
     }
 
     /// The last request for `path`.
@@ -284,6 +305,7 @@ async fn serve(
     conn: usize,
     handler: Handler,
     seen: Arc<Mutex<Vec<Seen>>>,
+    written: Arc<Mutex<Vec<Written>>>,
 ) -> std::io::Result<()> {
     let mut buf: Vec<u8> = Vec::new();
     loop {
@@ -433,11 +455,21 @@ async fn serve(
                 head.extend_from_slice(&wire[..n]);
                 stream.write_all(&head).await?;
                 tokio::time::sleep(d).await;
-                stream.write_all(&wire[n..]).await?;
+                let result = stream.write_all(&wire[n..]).await;
+                written.lock().unwrap().push(Written {
+                    target: request.target.clone(),
+                    whole: result.is_ok(),
+                });
+                result?;
             }
             _ => {
                 head.extend_from_slice(&wire);
-                stream.write_all(&head).await?;
+                let result = stream.write_all(&head).await;
+                written.lock().unwrap().push(Written {
+                    target: request.target.clone(),
+                    whole: result.is_ok(),
+                });
+                result?;
             }
         }
         if close {

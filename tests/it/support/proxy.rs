@@ -69,6 +69,24 @@ impl Proxy {
 
     /// Start lacquer in front of weighted upstreams.
     pub async fn start_weighted(upstreams: &[(SocketAddr, u32)], extra: &str) -> Proxy {
+        Proxy::start_full(upstreams, extra, &[]).await
+    }
+
+    /// Start lacquer with these environment variables set for it (`purge.token_env`).
+    pub async fn start_with_env(
+        upstreams: &[SocketAddr],
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Proxy {
+        let weighted: Vec<(SocketAddr, u32)> = upstreams.iter().map(|u| (*u, 1)).collect();
+        Proxy::start_full(&weighted, extra, env).await
+    }
+
+    async fn start_full(
+        upstreams: &[(SocketAddr, u32)],
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Proxy {
         let addr = free_port();
         let admin = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -80,6 +98,7 @@ impl Proxy {
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
             .spawn()
