@@ -75,17 +75,17 @@ async fn http_and_https_never_share_an_entry() {
         .text()
         .starts_with("proto=https"));
     let plain = c.get(&proxy.url("/s")).await;
-    assert!(!plain.is_hit(), "{}", plain.cache_status());
+    assert!(plain.fetched(), "{}", plain.cache_status());
     assert!(plain.text().starts_with("proto=http "), "{}", plain.text());
-    assert!(c.get_with(&proxy.url("/s"), &tls).await.is_hit());
-    assert!(c.get(&proxy.url("/s")).await.is_hit());
+    assert!(c.get_with(&proxy.url("/s"), &tls).await.is_fresh_hit());
+    assert!(c.get(&proxy.url("/s")).await.is_fresh_hit());
     assert_eq!(origin.hits("/s"), 2);
     // a PURGE of the path removes both
     let purged = c.send("PURGE", &proxy.url("/s"), &[], None).await;
     assert_eq!(purged.status, 200, "{}", purged.text());
     assert!(purged.text().contains("\"purged\":2"), "{}", purged.text());
-    assert!(!c.get_with(&proxy.url("/s"), &tls).await.is_hit());
-    assert!(!c.get(&proxy.url("/s")).await.is_hit());
+    assert!(c.get_with(&proxy.url("/s"), &tls).await.fetched());
+    assert!(c.get(&proxy.url("/s")).await.fetched());
 }
 
 #[tokio::test]
@@ -104,7 +104,7 @@ async fn purges_through_a_trusted_terminator_are_checked_against_the_real_client
         403
     );
     assert!(
-        c.get(&proxy.url("/home")).await.is_hit(),
+        c.get(&proxy.url("/home")).await.is_fresh_hit(),
         "nothing was purged"
     );
     // the app on loopback itself (no forwarded header) still may
