@@ -163,3 +163,34 @@ impl ServeHttp for AdminApp {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// `/healthz` is 503 and names a proxy listener that does not accept (an integration test
+    /// cannot see this: when lacquer's own listener stops, its admin listener stops with it).
+    #[tokio::test]
+    async fn healthz_is_503_naming_a_proxy_listener_that_does_not_accept() {
+        // bound and dropped: nothing listens there
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let yaml = format!(
+            "listen: [\"{closed}\"]\nupstreams:\n  - addr: \"127.0.0.1:9\"\nhealth_check:\n  type: none\n"
+        );
+        let config = Arc::new(crate::config::Config::from_yaml(&yaml).unwrap());
+        let cache = CacheRuntime::leak(&config);
+        let live: SharedLive = Arc::new(arc_swap::ArcSwap::from_pointee(
+            crate::live::Live::new(config).unwrap(),
+        ));
+        let resp = AdminApp::new(cache, live).healthz().await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            String::from_utf8(resp.into_body()).unwrap(),
+            format!("proxy listener not accepting: {closed}\n")
+        );
+    }
+}

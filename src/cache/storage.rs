@@ -96,6 +96,9 @@ pub struct MemoryStorage {
     filling: AtomicU64,
     seq: AtomicU64,
     reaper: OnceLock<mpsc::Sender<(u128, Arc<StoredObject>)>>,
+    /// Tests only: run between a fill's two purge-log verdicts (see `Fill::finish`).
+    #[cfg(test)]
+    between_verdicts: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl MemoryStorage {
@@ -128,6 +131,8 @@ impl MemoryStorage {
             settings,
             seq: AtomicU64::new(1),
             reaper: OnceLock::new(),
+            #[cfg(test)]
+            between_verdicts: std::sync::Mutex::new(None),
         }
     }
 
@@ -398,6 +403,35 @@ mod tests {
         let now = SystemTime::now();
         let header = ResponseHeader::build(200, None).unwrap();
         CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header)
+    }
+
+    /// A purge that lands after a fill's first verdict but before the object is indexed is
+    /// seen only by the second verdict: without it, the purged response would stay served.
+    #[tokio::test]
+    async fn a_purge_between_the_two_verdicts_of_a_fill_still_hides_it() {
+        for soft in [false, true] {
+            let s = storage(1 << 20);
+            let span = Span::inactive().handle();
+            let mut key = CacheKey::new(format!("http://h/window-{soft}"), "");
+            key.extensions.insert(FetchStamp(s.stamp()));
+            let primary = u128::from_be_bytes(key.primary_bin());
+            let mut fill = s.get_miss_handler(&key, &meta(), &span).await.unwrap();
+            fill.write_body(Bytes::from_static(b"old"), true)
+                .await
+                .unwrap();
+            *s.between_verdicts.lock().unwrap() = Some(Box::new(move || {
+                let seq = s.stamp();
+                s.log.record(seq, PurgeScope::Url(primary), soft);
+            }));
+            fill.finish().await.unwrap();
+            match s.lookup(&key, &span).await.unwrap() {
+                None => assert!(!soft, "a soft purge keeps the object, stale"),
+                Some((meta, _)) => {
+                    assert!(soft, "a hard purge hides the object");
+                    assert!(!meta.is_fresh(SystemTime::now()), "soft-purged: stale");
+                }
+            }
+        }
     }
 
     /// Fill `key` with `chunks` and finish the fill.

@@ -106,6 +106,15 @@ impl HandleMiss for Fill {
             Verdict::StoreStale => unix_millis(SystemTime::now()),
             Verdict::Store => 0,
         };
+        #[cfg(test)]
+        if let Some(hook) = storage
+            .between_verdicts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            hook();
+        }
         // one exact-size copy: the stored body owns no slack from read buffers
         let mut body = BytesMut::with_capacity(self.size);
         for c in &self.chunks {
