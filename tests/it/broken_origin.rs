@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::origin::{refused_addr, Step};
-use crate::support::{exchange, Client, Counter, Origin, Proxy, RawConn, Reply};
+use crate::support::{eventually, exchange, Client, Counter, Origin, Proxy, RawConn, Reply};
 
 /// No retries (a failed fetch reaches the client, and the origin's counts are exact) and no
 /// health checks (no probe connections at the origin, so its connection numbers are ours).
@@ -304,18 +304,6 @@ impl FramedConn {
             .unwrap_or_else(|_| panic!("{path}: no response within 10s"))
             .unwrap_or_else(|e| panic!("{path}: {e}"))
     }
-}
-
-/// Poll `cond` every 10 ms for up to `limit`.
-async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    cond()
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Client, Counter, Origin, Proxy, Reply};
+use crate::support::{eventually, Client, Counter, Origin, Proxy, Reply};
 
 fn cacheable(body: &str) -> Reply {
     Reply::ok(body).header("Cache-Control", "max-age=600")
@@ -218,7 +218,7 @@ async fn soft_purge_serves_stale_at_once_and_refreshes_with_one_origin_request()
     let stale = c.get(&proxy.url("/front")).await;
     assert_eq!(stale.text(), "version 2", "served the soft-purged copy");
     assert!(stale.is_stale_hit(), "{}", stale.cache_status());
-    let refreshed = poll_until(Duration::from_secs(5), || origin.hits("/front") == 3).await;
+    let refreshed = eventually(Duration::from_secs(5), || origin.hits("/front") == 3).await;
     assert!(
         refreshed,
         "one background refresh: {}",
@@ -235,18 +235,6 @@ async fn soft_purge_serves_stale_at_once_and_refreshes_with_one_origin_request()
     assert_eq!(fresh.text(), "version 3");
     assert!(fresh.is_fresh_hit(), "{}", fresh.cache_status());
     assert_eq!(origin.hits("/front"), 3);
-}
-
-/// Poll `cond` every 10 ms until it holds or `limit` passes; whether it held.
-async fn poll_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    cond()
 }
 
 /// A revalidation that began before a purge describes the object as it was before the purge:
@@ -286,7 +274,7 @@ async fn a_304_that_began_before_a_purge_refreshes_nothing() {
             tokio::spawn(async move { c.get(&url).await })
         };
         assert!(
-            poll_until(Duration::from_secs(2), || origin.hits(path) == 2).await,
+            eventually(Duration::from_secs(2), || origin.hits(path) == 2).await,
             "{path}: the revalidation reached the origin"
         );
         let headers: &[(&str, &str)] = if soft { &[("Soft-Purge", "1")] } else { &[] };
@@ -342,7 +330,7 @@ async fn a_soft_purge_during_a_fill_stores_the_fill_stale() {
         let url = url.clone();
         tokio::spawn(async move { c.get(&url).await })
     };
-    assert!(poll_until(Duration::from_secs(2), || origin.hits("/filling") == 1).await);
+    assert!(eventually(Duration::from_secs(2), || origin.hits("/filling") == 1).await);
     let purge = c.send("PURGE", &url, &[("Soft-Purge", "1")], None).await;
     assert_eq!(purge.status, 404, "nothing stored yet");
     let first = slow.await.unwrap();
@@ -359,7 +347,7 @@ async fn a_soft_purge_during_a_fill_stores_the_fill_stale() {
         "stored already stale: {}",
         next.cache_status()
     );
-    assert!(poll_until(Duration::from_secs(5), || origin.hits("/filling") == 2).await);
+    assert!(eventually(Duration::from_secs(5), || origin.hits("/filling") == 2).await);
     let mut after = c.get(&url).await;
     for _ in 0..100 {
         if after.text() == "version 2" {
