@@ -63,13 +63,26 @@ pub(crate) fn request_decision(req: &RequestHeader, bypass: &BypassConfig) -> Re
     if req.method != Method::GET && req.method != Method::HEAD {
         return RequestDecision::Bypass(BypassReason::Method);
     }
-    if req.headers.contains_key(http::header::AUTHORIZATION) {
+    // one pass over the request's own few fields instead of a lookup per name (the hit path)
+    let (mut authorization, mut upgrade, mut body) = (false, false, false);
+    for (name, value) in req.headers.iter() {
+        if *name == http::header::AUTHORIZATION {
+            authorization = true;
+        } else if *name == http::header::UPGRADE {
+            upgrade = true;
+        } else if *name == http::header::TRANSFER_ENCODING {
+            body = true;
+        } else if *name == http::header::CONTENT_LENGTH {
+            body |= announces_body(value.as_bytes());
+        }
+    }
+    if authorization {
         return RequestDecision::Bypass(BypassReason::Authorization);
     }
-    if req.headers.contains_key(http::header::UPGRADE) {
+    if upgrade {
         return RequestDecision::Bypass(BypassReason::Upgrade);
     }
-    if has_body(req) {
+    if body {
         return RequestDecision::Bypass(BypassReason::Body);
     }
     let mut has_cookie = false;
@@ -91,20 +104,14 @@ pub(crate) fn request_decision(req: &RequestHeader, bypass: &BypassConfig) -> Re
     }
 }
 
-/// Whether a request announces a body (RFC 9112 section 6.3): any `Transfer-Encoding`, or a
-/// `Content-Length` other than `0`. A GET body has no defined meaning (RFC 9110 section 9.3.1),
+/// Whether a `Content-Length` value announces a body (RFC 9112 section 6.3; any
+/// `Transfer-Encoding` does too). A GET body has no defined meaning (RFC 9110 section 9.3.1),
 /// yet frameworks read it as form input, so the app's answer could depend on what the key
 /// leaves out. Such a request goes to the app as it is (an API that reads GET bodies keeps
 /// working) and never touches the cache: it is not stored, never coalesced with clean
 /// requests, and never holds the cache lock while its client takes its time over the body.
-fn has_body(req: &RequestHeader) -> bool {
-    if req.headers.contains_key(http::header::TRANSFER_ENCODING) {
-        return true;
-    }
-    req.headers
-        .get_all(http::header::CONTENT_LENGTH)
-        .iter()
-        .any(|v| v.as_bytes().trim_ascii() != b"0")
+fn announces_body(content_length: &[u8]) -> bool {
+    content_length.trim_ascii() != b"0"
 }
 
 fn is_session_cookie(name: &[u8], patterns: &[NamePattern]) -> bool {
