@@ -14,8 +14,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use lacquer::cache::key::UrlHash;
 use lacquer::cache::storage::{MemoryStorage, PurgeScope, StorageSettings};
-use pingora_cache::key::CacheHashKey;
 use pingora_cache::storage::Storage;
 use pingora_cache::trace::Span;
 use pingora_cache::{CacheKey, CacheMeta};
@@ -172,7 +172,7 @@ async fn main() {
     let mut removed = 0;
     for i in 0..sample {
         let k = key(objects - 1 - i);
-        let primary = u128::from_be_bytes(k.primary_bin());
+        let primary = UrlHash::of(&k);
         removed += storage.purge_scope(&PurgeScope::Url(primary), false).await;
     }
     println!(

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
+use super::key::{UrlHash, VariantHash};
+
 /// Bytes one tag of one object costs beyond the tag text, charged to the cache budget: its
 /// entry in the tag's list, its share of the tag's map slot and the tag's copy in the object
 /// (measured with `bench/purge.sh`: resident memory with tags minus without, per tag).
@@ -19,8 +21,8 @@ pub(crate) const INDEX_ENTRY_OVERHEAD: usize = 200;
 /// The objects under one URL or tag. Most URLs have one variant and many tags (`post-123`) one
 /// object, so a short list is kept inline in a vector and only a long one becomes a map.
 enum Entries<T> {
-    Few(Vec<(u128, Arc<T>)>),
-    Many(HashMap<u128, Arc<T>>),
+    Few(Vec<(VariantHash, Arc<T>)>),
+    Many(HashMap<VariantHash, Arc<T>>),
 }
 
 /// Above this many objects a list becomes a map, so removals stay O(1).
@@ -33,7 +35,7 @@ impl<T> Default for Entries<T> {
 }
 
 impl<T> Entries<T> {
-    fn insert(&mut self, hash: u128, object: Arc<T>) {
+    fn insert(&mut self, hash: VariantHash, object: Arc<T>) {
         match self {
             Entries::Few(v) => {
                 if let Some(slot) = v.iter_mut().find(|(h, _)| *h == hash) {
@@ -41,7 +43,7 @@ impl<T> Entries<T> {
                 } else if v.len() < FEW {
                     v.push((hash, object));
                 } else {
-                    let mut m: HashMap<u128, Arc<T>> = v.drain(..).collect();
+                    let mut m: HashMap<VariantHash, Arc<T>> = v.drain(..).collect();
                     m.insert(hash, object);
                     *self = Entries::Many(m);
                 }
@@ -53,7 +55,7 @@ impl<T> Entries<T> {
     }
 
     /// Remove `hash` if it points at `object`.
-    fn remove(&mut self, hash: u128, object: &T) {
+    fn remove(&mut self, hash: VariantHash, object: &T) {
         let same = |o: &Arc<T>| std::ptr::eq(Arc::as_ptr(o), object);
         match self {
             Entries::Few(v) => {
@@ -79,7 +81,7 @@ impl<T> Entries<T> {
         }
     }
 
-    fn to_vec(&self) -> Vec<(u128, Arc<T>)> {
+    fn to_vec(&self) -> Vec<(VariantHash, Arc<T>)> {
         match self {
             Entries::Few(v) => v.clone(),
             Entries::Many(m) => m.iter().map(|(h, o)| (*h, o.clone())).collect(),
@@ -89,7 +91,7 @@ impl<T> Entries<T> {
 
 /// Variant and tag indexes over objects of type `T`.
 pub(crate) struct Index<T> {
-    variants: DashMap<u128, Entries<T>>,
+    variants: DashMap<UrlHash, Entries<T>>,
     tags: DashMap<Box<str>, Entries<T>>,
 }
 
@@ -105,7 +107,13 @@ impl<T> Default for Index<T> {
 impl<T> Index<T> {
     /// Record a stored object: variant `hash` of URL `primary`. It replaces whatever the index
     /// held for that hash.
-    pub(crate) fn register(&self, primary: u128, hash: u128, object: &Arc<T>, tags: &[Box<str>]) {
+    pub(crate) fn register(
+        &self,
+        primary: UrlHash,
+        hash: VariantHash,
+        object: &Arc<T>,
+        tags: &[Box<str>],
+    ) {
         self.variants
             .entry(primary)
             .or_default()
@@ -119,7 +127,13 @@ impl<T> Index<T> {
     }
 
     /// Forget a removed object, where the index still points at that very object.
-    pub(crate) fn unregister(&self, primary: u128, hash: u128, object: &T, tags: &[Box<str>]) {
+    pub(crate) fn unregister(
+        &self,
+        primary: UrlHash,
+        hash: VariantHash,
+        object: &T,
+        tags: &[Box<str>],
+    ) {
         remove_entry(&self.variants, &primary, hash, object);
         for t in tags {
             remove_entry(&self.tags, t, hash, object);
@@ -127,7 +141,7 @@ impl<T> Index<T> {
     }
 
     /// The variants stored for a URL.
-    pub(crate) fn variants_of(&self, primary: u128) -> Vec<(u128, Arc<T>)> {
+    pub(crate) fn variants_of(&self, primary: UrlHash) -> Vec<(VariantHash, Arc<T>)> {
         self.variants
             .get(&primary)
             .map(|e| e.to_vec())
@@ -135,7 +149,7 @@ impl<T> Index<T> {
     }
 
     /// The variants carrying a tag.
-    pub(crate) fn tagged(&self, tag: &str) -> Vec<(u128, Arc<T>)> {
+    pub(crate) fn tagged(&self, tag: &str) -> Vec<(VariantHash, Arc<T>)> {
         self.tags.get(tag).map(|e| e.to_vec()).unwrap_or_default()
     }
 
@@ -145,7 +159,7 @@ impl<T> Index<T> {
     }
 }
 
-fn remove_entry<K, T>(map: &DashMap<K, Entries<T>>, key: &K, hash: u128, object: &T)
+fn remove_entry<K, T>(map: &DashMap<K, Entries<T>>, key: &K, hash: VariantHash, object: &T)
 where
     K: std::hash::Hash + Eq,
 {
@@ -174,12 +188,12 @@ mod tests {
         let idx: Index<u32> = Index::default();
         let old = Arc::new(5);
         let new = Arc::new(6);
-        idx.register(1, 10, &old, &tags(&["a"]));
-        idx.register(1, 10, &new, &tags(&["a"])); // a newer fill of the same variant
-        idx.unregister(1, 10, &old, &tags(&["a"])); // the old one's eviction, reported late
+        idx.register(UrlHash(1), VariantHash(10), &old, &tags(&["a"]));
+        idx.register(UrlHash(1), VariantHash(10), &new, &tags(&["a"])); // a newer fill of the same variant
+        idx.unregister(UrlHash(1), VariantHash(10), &old, &tags(&["a"])); // the old one's eviction, reported late
         assert_eq!(*idx.tagged("a")[0].1, 6);
-        assert_eq!(*idx.variants_of(1)[0].1, 6);
-        idx.unregister(1, 10, &new, &tags(&["a"]));
+        assert_eq!(*idx.variants_of(UrlHash(1))[0].1, 6);
+        idx.unregister(UrlHash(1), VariantHash(10), &new, &tags(&["a"]));
         assert!(idx.tagged("a").is_empty());
         assert_eq!(idx.tag_count(), 0, "empty tags are dropped");
     }
@@ -189,24 +203,43 @@ mod tests {
         let idx: Index<u32> = Index::default();
         let objects: Vec<Arc<u32>> = (0..100).map(Arc::new).collect();
         for (i, o) in objects.iter().enumerate() {
-            idx.register(i as u128, i as u128, o, &tags(&["big"]));
+            idx.register(
+                UrlHash(i as u128),
+                VariantHash(i as u128),
+                o,
+                &tags(&["big"]),
+            );
         }
         assert_eq!(idx.tagged("big").len(), 100);
         for (i, o) in objects.iter().enumerate().take(60) {
-            idx.unregister(i as u128, i as u128, o, &tags(&["big"]));
+            idx.unregister(
+                UrlHash(i as u128),
+                VariantHash(i as u128),
+                o,
+                &tags(&["big"]),
+            );
         }
         assert_eq!(idx.tagged("big").len(), 40);
-        idx.unregister(99, 99, &Arc::new(99), &tags(&["big"])); // another object, same value
+        idx.unregister(UrlHash(99), VariantHash(99), &Arc::new(99), &tags(&["big"])); // another object, same value
         assert_eq!(idx.tagged("big").len(), 40);
     }
 
     #[test]
     fn variants_and_tags_are_separate() {
         let idx: Index<u32> = Index::default();
-        idx.register(1, 10, &Arc::new(1), &tags(&["a", "b"]));
-        idx.register(1, 11, &Arc::new(2), &tags(&["b"]));
-        idx.register(2, 20, &Arc::new(3), &tags(&[]));
-        let mut v: Vec<u128> = idx.variants_of(1).into_iter().map(|(h, _)| h).collect();
+        idx.register(
+            UrlHash(1),
+            VariantHash(10),
+            &Arc::new(1),
+            &tags(&["a", "b"]),
+        );
+        idx.register(UrlHash(1), VariantHash(11), &Arc::new(2), &tags(&["b"]));
+        idx.register(UrlHash(2), VariantHash(20), &Arc::new(3), &tags(&[]));
+        let mut v: Vec<u128> = idx
+            .variants_of(UrlHash(1))
+            .into_iter()
+            .map(|(h, _)| h.0)
+            .collect();
         v.sort();
         assert_eq!(v, vec![10, 11]);
         assert_eq!(idx.tagged("a").len(), 1);

@@ -5,6 +5,7 @@
 //! cannot contain `/`, so the text is unambiguous. Not here: Vary (see `vary.rs`).
 
 use crate::config::NamePattern;
+use pingora_cache::key::CacheHashKey;
 use pingora_http::RequestHeader;
 
 /// Why no key could be built: the request is malformed and gets a 400.
@@ -30,6 +31,30 @@ impl KeyError {
             KeyError::DuplicateHost => "duplicate Host header",
             KeyError::InvalidTarget => "invalid request target",
         }
+    }
+}
+
+/// The hash of a URL's primary key (scheme, host, path, query), shared by all its Vary
+/// variants: what a URL purge and the variant index name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UrlHash(pub u128);
+
+impl UrlHash {
+    /// The primary key hash of `key`, as pingora-cache computes it.
+    pub fn of(key: &impl CacheHashKey) -> UrlHash {
+        UrlHash(u128::from_be_bytes(key.primary_bin()))
+    }
+}
+
+/// The hash of one stored variant: the primary key and the Vary variance together. What the
+/// storage is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VariantHash(pub u128);
+
+impl VariantHash {
+    /// The combined hash of `key`, as pingora-cache computes it.
+    pub fn of(key: &impl CacheHashKey) -> VariantHash {
+        VariantHash(u128::from_be_bytes(key.combined_bin()))
     }
 }
 
@@ -113,14 +138,13 @@ impl RequestKey {
     }
 
     /// The primary key hash pingora-cache and the storage use for this URL.
-    pub fn primary_hash(&self) -> u128 {
-        use pingora_cache::key::CacheHashKey;
-        u128::from_be_bytes(pingora_cache::CacheKey::new(self.primary(), "").primary_bin())
+    pub fn primary_hash(&self) -> UrlHash {
+        UrlHash::of(&pingora_cache::CacheKey::new(self.primary(), ""))
     }
 
     /// The primary key hashes of this URL under both schemes, this key's first: what a purge
     /// of "this URL" removes, whether it was stored for an `http` or an `https` visitor.
-    pub fn both_scheme_hashes(&self) -> [u128; 2] {
+    pub fn both_scheme_hashes(&self) -> [UrlHash; 2] {
         let other = RequestKey {
             scheme: if self.scheme == "https" {
                 "http"

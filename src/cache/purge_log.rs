@@ -10,16 +10,18 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::key::UrlHash;
+
 /// What a purge targets, and what its record in the log matches: the one description of a
 /// purge, from the request through the storage to the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PurgeScope {
     /// Every variant of one URL (its primary key hash).
-    Url(u128),
+    Url(UrlHash),
     /// Every variant of one URL under `http` and under `https` (its two primary key hashes):
     /// what a `PURGE` of a path or an unsafe request removes, whichever scheme its visitors
     /// came over.
-    AnySchemeUrl([u128; 2]),
+    AnySchemeUrl([UrlHash; 2]),
     /// Every object carrying this tag.
     Tag(String),
     /// Every object whose URL starts with this text (`http://host/blog/`).
@@ -31,7 +33,7 @@ pub enum PurgeScope {
 /// The facts of an object a matcher looks at.
 pub(crate) struct ObjectFacts<'a> {
     /// Primary key hash.
-    pub(crate) primary: u128,
+    pub(crate) primary: UrlHash,
     /// URL (primary key text).
     pub(crate) url: &'a str,
     /// Tags.
@@ -183,7 +185,7 @@ mod tests {
 
     fn facts<'a>(url: &'a str, tags: &'a [Box<str>]) -> ObjectFacts<'a> {
         ObjectFacts {
-            primary: 7,
+            primary: UrlHash(7),
             url,
             tags,
         }
@@ -230,8 +232,8 @@ mod tests {
     fn matchers() {
         let tags: Vec<Box<str>> = vec!["t".into()];
         let f = facts("http://h/blog/post", &tags);
-        assert!(PurgeScope::Url(7).matches(&f));
-        assert!(!PurgeScope::Url(8).matches(&f));
+        assert!(PurgeScope::Url(UrlHash(7)).matches(&f));
+        assert!(!PurgeScope::Url(UrlHash(8)).matches(&f));
         assert!(PurgeScope::Prefix("http://h/blog/".into()).matches(&f));
         assert!(!PurgeScope::Prefix("http://h/shop/".into()).matches(&f));
         assert!(!PurgeScope::Prefix("http://other/blog/".into()).matches(&f));
@@ -244,16 +246,16 @@ mod tests {
         let f = facts("http://h/a", &[]);
         log.record(10, PurgeScope::All, true);
         assert_eq!(log.verdict(5, &f), Verdict::StoreStale);
-        log.record(11, PurgeScope::Url(7), false);
+        log.record(11, PurgeScope::Url(UrlHash(7)), false);
         assert_eq!(log.verdict(5, &f), Verdict::Drop);
     }
 
     #[test]
     fn a_forgotten_purge_still_protects_older_fills() {
         let log = PurgeLog::new(Duration::from_secs(60), 2);
-        log.record(10, PurgeScope::Url(1), false);
-        log.record(20, PurgeScope::Url(2), false);
-        log.record(30, PurgeScope::Url(3), false); // drops seq 10
+        log.record(10, PurgeScope::Url(UrlHash(1)), false);
+        log.record(20, PurgeScope::Url(UrlHash(2)), false);
+        log.record(30, PurgeScope::Url(UrlHash(3)), false); // drops seq 10
         let f = facts("http://h/x", &[]);
         assert_eq!(log.verdict(5, &f), Verdict::Drop, "below the floor");
         assert_eq!(log.verdict(15, &f), Verdict::Store);

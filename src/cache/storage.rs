@@ -43,7 +43,6 @@ use async_trait::async_trait;
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
-use pingora_cache::key::{CacheHashKey, CompactCacheKey};
 use pingora_cache::storage::{
     HitHandler, MissHandler, PurgeOutcome, PurgeTarget, PurgeType, Storage,
 };
@@ -53,6 +52,7 @@ use pingora_error::Result;
 
 use super::freshness::stale_forbidden;
 use super::index::Index;
+use super::key::{UrlHash, VariantHash};
 use super::meta_codec::StoredMeta;
 use super::purge_log::{PurgeLog, Verdict};
 use super::tags::response_tags;
@@ -87,7 +87,7 @@ pub struct StorageSettings {
 
 /// The moka-backed storage. Created once per process and leaked: pingora wants `&'static`.
 pub struct MemoryStorage {
-    objects: Cache<u128, Arc<StoredObject>>,
+    objects: Cache<VariantHash, Arc<StoredObject>>,
     index: Arc<Index<StoredObject>>,
     log: PurgeLog,
     settings: StorageSettings,
@@ -95,7 +95,7 @@ pub struct MemoryStorage {
     /// Body bytes buffered by fills in flight, all together (bounded by `cache.max_size`).
     filling: AtomicU64,
     seq: AtomicU64,
-    reaper: OnceLock<mpsc::Sender<(u128, Arc<StoredObject>)>>,
+    reaper: OnceLock<mpsc::Sender<(VariantHash, Arc<StoredObject>)>>,
     /// Tests only: run between a fill's two purge-log verdicts (see `Fill::finish`).
     #[cfg(test)]
     between_verdicts: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
@@ -108,9 +108,9 @@ impl MemoryStorage {
         let listener_index = index.clone();
         let objects = Cache::builder()
             .max_capacity(settings.max_size)
-            .weigher(|_k: &u128, v: &Arc<StoredObject>| v.weight())
+            .weigher(|_k: &VariantHash, v: &Arc<StoredObject>| v.weight())
             .expire_after(DropAtExpiry)
-            .eviction_listener(move |k: Arc<u128>, v: Arc<StoredObject>, cause| {
+            .eviction_listener(move |k: Arc<VariantHash>, v: Arc<StoredObject>, cause| {
                 // a replacement is re-indexed by whoever replaced it (see `Fill::finish`)
                 let label = match cause {
                     RemovalCause::Replaced => return,
@@ -231,7 +231,7 @@ impl MemoryStorage {
     /// `current`: a fill stored since then is never touched. Whether it did.
     async fn swap_if_current(
         &self,
-        hash: u128,
+        hash: VariantHash,
         current: &Arc<StoredObject>,
         with: Option<Arc<StoredObject>>,
     ) -> bool {
@@ -249,10 +249,6 @@ impl MemoryStorage {
             .await;
         matches!(result, CompResult::ReplacedWith(_) | CompResult::Removed(_))
     }
-
-    fn hash_of(key: &impl CacheHashKey) -> u128 {
-        u128::from_be_bytes(key.combined_bin())
-    }
 }
 
 #[async_trait]
@@ -262,7 +258,7 @@ impl Storage for MemoryStorage {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let Some(object) = self.objects.get(&Self::hash_of(key)).await else {
+        let Some(object) = self.objects.get(&VariantHash::of(key)).await else {
             return Ok(None);
         };
         if object.is_dead() {
@@ -296,8 +292,8 @@ impl Storage for MemoryStorage {
         let tags = response_tags(meta.response_header(), &self.settings.tag_headers);
         Ok(Box::new(Fill {
             storage: self,
-            hash: Self::hash_of(key),
-            primary: u128::from_be_bytes(key.primary_bin()),
+            hash: VariantHash::of(key),
+            primary: UrlHash::of(key),
             url,
             tags: tags.into_boxed_slice(),
             meta: StoredMeta::from_meta(meta),
@@ -316,7 +312,7 @@ impl Storage for MemoryStorage {
         _purge_type: PurgeType,
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
-        let hash = compact_hash(target.key());
+        let hash = VariantHash::of(target.key());
         match self.objects.remove(&hash).await {
             Some(o) if !o.is_dead() => Ok(PurgeOutcome::Purged(None)),
             _ => Ok(PurgeOutcome::NotFound),
@@ -328,7 +324,7 @@ impl Storage for MemoryStorage {
         target: PurgeTarget<'_>,
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
-        let hash = compact_hash(target.key());
+        let hash = VariantHash::of(target.key());
         match self.objects.get(&hash).await {
             Some(o) if !o.is_dead() => {
                 o.soft_at
@@ -345,7 +341,7 @@ impl Storage for MemoryStorage {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<bool> {
-        let hash = Self::hash_of(key);
+        let hash = VariantHash::of(key);
         let Some(object) = self.objects.get(&hash).await else {
             return Ok(false);
         };
@@ -375,10 +371,6 @@ impl Storage for MemoryStorage {
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
         self
     }
-}
-
-fn compact_hash(key: &CompactCacheKey) -> u128 {
-    u128::from_be_bytes(key.combined_bin())
 }
 
 #[cfg(test)]
@@ -414,7 +406,7 @@ mod tests {
             let span = Span::inactive().handle();
             let mut key = CacheKey::new(format!("http://h/window-{soft}"), "");
             key.extensions.insert(FetchStamp(s.stamp()));
-            let primary = u128::from_be_bytes(key.primary_bin());
+            let primary = UrlHash::of(&key);
             let mut fill = s.get_miss_handler(&key, &meta(), &span).await.unwrap();
             fill.write_body(Bytes::from_static(b"old"), true)
                 .await
@@ -525,7 +517,7 @@ mod tests {
         let key = CacheKey::new("http://h/soft", "");
         let span = Span::inactive().handle();
         store(s, &key, &[b"x"]).await;
-        let primary = u128::from_be_bytes(key.primary_bin());
+        let primary = UrlHash::of(&key);
         assert_eq!(s.purge_scope(&PurgeScope::Url(primary), true).await, 1);
         let (m, _) = s.lookup(&key, &span).await.unwrap().unwrap();
         let now = SystemTime::now();
@@ -548,11 +540,8 @@ mod tests {
         let mut key = CacheKey::new("http://h/late", "");
         key.extensions.insert(FetchStamp(s.stamp()));
         let mut fill = s.get_miss_handler(&key, &meta(), &span).await.unwrap();
-        s.purge_scope(
-            &PurgeScope::Url(u128::from_be_bytes(key.primary_bin())),
-            false,
-        )
-        .await;
+        s.purge_scope(&PurgeScope::Url(UrlHash::of(&key)), false)
+            .await;
         fill.write_body(Bytes::from_static(b"old"), true)
             .await
             .unwrap();

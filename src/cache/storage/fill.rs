@@ -14,6 +14,7 @@ use pingora_error::{Error, ErrorType, Result};
 
 use super::object::{unix_millis, StoredObject};
 use super::MemoryStorage;
+use crate::cache::key::{UrlHash, VariantHash};
 use crate::cache::meta_codec::StoredMeta;
 use crate::cache::purge_log::{ObjectFacts, Verdict};
 use crate::metrics::metrics;
@@ -21,8 +22,8 @@ use crate::metrics::metrics;
 /// Collects one fill's body and stores it at `finish`.
 pub(super) struct Fill {
     pub(super) storage: &'static MemoryStorage,
-    pub(super) hash: u128,
-    pub(super) primary: u128,
+    pub(super) hash: VariantHash,
+    pub(super) primary: UrlHash,
     pub(super) url: Box<str>,
     pub(super) tags: Box<[Box<str>]>,
     pub(super) meta: StoredMeta,

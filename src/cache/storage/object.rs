@@ -9,6 +9,7 @@ use bytes::Bytes;
 use moka::Expiry;
 
 use crate::cache::index::INDEX_ENTRY_OVERHEAD;
+use crate::cache::key::{UrlHash, VariantHash};
 use crate::cache::meta_codec::StoredMeta;
 use crate::cache::purge_log::ObjectFacts;
 
@@ -28,7 +29,7 @@ pub struct StoredObject {
     /// The primary key text (`http://host/path?query`).
     pub(super) url: Box<str>,
     /// The primary key hash, shared by all variants of the URL.
-    pub(super) primary: u128,
+    pub(super) primary: UrlHash,
     /// Tags (surrogate keys).
     pub(super) tags: Box<[Box<str>]>,
     /// Stamp of the fetch that wrote it.
@@ -80,10 +81,10 @@ pub(super) fn unix_millis(t: SystemTime) -> u64 {
 
 pub(super) struct DropAtExpiry;
 
-impl Expiry<u128, Arc<StoredObject>> for DropAtExpiry {
+impl Expiry<VariantHash, Arc<StoredObject>> for DropAtExpiry {
     fn expire_after_create(
         &self,
-        _key: &u128,
+        _key: &VariantHash,
         value: &Arc<StoredObject>,
         created_at: Instant,
     ) -> Option<Duration> {
@@ -92,7 +93,7 @@ impl Expiry<u128, Arc<StoredObject>> for DropAtExpiry {
 
     fn expire_after_update(
         &self,
-        _key: &u128,
+        _key: &VariantHash,
         value: &Arc<StoredObject>,
         updated_at: Instant,
         _duration_until_expiry: Option<Duration>,

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::object::{unix_millis, StoredObject};
 use super::MemoryStorage;
+use crate::cache::key::VariantHash;
 pub use crate::cache::purge_log::PurgeScope;
 
 /// Purged objects waiting for removal; beyond this the rest are left to moka's own eviction.
@@ -58,7 +59,7 @@ impl MemoryStorage {
         // record first: a fill that stores after this line sees the record, one that stored
         // before it is found below
         self.log.record(seq, scope.clone(), soft);
-        let targets: Vec<(u128, Arc<StoredObject>)> = match scope {
+        let targets: Vec<(VariantHash, Arc<StoredObject>)> = match scope {
             PurgeScope::Url(p) => self.index.variants_of(*p),
             PurgeScope::AnySchemeUrl([a, b]) => {
                 let mut both = self.index.variants_of(*a);
@@ -102,7 +103,7 @@ impl MemoryStorage {
     /// after the purge that took `seq` are the new content and kept.
     fn apply_purge(
         &'static self,
-        targets: Vec<(u128, Arc<StoredObject>)>,
+        targets: Vec<(VariantHash, Arc<StoredObject>)>,
         seq: u64,
         soft: bool,
     ) -> usize {
@@ -130,7 +131,10 @@ impl MemoryStorage {
 
     /// Hand purged objects to the reaper, which takes them out of moka without holding up the
     /// purge or the hits: the flags already hide them, so removal only frees memory.
-    pub(super) fn remove_in_background(&'static self, doomed: Vec<(u128, Arc<StoredObject>)>) {
+    pub(super) fn remove_in_background(
+        &'static self,
+        doomed: Vec<(VariantHash, Arc<StoredObject>)>,
+    ) {
         let Some(reaper) = self.reaper() else { return };
         for item in doomed {
             // a full queue leaves the rest to moka: they are hidden, counted in the budget,
@@ -142,10 +146,10 @@ impl MemoryStorage {
     }
 
     /// The queue of the one reaper task, started on first use.
-    fn reaper(&'static self) -> Option<&'static mpsc::Sender<(u128, Arc<StoredObject>)>> {
+    fn reaper(&'static self) -> Option<&'static mpsc::Sender<(VariantHash, Arc<StoredObject>)>> {
         let handle = tokio::runtime::Handle::try_current().ok()?;
         Some(self.reaper.get_or_init(|| {
-            let (tx, mut rx) = mpsc::channel::<(u128, Arc<StoredObject>)>(REAPER_QUEUE);
+            let (tx, mut rx) = mpsc::channel::<(VariantHash, Arc<StoredObject>)>(REAPER_QUEUE);
             handle.spawn(async move {
                 let mut n: u64 = 0;
                 while let Some((hash, object)) = rx.recv().await {
