@@ -489,6 +489,8 @@ async fn a_fetch_in_flight_during_a_purge_is_not_stored() {
         "before the submit",
         "its waiting client may get it"
     );
+    // checked before it is stored, not stored and then hidden: nothing was inserted
+    assert_eq!(proxy.metric("lacquer_cache_inserts_total").await, 0.0);
     let next = c.get(&url).await;
     assert_eq!(
         next.text(),
