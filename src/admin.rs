@@ -74,7 +74,7 @@ impl AdminApp {
     async fn healthz(&self) -> Response<Vec<u8>> {
         let mut down = Vec::new();
         let live = self.live.load_full();
-        for addr in &live.config.listen {
+        for addr in live.config.listen.iter().map(|l| l.addr) {
             let probe = tokio::time::timeout(
                 std::time::Duration::from_secs(1),
                 tokio::net::TcpStream::connect(addr),

@@ -24,7 +24,7 @@ pub use values::{Cidr, NamePattern};
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Proxy listeners.
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<Listener>,
     /// Worker threads of the proxy service.
     pub threads: usize,
     /// Admin listener.
@@ -74,6 +74,15 @@ pub enum LogFormat {
     Combined,
     /// One JSON object per line.
     Json,
+}
+
+/// One proxy listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) carrying the client.
+    pub proxy_protocol: bool,
 }
 
 /// How app servers are checked.
@@ -290,7 +299,13 @@ mod tests {
     #[test]
     fn minimal_file_gets_defaults() {
         let c = Config::from_yaml(MINIMAL).unwrap();
-        assert_eq!(c.listen, vec!["127.0.0.1:6081".parse().unwrap()]);
+        assert_eq!(
+            c.listen,
+            vec![Listener {
+                addr: "127.0.0.1:6081".parse().unwrap(),
+                proxy_protocol: false
+            }]
+        );
         assert_eq!(c.admin_listen, "127.0.0.1:6082".parse().unwrap());
         assert_eq!(c.cache.max_size, 256 << 20);
         assert_eq!(c.cache.max_object_size, 8 << 20);
@@ -301,6 +316,26 @@ mod tests {
             .tracking_params
             .iter()
             .any(|p| p.matches("utm_source")));
+    }
+
+    #[test]
+    fn listeners_are_addresses_or_addresses_with_options() {
+        let c = Config::from_yaml(&format!(
+            "{MINIMAL}listen: [\"127.0.0.1:1\", {{addr: \"127.0.0.1:2\", proxy_protocol: true}}]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.listen
+                .iter()
+                .map(|l| (l.addr.port(), l.proxy_protocol))
+                .collect::<Vec<_>>(),
+            vec![(1, false), (2, true)]
+        );
+        let e = errors(&format!("{MINIMAL}listen: [{{addr: \"nowhere\"}}]\n"));
+        assert_eq!(
+            e,
+            vec!["listen[0].addr: expected an address like \"127.0.0.1:8080\" or \"[::1]:8080\", got \"nowhere\"".to_string()]
+        );
     }
 
     #[test]

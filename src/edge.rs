@@ -8,6 +8,8 @@
 //! gate, the access log, the app (`X-Forwarded-For`, `X-Forwarded-Proto`) and the cache key's
 //! scheme see. Not here: the listeners (TLS, the PROXY protocol belong in `edge/` too).
 
+pub(crate) mod proxy_protocol;
+
 use std::net::IpAddr;
 
 use pingora_http::RequestHeader;

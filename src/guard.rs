@@ -35,9 +35,11 @@ use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora_core::protocols::http::v2::server::H2Options;
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::protocols::Stream;
+use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
+use pingora_core::protocols::{SocketDigest, Stream};
 use pingora_core::server::ShutdownWatch;
 
+use crate::edge::proxy_protocol;
 use crate::live::SharedLive;
 use crate::metrics::metrics;
 use stream::guarded;
@@ -52,6 +54,8 @@ pub(crate) struct LimitedApp<H> {
     live: SharedLive,
     /// Connections of this listener service open now (`limits.max_connections`).
     open: Arc<AtomicUsize>,
+    /// Every connection opens with a PROXY protocol header carrying the client's address.
+    proxy_protocol: bool,
 }
 
 /// One open connection, counted until dropped.
@@ -68,13 +72,14 @@ const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-
 
 impl<H> LimitedApp<H> {
     /// Wrap `inner`, reading the limits from `live`.
-    pub(crate) fn new(inner: H, live: SharedLive) -> LimitedApp<H> {
+    pub(crate) fn new(inner: H, live: SharedLive, proxy_protocol: bool) -> LimitedApp<H> {
         LimitedApp {
             inner: Arc::new(PerRequest {
                 inner: Arc::new(inner),
             }),
             live,
             open: Arc::default(),
+            proxy_protocol,
         }
     }
 }
@@ -106,7 +111,37 @@ impl<H: HttpServerApp + Send + Sync + 'static> ServerApp for LimitedApp<H> {
             stream.shutdown().await;
             return None;
         }
-        let stream: Stream = Box::new(GuardedStream::new(stream, limits));
+        let mut stream = stream;
+        let mut early = Vec::new();
+        if self.proxy_protocol {
+            // before anything else, within the header timeout: a connection that does not
+            // open with a valid header is closed unanswered (it is not speaking to us)
+            match proxy_protocol::read_header(&mut stream, limits.header_timeout).await {
+                Ok((client, rest)) => {
+                    if let Some(addr) = client {
+                        // what pingora, the purge gate and the log take as the peer
+                        let digest = SocketDigest::from_raw_fd(stream.id());
+                        let _ = digest.peer_addr.set(Some(PeerAddr::Inet(addr)));
+                        stream.set_socket_digest(digest);
+                    }
+                    early = rest;
+                }
+                Err(e) => {
+                    log::debug!("PROXY protocol: {e}");
+                    // a connection closed before its header is a TCP probe (a load
+                    // balancer's health check), not a refusal
+                    if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                        metrics()
+                            .client_limit_rejections
+                            .with_label_values(&["proxy_protocol"])
+                            .inc();
+                    }
+                    stream.shutdown().await;
+                    return None;
+                }
+            }
+        }
+        let stream: Stream = Box::new(GuardedStream::new(stream, limits, early));
         self.inner.process_new(stream, shutdown).await
     }
 

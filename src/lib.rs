@@ -17,8 +17,8 @@
 //! - `access_log`: one line per client request
 //! - `guard`: the connection guard (`guard/scan.rs` the pure header watch, `guard/stream.rs`
 //!   the guarded stream): client limits, write coalescing, fills that outlive their client;
-//! - `edge`: who the client is and over which scheme (`trusted_proxies`); TLS and the PROXY
-//!   protocol belong in `edge/`
+//! - `edge`: who the client is and over which scheme (`trusted_proxies`); `edge/proxy_protocol.rs`
+//!   the PROXY protocol; TLS listeners belong in `edge/` too
 //! - `proxy`: the one `ProxyHttp` impl, thin, delegating to the modules above
 //! - `admin`: the admin listener; `services`: health-check loop, SIGHUP reload, SIGTERM drain
 //! - `server`: pingora's server and services assembled from the config

@@ -43,6 +43,7 @@ pub(crate) use ctx::RequestCtx;
 const SCHEME: &str = "http";
 
 /// The proxy: the reloadable config and app servers, the cache, the access log.
+#[derive(Clone)]
 pub(crate) struct LacquerProxy {
     live: SharedLive,
     cache: &'static CacheRuntime,

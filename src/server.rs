@@ -66,26 +66,46 @@ pub fn build(config: Config, path: PathBuf) -> Result<Server> {
     let proxy = LacquerProxy::new(live.clone(), cache, Arc::new(access_log));
     // every client connection is held to `limits:` (header time, size, count, URL length,
     // idle keep-alive) before pingora parses it: see guard.rs
-    let proxy_app = LimitedApp::new(
-        pingora_proxy::http_proxy(&server.configuration, proxy),
-        live.clone(),
-    );
-    let mut proxy_service = Service::new("lacquer proxy".to_string(), proxy_app);
-    for addr in &config.listen {
-        // no L4 buffers: pingora's default 64 KiB read buffer and any write buffer stay
-        // allocated for every idle keep-alive connection (about 100 KB each with a 32 KiB
-        // write buffer, docs/load-tests.md). Reads go straight into pingora's request buffer;
-        // writes are coalesced by the connection guard (a held header goes out with the body
-        // in one writev, guard/stream.rs), so a cached response still leaves in one send.
-        proxy_service.add_listener(
-            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::unbuffered()),
+    // one service for plain listeners and one for those whose connections open with a PROXY
+    // protocol header: the guard of each knows which it reads
+    for proxy_protocol in [false, true] {
+        let listeners: Vec<_> = config
+            .listen
+            .iter()
+            .filter(|l| l.proxy_protocol == proxy_protocol)
+            .collect();
+        if listeners.is_empty() {
+            continue;
+        }
+        let proxy_app = LimitedApp::new(
+            pingora_proxy::http_proxy(&server.configuration, proxy.clone()),
+            live.clone(),
+            proxy_protocol,
         );
+        let name = if proxy_protocol {
+            "lacquer proxy (PROXY protocol)"
+        } else {
+            "lacquer proxy"
+        };
+        let mut proxy_service = Service::new(name.to_string(), proxy_app);
+        for l in listeners {
+            // no L4 buffers: pingora's default 64 KiB read buffer and any write buffer stay
+            // allocated for every idle keep-alive connection (about 100 KB each with a 32 KiB
+            // write buffer, docs/load-tests.md). Reads go straight into pingora's request
+            // buffer; writes are coalesced by the connection guard (a held header goes out
+            // with the body in one writev, guard/stream.rs), so a cached response still
+            // leaves in one send.
+            proxy_service.add_listener(
+                ListenerConfig::tcp(l.addr.to_string()).l4_buffer(L4BufferSettings::unbuffered()),
+            );
+        }
+        server.add_service(proxy_service);
     }
-    server.add_service(proxy_service);
 
     let admin_app = LimitedApp::new(
         pingora_core::apps::http_app::HttpServer::new_app(AdminApp::new(cache, live.clone())),
         live.clone(),
+        false,
     );
     let mut admin = Service::new("lacquer admin".to_string(), admin_app);
     admin.add_tcp(&config.admin_listen.to_string());

@@ -9,7 +9,7 @@ use serde::Deserialize;
 pub struct RawConfig {
     /// `listen` (docs/configuration.md).
     #[serde(default = "default_listen")]
-    pub listen: Vec<String>,
+    pub listen: Vec<RawListen>,
     /// `threads` (docs/configuration.md).
     #[serde(default)]
     pub threads: Option<usize>,
@@ -115,8 +115,29 @@ fn default_hc_successes() -> i64 {
     2
 }
 
-fn default_listen() -> Vec<String> {
-    vec!["127.0.0.1:6081".to_string()]
+fn default_listen() -> Vec<RawListen> {
+    vec![RawListen::Addr("127.0.0.1:6081".to_string())]
+}
+
+/// One `listen` entry: an address, or an address with options.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawListen {
+    /// `"127.0.0.1:6081"`.
+    Addr(String),
+    /// `{addr: "0.0.0.0:6081", proxy_protocol: true}`.
+    Options(RawListener),
+}
+
+/// A `listen` entry with options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// `listen[].addr` (docs/configuration.md).
+    pub addr: String,
+    /// `listen[].proxy_protocol` (docs/configuration.md).
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// `admin:`

@@ -8,8 +8,8 @@ use super::raw::{self, RawConfig};
 use super::units::{parse_duration, parse_size};
 use super::{
     BypassConfig, CacheConfig, Cidr, Config, ConfigError, HealthCheckConfig, HealthCheckKind,
-    LimitsConfig, LogFormat as Format, LogTarget as Target, NamePattern, PurgeConfig, Timeouts,
-    Upstream,
+    LimitsConfig, Listener, LogFormat as Format, LogTarget as Target, NamePattern, PurgeConfig,
+    Timeouts, Upstream,
 };
 
 /// Validate a whole file, or say everything that is wrong with it.
@@ -59,15 +59,28 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
 fn listeners(
     errors: &mut Vec<String>,
     raw: &RawConfig,
-) -> (Vec<SocketAddr>, Option<SocketAddr>, usize) {
+) -> (Vec<Listener>, Option<SocketAddr>, usize) {
     if raw.listen.is_empty() {
         errors.push("listen: at least one address is required".to_string());
     }
-    let listen: Vec<SocketAddr> = raw
+    let listen: Vec<Listener> = raw
         .listen
         .iter()
         .enumerate()
-        .filter_map(|(i, a)| socket_addr(errors, &format!("listen[{i}]"), a))
+        .filter_map(|(i, l)| match l {
+            raw::RawListen::Addr(a) => {
+                socket_addr(errors, &format!("listen[{i}]"), a).map(|addr| Listener {
+                    addr,
+                    proxy_protocol: false,
+                })
+            }
+            raw::RawListen::Options(o) => {
+                socket_addr(errors, &format!("listen[{i}].addr"), &o.addr).map(|addr| Listener {
+                    addr,
+                    proxy_protocol: o.proxy_protocol,
+                })
+            }
+        })
         .collect();
     let admin_listen = socket_addr(errors, "admin.listen", &raw.admin.listen);
     let threads = match raw.threads {

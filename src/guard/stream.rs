@@ -52,6 +52,8 @@ pub(crate) struct GuardedStream {
     gone: Option<u64>,
     /// This connection holds one of the `max_orphan_fills` places.
     orphan: bool,
+    /// Bytes read before the stream was guarded, handed out first.
+    early: Vec<u8>,
     /// A small write (a response header) held back to go out with what follows in one
     /// `writev`; see [`HOLD_MAX`].
     held: Vec<u8>,
@@ -75,7 +77,9 @@ impl fmt::Debug for GuardedStream {
 
 impl GuardedStream {
     /// Watch `inner` under `limits`, starting idle.
-    pub(crate) fn new(inner: Stream, limits: LimitsConfig) -> GuardedStream {
+    /// `early`: bytes already read off the connection (after a PROXY protocol header), which
+    /// reads hand out first, watched like any others.
+    pub(crate) fn new(inner: Stream, limits: LimitsConfig, early: Vec<u8>) -> GuardedStream {
         let now = Instant::now();
         GuardedStream {
             inner,
@@ -87,6 +91,7 @@ impl GuardedStream {
             gone: None,
             orphan: false,
             held: Vec::new(),
+            early,
         }
     }
 
@@ -155,7 +160,18 @@ impl AsyncRead for GuardedStream {
             Phase::Idle(_) | Phase::Header(..) => {}
         }
         let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+        let read = if this.early.is_empty() {
+            Pin::new(&mut this.inner).poll_read(cx, buf)
+        } else {
+            let n = this.early.len().min(buf.remaining());
+            buf.put_slice(&this.early[..n]);
+            this.early.drain(..n);
+            if this.early.is_empty() {
+                this.early = Vec::new();
+            }
+            Poll::Ready(Ok(()))
+        };
+        match read {
             Poll::Ready(Ok(())) => {
                 let new = &buf.filled()[before..];
                 if new.is_empty() {

@@ -2,7 +2,7 @@
 //! client's address and scheme is believed, and what the purge gate, the app, the access log
 //! and the cache key then see.
 
-use crate::support::{Client, Origin, Proxy, Reply};
+use crate::support::{exchange, Client, Origin, Proxy, RawConn, Reply};
 
 /// An app that says which scheme and client it was told about, cacheably.
 async fn telling_origin() -> Origin {
@@ -139,4 +139,80 @@ async fn a_bad_trusted_proxies_entry_names_its_key() {
         err.contains("trusted_proxies[1]: expected a network like"),
         "{err}"
     );
+}
+
+/// A PROXY protocol v2 header for a TCP4 client.
+fn proxy_v2(client: std::net::SocketAddrV4) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    h.extend_from_slice(&client.ip().octets());
+    h.extend_from_slice(&[127, 0, 0, 1]);
+    h.extend_from_slice(&client.port().to_be_bytes());
+    h.extend_from_slice(&6081u16.to_be_bytes());
+    h
+}
+
+#[tokio::test]
+async fn a_proxy_protocol_listener_takes_the_client_from_the_header() {
+    let origin = telling_origin().await;
+    let proxy = Proxy::start_proxy_protocol(&[origin.addr], "").await;
+    let request = b"GET /pp HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    // version 1, the request in the same packet
+    let mut v1 = b"PROXY TCP4 203.0.113.9 127.0.0.1 56324 6081\r\n".to_vec();
+    v1.extend_from_slice(request);
+    let r = exchange(proxy.addr, &v1).await;
+    assert_eq!(r.statuses(), vec![200], "{}", r.text());
+    assert_eq!(
+        origin.last("/pp").unwrap().header("x-forwarded-for"),
+        Some("203.0.113.9")
+    );
+    // the client is not loopback: it may not purge
+    let mut purge = b"PROXY TCP4 203.0.113.9 127.0.0.1 56324 6081\r\n".to_vec();
+    purge.extend_from_slice(b"PURGE /pp HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert_eq!(exchange(proxy.addr, &purge).await.statuses(), vec![403]);
+    // version 2, the header and the request sent apart
+    let mut conn = RawConn::connect(proxy.addr).await;
+    conn.send(&proxy_v2("198.51.100.7:40000".parse().unwrap()))
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let r = conn
+        .exchange(b"GET /pp2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(r.statuses(), vec![200], "{}", r.text());
+    assert_eq!(
+        origin.last("/pp2").unwrap().header("x-forwarded-for"),
+        Some("198.51.100.7")
+    );
+    // LOCAL (the proxy's own health check): the TCP peer stands, and may purge
+    let mut local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+    local.extend_from_slice(b"PURGE /pp HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert_eq!(exchange(proxy.addr, &local).await.statuses(), vec![200]);
+}
+
+#[tokio::test]
+async fn a_proxy_protocol_listener_refuses_a_connection_without_a_header() {
+    let origin = telling_origin().await;
+    let proxy = Proxy::start_proxy_protocol(&[origin.addr], "").await;
+    let r = exchange(proxy.addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(r.bytes.is_empty(), "answered: {}", r.text());
+    assert!(r.closed);
+    assert_eq!(origin.total(), 0);
+    assert_eq!(
+        proxy
+            .metric("lacquer_client_limit_rejections_total{reason=\"proxy_protocol\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_plain_listener_treats_a_proxy_protocol_header_as_a_bad_request() {
+    let origin = telling_origin().await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let mut v1 = b"PROXY TCP4 203.0.113.9 127.0.0.1 56324 6081\r\n".to_vec();
+    v1.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    let r = exchange(proxy.addr, &v1).await;
+    assert_eq!(r.statuses(), vec![400], "{}", r.text());
+    assert_eq!(origin.total(), 0);
 }

@@ -28,8 +28,19 @@ fn config_text(
     upstreams: &[(SocketAddr, u32)],
     extra: &str,
 ) -> String {
-    let mut yaml =
-        format!("listen: [\"{addr}\"]\nthreads: 2\nadmin:\n  listen: \"{admin}\"\nupstreams:\n");
+    config_text_listening(&format!("\"{addr}\""), admin, upstreams, extra)
+}
+
+/// The config with `listen_entry` (YAML) as the one proxy listener.
+fn config_text_listening(
+    listen_entry: &str,
+    admin: SocketAddr,
+    upstreams: &[(SocketAddr, u32)],
+    extra: &str,
+) -> String {
+    let mut yaml = format!(
+        "listen: [{listen_entry}]\nthreads: 2\nadmin:\n  listen: \"{admin}\"\nupstreams:\n"
+    );
     for (u, w) in upstreams {
         yaml.push_str(&format!("  - addr: \"{u}\"\n    weight: {w}\n"));
     }
@@ -82,15 +93,35 @@ impl Proxy {
         Proxy::start_full(&weighted, extra, env).await
     }
 
+    /// Start lacquer with its listener expecting a PROXY protocol header on every connection.
+    pub async fn start_proxy_protocol(upstreams: &[SocketAddr], extra: &str) -> Proxy {
+        let weighted: Vec<(SocketAddr, u32)> = upstreams.iter().map(|u| (*u, 1)).collect();
+        Proxy::start_listening(&weighted, extra, &[], true).await
+    }
+
     async fn start_full(
         upstreams: &[(SocketAddr, u32)],
         extra: &str,
         env: &[(&str, &str)],
     ) -> Proxy {
+        Proxy::start_listening(upstreams, extra, env, false).await
+    }
+
+    async fn start_listening(
+        upstreams: &[(SocketAddr, u32)],
+        extra: &str,
+        env: &[(&str, &str)],
+        proxy_protocol: bool,
+    ) -> Proxy {
         let addr = free_port();
         let admin = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
-        let yaml = config_text(addr, admin, upstreams, extra);
+        let yaml = if proxy_protocol {
+            let entry = format!("{{addr: \"{addr}\", proxy_protocol: true}}");
+            config_text_listening(&entry, admin, upstreams, extra)
+        } else {
+            config_text(addr, admin, upstreams, extra)
+        };
         let config = dir.path().join("lacquer.yaml");
         std::fs::write(&config, &yaml).expect("write config");
         let log = std::fs::File::create(dir.path().join("lacquer.log")).expect("log");
