@@ -77,12 +77,24 @@ pub enum LogFormat {
 }
 
 /// One proxy listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     /// Where it listens.
     pub addr: SocketAddr,
     /// Every connection starts with a PROXY protocol header (v1 or v2) carrying the client.
     pub proxy_protocol: bool,
+    /// TLS on this listener (HTTP/2 by ALPN, HTTP/1.1 otherwise): the certificates, chosen by
+    /// SNI, the first the default. `None`: plain HTTP/1.1.
+    pub tls: Option<Vec<CertificateFiles>>,
+}
+
+/// A certificate chain and its private key, PEM files (checked to parse at load time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    /// The chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
 }
 
 /// How app servers are checked.
@@ -303,7 +315,8 @@ mod tests {
             c.listen,
             vec![Listener {
                 addr: "127.0.0.1:6081".parse().unwrap(),
-                proxy_protocol: false
+                proxy_protocol: false,
+                tls: None,
             }]
         );
         assert_eq!(c.admin_listen, "127.0.0.1:6082".parse().unwrap());

@@ -9,6 +9,7 @@
 //! scheme see. Not here: the listeners (TLS, the PROXY protocol belong in `edge/` too).
 
 pub(crate) mod proxy_protocol;
+pub(crate) mod tls;
 
 use std::net::IpAddr;
 

@@ -18,7 +18,7 @@
 //! - `guard`: the connection guard (`guard/scan.rs` the pure header watch, `guard/stream.rs`
 //!   the guarded stream): client limits, write coalescing, fills that outlive their client;
 //! - `edge`: who the client is and over which scheme (`trusted_proxies`); `edge/proxy_protocol.rs`
-//!   the PROXY protocol; TLS listeners belong in `edge/` too
+//!   the PROXY protocol; `edge/tls.rs` TLS listener settings (SNI, ALPN)
 //! - `proxy`: the one `ProxyHttp` impl, thin, delegating to the modules above
 //! - `admin`: the admin listener; `services`: health-check loop, SIGHUP reload, SIGTERM drain
 //! - `server`: pingora's server and services assembled from the config

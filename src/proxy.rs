@@ -169,11 +169,16 @@ impl ProxyHttp for LacquerProxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        // a TLS listener's requests are https whatever a header says
+        let listener_scheme = match session.digest().and_then(|d| d.ssl_digest.as_ref()) {
+            Some(_) => "https",
+            None => SCHEME,
+        };
         ctx.client = edge::resolve(
             peer,
             session.req_header(),
             &ctx.live.config.trusted_proxies,
-            SCHEME,
+            listener_scheme,
         );
         let decision = policy::request_decision(session.req_header(), &ctx.live.config.bypass);
         let strip_cookies = match decision {

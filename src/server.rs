@@ -66,13 +66,18 @@ pub fn build(config: Config, path: PathBuf) -> Result<Server> {
     let proxy = LacquerProxy::new(live.clone(), cache, Arc::new(access_log));
     // every client connection is held to `limits:` (header time, size, count, URL length,
     // idle keep-alive) before pingora parses it: see guard.rs
-    // one service for plain listeners and one for those whose connections open with a PROXY
-    // protocol header: the guard of each knows which it reads
-    for proxy_protocol in [false, true] {
-        let listeners: Vec<_> = config
+    // one service for plain listeners, one for those whose connections open with a PROXY
+    // protocol header, one for TLS listeners: the guard of each knows what it reads
+    for kind in [
+        ListenerKind::Plain,
+        ListenerKind::ProxyProtocol,
+        ListenerKind::Tls,
+    ] {
+        let listeners: Vec<(usize, &crate::config::Listener)> = config
             .listen
             .iter()
-            .filter(|l| l.proxy_protocol == proxy_protocol)
+            .enumerate()
+            .filter(|(_, l)| ListenerKind::of(l) == kind)
             .collect();
         if listeners.is_empty() {
             continue;
@@ -80,15 +85,17 @@ pub fn build(config: Config, path: PathBuf) -> Result<Server> {
         let proxy_app = LimitedApp::new(
             pingora_proxy::http_proxy(&server.configuration, proxy.clone()),
             live.clone(),
-            proxy_protocol,
+            kind == ListenerKind::ProxyProtocol,
         );
-        let name = if proxy_protocol {
-            "lacquer proxy (PROXY protocol)"
-        } else {
-            "lacquer proxy"
-        };
-        let mut proxy_service = Service::new(name.to_string(), proxy_app);
-        for l in listeners {
+        let mut proxy_service = Service::new(kind.service_name().to_string(), proxy_app);
+        for (i, l) in listeners {
+            if let Some(certificates) = &l.tls {
+                let settings =
+                    crate::edge::tls::settings(certificates, &format!("listen[{i}].tls"))
+                        .map_err(|e| Error::explain(ErrorType::InternalError, e))?;
+                proxy_service.add_tls_with_settings(&l.addr.to_string(), None, settings);
+                continue;
+            }
             // no L4 buffers: pingora's default 64 KiB read buffer and any write buffer stay
             // allocated for every idle keep-alive connection (about 100 KB each with a 32 KiB
             // write buffer, docs/load-tests.md). Reads go straight into pingora's request
@@ -120,6 +127,32 @@ pub fn build(config: Config, path: PathBuf) -> Result<Server> {
         Reloader::new(path, live),
     ));
     Ok(server)
+}
+
+/// The three kinds of proxy listener, each served by its own service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListenerKind {
+    Plain,
+    ProxyProtocol,
+    Tls,
+}
+
+impl ListenerKind {
+    fn of(l: &crate::config::Listener) -> ListenerKind {
+        match (l.tls.is_some(), l.proxy_protocol) {
+            (true, _) => ListenerKind::Tls,
+            (false, true) => ListenerKind::ProxyProtocol,
+            (false, false) => ListenerKind::Plain,
+        }
+    }
+
+    fn service_name(self) -> &'static str {
+        match self {
+            ListenerKind::Plain => "lacquer proxy",
+            ListenerKind::ProxyProtocol => "lacquer proxy (PROXY protocol)",
+            ListenerKind::Tls => "lacquer proxy (TLS)",
+        }
+    }
 }
 
 /// How `Server::run` watches signals: SIGTERM drains in-flight requests, bounded by

@@ -138,6 +138,27 @@ pub struct RawListener {
     /// `listen[].proxy_protocol` (docs/configuration.md).
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// `listen[].tls` (docs/configuration.md).
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+}
+
+/// `listen[].tls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// `listen[].tls.certificates` (docs/configuration.md).
+    pub certificates: Vec<RawCertificate>,
+}
+
+/// One certificate chain and its key, PEM files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// `listen[].tls.certificates[].cert` (docs/configuration.md).
+    pub cert: String,
+    /// `listen[].tls.certificates[].key` (docs/configuration.md).
+    pub key: String,
 }
 
 /// `admin:`

@@ -7,9 +7,9 @@ use std::time::Duration;
 use super::raw::{self, RawConfig};
 use super::units::{parse_duration, parse_size};
 use super::{
-    BypassConfig, CacheConfig, Cidr, Config, ConfigError, HealthCheckConfig, HealthCheckKind,
-    LimitsConfig, Listener, LogFormat as Format, LogTarget as Target, NamePattern, PurgeConfig,
-    Timeouts, Upstream,
+    BypassConfig, CacheConfig, CertificateFiles, Cidr, Config, ConfigError, HealthCheckConfig,
+    HealthCheckKind, LimitsConfig, Listener, LogFormat as Format, LogTarget as Target, NamePattern,
+    PurgeConfig, Timeouts, Upstream,
 };
 
 /// Validate a whole file, or say everything that is wrong with it.
@@ -63,25 +63,35 @@ fn listeners(
     if raw.listen.is_empty() {
         errors.push("listen: at least one address is required".to_string());
     }
-    let listen: Vec<Listener> = raw
-        .listen
-        .iter()
-        .enumerate()
-        .filter_map(|(i, l)| match l {
+    let mut listen = Vec::with_capacity(raw.listen.len());
+    for (i, l) in raw.listen.iter().enumerate() {
+        let listener = match l {
             raw::RawListen::Addr(a) => {
                 socket_addr(errors, &format!("listen[{i}]"), a).map(|addr| Listener {
                     addr,
                     proxy_protocol: false,
+                    tls: None,
                 })
             }
             raw::RawListen::Options(o) => {
+                let tls = o
+                    .tls
+                    .as_ref()
+                    .map(|t| certificates(errors, &format!("listen[{i}].tls"), t));
+                if o.proxy_protocol && tls.is_some() {
+                    errors.push(format!(
+                        "listen[{i}].proxy_protocol: not supported together with tls yet (terminate TLS in the load balancer, or use a plain listener)"
+                    ));
+                }
                 socket_addr(errors, &format!("listen[{i}].addr"), &o.addr).map(|addr| Listener {
                     addr,
                     proxy_protocol: o.proxy_protocol,
+                    tls,
                 })
             }
-        })
-        .collect();
+        };
+        listen.extend(listener);
+    }
     let admin_listen = socket_addr(errors, "admin.listen", &raw.admin.listen);
     let threads = match raw.threads {
         Some(0) => {
@@ -448,6 +458,34 @@ fn upstream_addr(errors: &mut Vec<String>, path: &str, text: &str) -> Option<Soc
         "{path}: expected an address like \"127.0.0.1:8080\" or \"app:8080\", got \"{text}\""
     ));
     None
+}
+
+/// `listen[i].tls`: at least one certificate, each a PEM chain and a key that parse.
+fn certificates(errors: &mut Vec<String>, path: &str, t: &raw::RawTls) -> Vec<CertificateFiles> {
+    if t.certificates.is_empty() {
+        errors.push(format!(
+            "{path}.certificates: at least one certificate is required"
+        ));
+    }
+    let mut out = Vec::with_capacity(t.certificates.len());
+    for (j, c) in t.certificates.iter().enumerate() {
+        let here = format!("{path}.certificates[{j}]");
+        match pingora_rustls::load_certs_and_key_files(&c.cert, &c.key) {
+            Ok(Some(_)) => out.push(CertificateFiles {
+                cert: c.cert.clone().into(),
+                key: c.key.clone().into(),
+            }),
+            Ok(None) => errors.push(format!(
+                "{here}: no certificate in \"{}\" or no private key in \"{}\" (PEM expected)",
+                c.cert, c.key
+            )),
+            Err(e) => errors.push(format!(
+                "{here}: cannot read \"{}\" or \"{}\": {e}",
+                c.cert, c.key
+            )),
+        }
+    }
+    out
 }
 
 /// A list of IP networks (`127.0.0.1/32`, `::1/128`, a bare address for one host).

@@ -84,6 +84,9 @@ impl GuardedStream {
         GuardedStream {
             inner,
             limits,
+            // (an HTTP/2 connection's preface, `PRI * HTTP/2.0\r\n\r\n`, ends like a header:
+            // after it the guard passes the frames through, and pingora's h2 server never
+            // re-arms it)
             phase: Phase::Idle(now),
             timer: Box::pin(tokio::time::sleep_until(now + limits.idle_timeout)),
             rearm: AtomicBool::new(false),
@@ -381,7 +384,15 @@ impl UniqueID for GuardedStream {
     }
 }
 
-impl Ssl for GuardedStream {}
+impl Ssl for GuardedStream {
+    fn get_ssl_digest(&self) -> Option<Arc<pingora_core::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<pingora_core::protocols::ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
 
 impl GetTimingDigest for GuardedStream {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {

@@ -18,5 +18,6 @@ mod purge;
 mod security;
 mod smuggling;
 mod stale;
+mod tls;
 mod upstream;
 mod vary;

@@ -95,8 +95,21 @@ impl Proxy {
 
     /// Start lacquer with its listener expecting a PROXY protocol header on every connection.
     pub async fn start_proxy_protocol(upstreams: &[SocketAddr], extra: &str) -> Proxy {
+        Proxy::start_with_listener(upstreams, extra, |addr| {
+            format!("{{addr: \"{addr}\", proxy_protocol: true}}")
+        })
+        .await
+    }
+
+    /// Start lacquer with its one listener written by `entry` (YAML for one `listen` entry,
+    /// given the listener's address).
+    pub async fn start_with_listener(
+        upstreams: &[SocketAddr],
+        extra: &str,
+        entry: impl Fn(SocketAddr) -> String,
+    ) -> Proxy {
         let weighted: Vec<(SocketAddr, u32)> = upstreams.iter().map(|u| (*u, 1)).collect();
-        Proxy::start_listening(&weighted, extra, &[], true).await
+        Proxy::start_listening(&weighted, extra, &[], Some(&entry)).await
     }
 
     async fn start_full(
@@ -104,23 +117,21 @@ impl Proxy {
         extra: &str,
         env: &[(&str, &str)],
     ) -> Proxy {
-        Proxy::start_listening(upstreams, extra, env, false).await
+        Proxy::start_listening(upstreams, extra, env, None).await
     }
 
     async fn start_listening(
         upstreams: &[(SocketAddr, u32)],
         extra: &str,
         env: &[(&str, &str)],
-        proxy_protocol: bool,
+        entry: Option<&dyn Fn(SocketAddr) -> String>,
     ) -> Proxy {
         let addr = free_port();
         let admin = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
-        let yaml = if proxy_protocol {
-            let entry = format!("{{addr: \"{addr}\", proxy_protocol: true}}");
-            config_text_listening(&entry, admin, upstreams, extra)
-        } else {
-            config_text(addr, admin, upstreams, extra)
+        let yaml = match entry {
+            Some(entry) => config_text_listening(&entry(addr), admin, upstreams, extra),
+            None => config_text(addr, admin, upstreams, extra),
         };
         let config = dir.path().join("lacquer.yaml");
         std::fs::write(&config, &yaml).expect("write config");

@@ -1,0 +1,154 @@
+//! TLS on lacquer's own listener: certificates generated for the test (rcgen), HTTP/2 by
+//! ALPN and HTTP/1.1 for clients that do not offer it, the certificate chosen by SNI, and the
+//! `https` scheme reaching the app and the cache key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::support::{Origin, Proxy, Reply};
+
+/// A self-signed certificate for `names`, written as PEM files into `dir`; its DER.
+fn certificate(dir: &Path, stem: &str, names: &[&str]) -> (String, String, Vec<u8>) {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let generated = rcgen::generate_simple_self_signed(names).unwrap();
+    let cert = dir.join(format!("{stem}.pem"));
+    let key = dir.join(format!("{stem}.key"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    (
+        cert.display().to_string(),
+        key.display().to_string(),
+        generated.cert.der().to_vec(),
+    )
+}
+
+/// A client that trusts `roots` and sends requests for `names` to `addr`.
+fn client(roots: &[&[u8]], names: &[&str], addr: SocketAddr, http1_only: bool) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .no_proxy()
+        .use_rustls_tls()
+        .tls_info(true);
+    for der in roots {
+        b = b.add_root_certificate(reqwest::Certificate::from_der(der).unwrap());
+    }
+    for name in names {
+        b = b.resolve(name, addr);
+    }
+    if http1_only {
+        b = b.http1_only();
+    }
+    b.build().unwrap()
+}
+
+/// The DER of the certificate the server presented.
+fn presented(resp: &reqwest::Response) -> Vec<u8> {
+    resp.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .map(|c| c.to_vec())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_tls_listener_speaks_h2_and_http11_with_the_certificate_the_client_asked_for() {
+    let origin = Origin::start(|s| {
+        Reply::ok(format!(
+            "proto={}",
+            s.header("x-forwarded-proto").unwrap_or("-")
+        ))
+        .header("Cache-Control", "max-age=60")
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (site_cert, site_key, site_der) = certificate(dir.path(), "site", &["site.test"]);
+    let (other_cert, other_key, other_der) = certificate(dir.path(), "other", &["other.test"]);
+    let proxy = Proxy::start_with_listener(&[origin.addr], "", |addr| {
+        format!(
+            "{{addr: \"{addr}\", tls: {{certificates: [{{cert: \"{site_cert}\", key: \"{site_key}\"}}, {{cert: \"{other_cert}\", key: \"{other_key}\"}}]}}}}"
+        )
+    })
+    .await;
+    let port = proxy.addr.port();
+    let roots = [site_der.as_slice(), other_der.as_slice()];
+    let h2 = client(&roots, &["site.test", "other.test"], proxy.addr, false);
+
+    let first = h2
+        .get(format!("https://site.test:{port}/page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.version(), reqwest::Version::HTTP_2);
+    assert_eq!(
+        presented(&first),
+        site_der,
+        "the default and SNI-matching certificate"
+    );
+    let status = first.headers()["cache-status"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(status.contains("fwd=miss"), "{status}");
+    assert_eq!(first.text().await.unwrap(), "proto=https");
+    let second = h2
+        .get(format!("https://site.test:{port}/page"))
+        .send()
+        .await
+        .unwrap();
+    let status = second.headers()["cache-status"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(status.starts_with("lacquer; hit"), "{status}");
+    assert_eq!(origin.hits("/page"), 1);
+    assert_eq!(
+        origin.last("/page").unwrap().header("host"),
+        Some(&*format!("site.test:{port}"))
+    );
+
+    // the second certificate for its own name
+    let other = h2
+        .get(format!("https://other.test:{port}/page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(presented(&other), other_der, "chosen by SNI");
+
+    // a client without HTTP/2 gets HTTP/1.1 on the same listener, from the same cache
+    let h1 = client(&roots, &["site.test"], proxy.addr, true);
+    let old = h1
+        .get(format!("https://site.test:{port}/page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.version(), reqwest::Version::HTTP_11);
+    let status = old.headers()["cache-status"].to_str().unwrap().to_string();
+    assert!(status.starts_with("lacquer; hit"), "{status}");
+    assert_eq!(origin.hits("/page"), 2, "site.test once, other.test once");
+}
+
+#[tokio::test]
+async fn a_missing_certificate_names_its_key() {
+    let origin = Origin::start(|_| Reply::ok("x")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "upstreams:\n  - addr: \"{}\"\nlisten:\n  - addr: \"127.0.0.1:1\"\n    tls:\n      certificates:\n        - {{cert: \"/nonexistent/site.pem\", key: \"/nonexistent/site.key\"}}\n",
+            origin.addr
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::support::proxy::binary())
+        .arg("--config")
+        .arg(&file)
+        .arg("--test")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("listen[0].tls.certificates[0]: cannot read"),
+        "{err}"
+    );
+}
