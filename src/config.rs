@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use raw::RawConfig;
-pub use values::{Cidr, NamePattern};
+pub use values::{load_certificate, Cidr, NamePattern};
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -150,6 +150,21 @@ pub struct PurgeConfig {
     pub unsafe_invalidation_rate: u32,
     /// The same, per client address (0: no limit).
     pub unsafe_invalidation_rate_per_client: u32,
+    /// Who may purge through the proxy listeners (`purge.proxy_listener`).
+    pub proxy_listener: ProxyListenerPurge,
+}
+
+/// `purge.proxy_listener`: which purges the proxy listeners accept (the admin listener always
+/// takes `purge.allow` or the token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyListenerPurge {
+    /// From `purge.allow` networks or with the token (the default; Varnish's purge clients
+    /// send PURGE to the cache's public port).
+    Allow,
+    /// Only with the token: for a proxy listener that faces the internet.
+    Token,
+    /// None: purges only on the admin listener.
+    Off,
 }
 
 impl fmt::Debug for PurgeConfig {
@@ -168,6 +183,7 @@ impl fmt::Debug for PurgeConfig {
                 "unsafe_invalidation_rate_per_client",
                 &self.unsafe_invalidation_rate_per_client,
             )
+            .field("proxy_listener", &self.proxy_listener)
             .finish()
     }
 }

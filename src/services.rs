@@ -72,7 +72,13 @@ impl Reloader {
         let new = Live::new(Arc::new(config)).map_err(|e| vec![e.to_string()])?;
         new.upstreams.publish_health();
         self.live.store(Arc::new(new));
-        Ok(())
+        // renewed certificates, for the handshakes from now on (the listeners stay)
+        let problems = crate::edge::tls::reload_certificates();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 }
 

@@ -383,6 +383,9 @@ pub struct RawPurge {
     /// `purge.unsafe_invalidation_rate_per_client` (docs/configuration.md).
     #[serde(default = "default_unsafe_rate_per_client")]
     pub unsafe_invalidation_rate_per_client: i64,
+    /// `purge.proxy_listener` (docs/configuration.md).
+    #[serde(default = "default_proxy_listener_purge")]
+    pub proxy_listener: String,
 }
 
 impl Default for RawPurge {
@@ -398,6 +401,7 @@ impl Default for RawPurge {
             rate_limit: default_purge_rate(),
             unsafe_invalidation_rate: default_unsafe_rate(),
             unsafe_invalidation_rate_per_client: default_unsafe_rate_per_client(),
+            proxy_listener: default_proxy_listener_purge(),
         }
     }
 }
@@ -423,6 +427,9 @@ fn default_unsafe_rate() -> i64 {
 }
 fn default_unsafe_rate_per_client() -> i64 {
     10
+}
+fn default_proxy_listener_purge() -> String {
+    "allow".into()
 }
 
 /// `limits:`: what a client connection may send and how slowly.

@@ -9,7 +9,7 @@ use super::units::{parse_duration, parse_size};
 use super::{
     BypassConfig, CacheConfig, CertificateFiles, Cidr, Config, ConfigError, HealthCheckConfig,
     HealthCheckKind, LimitsConfig, Listener, LogFormat as Format, LogTarget as Target, NamePattern,
-    PurgeConfig, Timeouts, Upstream,
+    ProxyListenerPurge, PurgeConfig, Timeouts, Upstream,
 };
 
 /// Validate a whole file, or say everything that is wrong with it.
@@ -258,6 +258,17 @@ fn purge(errors: &mut Vec<String>, p: &raw::RawPurge) -> PurgeConfig {
             0,
             1_000_000,
         ) as u32,
+        proxy_listener: match p.proxy_listener.as_str() {
+            "allow" => ProxyListenerPurge::Allow,
+            "token" => ProxyListenerPurge::Token,
+            "off" => ProxyListenerPurge::Off,
+            other => {
+                errors.push(format!(
+                    "purge.proxy_listener: expected \"allow\", \"token\" or \"off\", got \"{other}\""
+                ));
+                ProxyListenerPurge::Allow
+            }
+        },
     }
 }
 
@@ -470,19 +481,12 @@ fn certificates(errors: &mut Vec<String>, path: &str, t: &raw::RawTls) -> Vec<Ce
     let mut out = Vec::with_capacity(t.certificates.len());
     for (j, c) in t.certificates.iter().enumerate() {
         let here = format!("{path}.certificates[{j}]");
-        match pingora_rustls::load_certs_and_key_files(&c.cert, &c.key) {
-            Ok(Some(_)) => out.push(CertificateFiles {
+        match super::values::load_certificate(&c.cert, &c.key) {
+            Ok(_) => out.push(CertificateFiles {
                 cert: c.cert.clone().into(),
                 key: c.key.clone().into(),
             }),
-            Ok(None) => errors.push(format!(
-                "{here}: no certificate in \"{}\" or no private key in \"{}\" (PEM expected)",
-                c.cert, c.key
-            )),
-            Err(e) => errors.push(format!(
-                "{here}: cannot read \"{}\" or \"{}\": {e}",
-                c.cert, c.key
-            )),
+            Err(e) => errors.push(format!("{here}: {e}")),
         }
     }
     out

@@ -1,5 +1,6 @@
-//! Value types of the config that are more than a number or a string: IP networks (`Cidr`)
-//! and name globs (`NamePattern`). Pure, no I/O; the runtime imports them from `config`.
+//! Value types of the config that are more than a number or a string: IP networks (`Cidr`),
+//! name globs (`NamePattern`) and TLS certificates read from their files (`load_certificate`).
+//! The runtime imports them from `config`.
 
 /// An IP network such as `127.0.0.1/32` or `::1/128`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +90,31 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
         }
     }
     pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Read a PEM certificate chain and its private key into what rustls serves: the chain must
+/// hold a certificate, the key must parse and be the leaf's own. `Err` says which in words.
+pub fn load_certificate(
+    cert: &str,
+    key: &str,
+) -> Result<pingora_rustls::sign::CertifiedKey, String> {
+    pingora_rustls::install_default_crypto_provider();
+    let provider = pingora_rustls::CryptoProvider::get_default()
+        .ok_or_else(|| "no TLS crypto provider".to_string())?;
+    let (chain, private) = pingora_rustls::load_certs_and_key_files(cert, key)
+        .map_err(|e| format!("cannot read \"{cert}\" or \"{key}\": {e}"))?
+        .ok_or_else(|| {
+            format!("no certificate in \"{cert}\" or no private key in \"{key}\" (PEM expected)")
+        })?;
+    let signing = provider
+        .key_provider
+        .load_private_key(private)
+        .map_err(|e| format!("\"{key}\": not a usable private key: {e}"))?;
+    let certified = pingora_rustls::sign::CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .map_err(|_| format!("\"{key}\" is not the key of the certificate in \"{cert}\""))?;
+    Ok(certified)
 }
 
 #[cfg(test)]

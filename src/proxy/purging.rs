@@ -21,7 +21,7 @@ impl LacquerProxy {
         live: &Live,
         client: Client,
     ) -> Result<()> {
-        if let Err(refused) = live.purge.admit(client.addr, session.req_header()) {
+        if let Err(refused) = live.purge.admit_on_proxy(client.addr, session.req_header()) {
             let status = refused.status.as_u16();
             return respond_json(session, status, refused.body.to_string()).await;
         }

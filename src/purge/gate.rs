@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use pingora_http::RequestHeader;
 
 use super::count_refused;
-use crate::config::{Cidr, PurgeConfig};
+use crate::config::{Cidr, ProxyListenerPurge, PurgeConfig};
 use crate::metrics::metrics;
 use crate::rate_limit::{ClientBuckets, TokenBucket};
 
@@ -75,6 +75,7 @@ pub struct Refusal {
 /// rate; refusals are counted. Part of the reloadable generation (`Live`).
 pub struct PurgeGate {
     auth: PurgeAuth,
+    proxy_listener: ProxyListenerPurge,
     rate: TokenBucket,
     unsafe_invalidations: ClientBuckets,
 }
@@ -84,12 +85,36 @@ impl PurgeGate {
     pub fn new(config: &PurgeConfig) -> PurgeGate {
         PurgeGate {
             auth: PurgeAuth::new(config),
+            proxy_listener: config.proxy_listener,
             rate: TokenBucket::new(config.rate_limit),
             unsafe_invalidations: ClientBuckets::new(
                 config.unsafe_invalidation_rate,
                 config.unsafe_invalidation_rate_per_client,
             ),
         }
+    }
+
+    /// Whether a purge request on a proxy listener may go ahead: as [`PurgeGate::admit`], within
+    /// what `purge.proxy_listener` lets through there.
+    pub fn admit_on_proxy(
+        &self,
+        client: Option<IpAddr>,
+        req: &RequestHeader,
+    ) -> Result<(), Refusal> {
+        let allowed = match self.proxy_listener {
+            ProxyListenerPurge::Allow => self.auth.allows_request(client, req),
+            // the token alone: the allow-list does not count here
+            ProxyListenerPurge::Token => self.auth.allows_request(None, req),
+            ProxyListenerPurge::Off => false,
+        };
+        if !allowed {
+            count_refused("denied");
+            return Err(Refusal {
+                status: http::StatusCode::FORBIDDEN,
+                body: r#"{"error":"purge not allowed"}"#,
+            });
+        }
+        self.take_rate()
     }
 
     /// Whether a purge request may go ahead (see the type's documentation).
@@ -101,6 +126,11 @@ impl PurgeGate {
                 body: r#"{"error":"purge not allowed"}"#,
             });
         }
+        self.take_rate()
+    }
+
+    /// One token of `purge.rate_limit`, or a 429.
+    fn take_rate(&self) -> Result<(), Refusal> {
         if !self.rate.try_take() {
             count_refused("rate_limited");
             return Err(Refusal {

@@ -875,3 +875,34 @@ async fn the_purge_token_can_come_from_the_environment() {
         0
     );
 }
+
+/// A proxy listener that faces the internet can take purges only with the token, or none at
+/// all; the admin listener keeps `purge.allow` and the token.
+#[tokio::test]
+async fn purges_on_the_proxy_listener_can_be_token_only_or_off() {
+    let origin = Origin::start(|_| cacheable("x")).await;
+    let token = "0123456789abcdef0123";
+    let bearer = format!("Bearer {token}");
+    let c = Client::new();
+    for (mode, with_token) in [("token", 200), ("off", 403)] {
+        let proxy = Proxy::start(
+            &[origin.addr],
+            &format!("purge:\n  token: \"{token}\"\n  proxy_listener: {mode}\n"),
+        )
+        .await;
+        let url = proxy.url(&format!("/{mode}"));
+        c.get(&url).await;
+        // loopback is in purge.allow, which the proxy listener no longer takes
+        let r = c.send("PURGE", &url, &[], None).await;
+        assert_eq!(r.status, 403, "{mode}: {}", r.text());
+        let r = c
+            .send("PURGE", &url, &[("Authorization", bearer.as_str())], None)
+            .await;
+        assert_eq!(r.status, with_token, "{mode} with the token: {}", r.text());
+        // the admin listener still takes loopback
+        let api = format!("http://{}/purge", proxy.admin);
+        let body = format!("{{\"urls\": [\"{url}\"]}}");
+        let r = c.send("POST", &api, &[], Some(body.into_bytes())).await;
+        assert_eq!(r.status, 200, "{mode}: {}", r.text());
+    }
+}

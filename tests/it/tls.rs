@@ -152,3 +152,81 @@ async fn a_missing_certificate_names_its_key() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_key_that_is_not_the_certificates_is_refused_by_test() {
+    let origin = Origin::start(|_| Reply::ok("x")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _, _) = certificate(dir.path(), "one", &["site.test"]);
+    let (_, other_key, _) = certificate(dir.path(), "two", &["site.test"]);
+    let file = dir.path().join("mismatch.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "upstreams:\n  - addr: \"{}\"\nlisten:\n  - addr: \"127.0.0.1:1\"\n    tls:\n      certificates:\n        - {{cert: \"{cert}\", key: \"{other_key}\"}}\n",
+            origin.addr
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::support::proxy::binary())
+        .arg("--config")
+        .arg(&file)
+        .arg("--test")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("listen[0].tls.certificates[0]:")
+            && err.contains("is not the key of the certificate"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn sighup_swaps_in_a_renewed_certificate_and_keeps_the_cache() {
+    let origin = Origin::start(|_| Reply::ok("page").header("Cache-Control", "max-age=60")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, old_der) = certificate(dir.path(), "site", &["site.test"]);
+    let proxy = Proxy::start_with_listener(&[origin.addr], "", |addr| {
+        format!(
+            "{{addr: \"{addr}\", tls: {{certificates: [{{cert: \"{cert}\", key: \"{key}\"}}]}}}}"
+        )
+    })
+    .await;
+    let url = format!("https://site.test:{}/page", proxy.addr.port());
+    // the renewed certificate, written over the same files (as certbot does)
+    let renewed_dir = tempfile::tempdir().unwrap();
+    let (new_cert, new_key, new_der) = certificate(renewed_dir.path(), "site", &["site.test"]);
+    let roots = [old_der.as_slice(), new_der.as_slice()];
+    let first = client(&roots, &["site.test"], proxy.addr, false)
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(presented(&first), old_der);
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    proxy.signal("HUP");
+    let mut swapped = None;
+    for _ in 0..100 {
+        // a new client: a new connection and handshake
+        let r = client(&roots, &["site.test"], proxy.addr, false)
+            .get(&url)
+            .send()
+            .await
+            .unwrap();
+        if presented(&r) == new_der {
+            swapped = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let r = swapped.expect("the renewed certificate was never presented");
+    let status = r.headers()["cache-status"].to_str().unwrap().to_string();
+    assert!(
+        status.starts_with("lacquer; hit"),
+        "the cache survived: {status}"
+    );
+    assert_eq!(origin.hits("/page"), 1);
+}
