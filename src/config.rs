@@ -54,6 +54,8 @@ pub struct Config {
     /// Peers (TLS terminators, load balancers) whose `X-Forwarded-For` and
     /// `X-Forwarded-Proto` are believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// Extra CA certificates (PEM) for verifying app servers over TLS.
+    pub upstream_ca_file: Option<std::path::PathBuf>,
 }
 
 /// `access_log.target`: where access log lines go.
@@ -195,6 +197,17 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// Its share of the load relative to the others.
     pub weight: usize,
+    /// HTTPS to it: the name sent (SNI) and checked, and whether its certificate is verified.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// `upstreams[].tls`, `sni` and `verify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The server name sent and verified (default: the host of `addr`, when it is a name).
+    pub sni: String,
+    /// Verify the certificate (chain and name); on by default.
+    pub verify: bool,
 }
 
 /// Timeouts towards the app servers.

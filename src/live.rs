@@ -58,6 +58,7 @@ impl Live {
         keep!("listen", listen);
         keep!("admin.listen", admin_listen);
         keep!("threads", threads);
+        keep!("upstream_ca_file", upstream_ca_file);
         keep!("cache.max_size", cache.max_size);
         keep!("cache.max_object_size", cache.max_object_size);
         keep!("cache.keep", cache.keep);

@@ -39,6 +39,11 @@ pub fn server_conf(config: &Config) -> ServerConf {
         // the thread that accepted it, with no cross-thread wake-ups (measured faster for
         // short cache hits, docs/benchmarks.md)
         work_stealing: false,
+        // CA certificates added for verifying app servers over TLS
+        ca_file: config
+            .upstream_ca_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
         ..ServerConf::default()
     }
 }

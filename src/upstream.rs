@@ -16,13 +16,15 @@ use pingora_load_balancing::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
-use crate::config::{HealthCheckConfig, HealthCheckKind, Timeouts, Upstream};
+use crate::config::{HealthCheckConfig, HealthCheckKind, Timeouts, Upstream, UpstreamTls};
 use crate::metrics::metrics;
 
 /// The pool of app servers.
 pub(crate) struct Upstreams {
     balancer: Arc<LoadBalancer<RoundRobin>>,
     backends: Vec<Backend>,
+    /// The app servers spoken to over TLS, and how.
+    tls: std::collections::HashMap<String, UpstreamTls>,
     timeouts: Timeouts,
     health: HealthCheckConfig,
 }
@@ -68,7 +70,10 @@ impl Upstreams {
                 balancer.set_health_check(check);
             }
             HealthCheckKind::Http { path, host } => {
-                let mut check = HttpHealthCheck::new(host.as_deref().unwrap_or("localhost"), false);
+                // checked over TLS when the app servers speak it (all of them, or none)
+                let over_tls = !upstreams.is_empty() && upstreams.iter().all(|u| u.tls.is_some());
+                let mut check =
+                    HttpHealthCheck::new(host.as_deref().unwrap_or("localhost"), over_tls);
                 let mut req = RequestHeader::build("GET", path.as_bytes(), None)?;
                 if let Some(h) = host {
                     req.insert_header(http::header::HOST, h.as_str())?;
@@ -95,9 +100,14 @@ impl Upstreams {
                 balancer.set_health_check(Box::new(check));
             }
         }
+        let tls = upstreams
+            .iter()
+            .filter_map(|u| u.tls.clone().map(|t| (u.addr.to_string(), t)))
+            .collect();
         let pool = Upstreams {
             balancer: Arc::new(balancer),
             backends,
+            tls,
             timeouts,
             health: health.clone(),
         };
@@ -138,8 +148,15 @@ impl Upstreams {
             .select(b"", 256)
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "no app server available"))?;
         let label = backend.addr.to_string();
-        let mut peer = HttpPeer::new(backend, false, String::new());
+        let tls = self.tls.get(&label);
+        let sni = tls.map(|t| t.sni.clone()).unwrap_or_default();
+        let mut peer = HttpPeer::new(backend, tls.is_some(), sni);
         let o = &mut peer.options;
+        if let Some(t) = tls {
+            // chain and name, against the system's roots and `upstream_ca_file`
+            o.verify_cert = t.verify;
+            o.verify_hostname = t.verify;
+        }
         o.connection_timeout = Some(self.timeouts.connect);
         o.total_connection_timeout = Some(self.timeouts.connect);
         // pingora 0.9 has one per-read timer for the response header and body: the first

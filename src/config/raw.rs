@@ -49,6 +49,9 @@ pub struct RawConfig {
     /// `trusted_proxies` (docs/configuration.md).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// `upstream_ca_file` (docs/configuration.md).
+    #[serde(default)]
+    pub upstream_ca_file: Option<String>,
 }
 
 fn default_retries() -> i64 {
@@ -191,6 +194,15 @@ pub struct RawUpstream {
     /// `upstreams[].weight` (docs/configuration.md).
     #[serde(default = "default_weight")]
     pub weight: i64,
+    /// `upstreams[].tls` (docs/configuration.md).
+    #[serde(default)]
+    pub tls: bool,
+    /// `upstreams[].sni` (docs/configuration.md).
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// `upstreams[].verify` (docs/configuration.md).
+    #[serde(default = "default_true")]
+    pub verify: bool,
 }
 
 fn default_weight() -> i64 {

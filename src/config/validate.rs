@@ -9,7 +9,7 @@ use super::units::{parse_duration, parse_size};
 use super::{
     BypassConfig, CacheConfig, CertificateFiles, Cidr, Config, ConfigError, HealthCheckConfig,
     HealthCheckKind, LimitsConfig, Listener, LogFormat as Format, LogTarget as Target, NamePattern,
-    ProxyListenerPurge, PurgeConfig, Timeouts, Upstream,
+    ProxyListenerPurge, PurgeConfig, Timeouts, Upstream, UpstreamTls,
 };
 
 /// Validate a whole file, or say everything that is wrong with it.
@@ -27,6 +27,12 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let shutdown_timeout = duration(e, "shutdown_timeout", &raw.shutdown_timeout);
     let limits = limits(e, &raw.limits);
     let trusted_proxies = networks(e, "trusted_proxies", &raw.trusted_proxies);
+    let upstream_ca_file = raw.upstream_ca_file.as_ref().map(|f| {
+        if let Err(err) = std::fs::read(f) {
+            e.push(format!("upstream_ca_file: cannot read \"{f}\": {err}"));
+        }
+        std::path::PathBuf::from(f)
+    });
     purge.rate_limit =
         whole_number(e, "purge.rate_limit", raw.purge.rate_limit, 0, 1_000_000) as u32;
     let bypass = BypassConfig {
@@ -52,6 +58,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         shutdown_timeout,
         limits,
         trusted_proxies,
+        upstream_ca_file,
     })
 }
 
@@ -113,10 +120,28 @@ fn upstreams(errors: &mut Vec<String>, raw: &[raw::RawUpstream]) -> Vec<Upstream
     for (i, u) in raw.iter().enumerate() {
         let addr = upstream_addr(errors, &format!("upstreams[{i}].addr"), &u.addr);
         let weight = whole_number(errors, &format!("upstreams[{i}].weight"), u.weight, 1, 1000);
+        let tls = u.tls.then(|| UpstreamTls {
+            // a name in `addr` is what the certificate names; an IP address gives no SNI
+            sni: u.sni.clone().unwrap_or_else(|| {
+                let host = u.addr.rsplit_once(':').map_or(u.addr.as_str(), |(h, _)| h);
+                if host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
+                    String::new()
+                } else {
+                    host.to_string()
+                }
+            }),
+            verify: u.verify,
+        });
+        if !u.tls && (u.sni.is_some() || !u.verify) {
+            errors.push(format!(
+                "upstreams[{i}]: sni and verify are only used with tls: true"
+            ));
+        }
         if let Some(addr) = addr {
             upstreams.push(Upstream {
                 addr,
                 weight: weight as usize,
+                tls,
             });
         }
     }

@@ -230,3 +230,76 @@ async fn sighup_swaps_in_a_renewed_certificate_and_keeps_the_cache() {
     );
     assert_eq!(origin.hits("/page"), 1);
 }
+
+/// A TLS front for `origin` (as an app server that only speaks HTTPS): decrypts with `cert`
+/// and `key` and relays to the plain origin. Returns its address.
+async fn tls_front(origin: SocketAddr, cert: &str, key: &str) -> SocketAddr {
+    use tokio_rustls::rustls;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let chain: Vec<rustls::pki_types::CertificateDer<'static>> =
+        rustls::pki_types::pem::PemObject::pem_file_iter(cert)
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+    let private = rustls::pki_types::pem::PemObject::from_pem_file(key).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    if let Ok(mut plain) = tokio::net::TcpStream::connect(origin).await {
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_app_server_that_speaks_only_https_is_reached_over_verified_tls() {
+    let origin =
+        Origin::start(|_| Reply::ok("from https").header("Cache-Control", "max-age=60")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = certificate(dir.path(), "app", &["app.internal"]);
+    let front = tls_front(origin.addr, &cert, &key).await;
+    let c = crate::support::Client::new();
+    // verified against the CA file, with the name it was given
+    let good = format!("health_check:\n  type: none\nupstream_ca_file: \"{cert}\"\n");
+    let yaml_upstream = |extra: &str| {
+        format!("  - addr: \"{front}\"\n    tls: true\n    sni: \"app.internal\"\n{extra}")
+    };
+    let proxy = Proxy::start_raw_upstreams(&yaml_upstream(""), &good).await;
+    let r = c.get(&proxy.url("/a")).await;
+    assert_eq!(r.status, 200, "{}", proxy.log());
+    assert_eq!(r.text(), "from https");
+    assert!(c.get(&proxy.url("/a")).await.is_fresh_hit());
+    assert_eq!(origin.hits("/a"), 1);
+    // without the CA the certificate is not trusted: no response from the app
+    let untrusted = Proxy::start_raw_upstreams(
+        &yaml_upstream(""),
+        "health_check:\n  type: none\nretries: 0\n",
+    )
+    .await;
+    let r = c.get(&untrusted.url("/b")).await;
+    assert_eq!(r.status, 502, "{}", r.cache_status());
+    assert_eq!(origin.hits("/b"), 0);
+    // unless verification is switched off for that app server
+    let unverified = Proxy::start_raw_upstreams(
+        &yaml_upstream("    verify: false\n"),
+        "health_check:\n  type: none\n",
+    )
+    .await;
+    assert_eq!(c.get(&unverified.url("/c")).await.text(), "from https");
+}

@@ -101,6 +101,12 @@ impl Proxy {
         .await
     }
 
+    /// Start lacquer with `upstreams` given as YAML list items (for options such as `tls`).
+    pub async fn start_raw_upstreams(upstreams: &str, extra: &str) -> Proxy {
+        let extra = format!("{upstreams}{extra}");
+        Proxy::start_listening(&[], &extra, &[], None).await
+    }
+
     /// Start lacquer with its one listener written by `entry` (YAML for one `listen` entry,
     /// given the listener's address).
     pub async fn start_with_listener(
