@@ -129,24 +129,10 @@ async fn a_tls_listener_speaks_h2_and_http11_with_the_certificate_the_client_ask
 #[tokio::test]
 async fn a_missing_certificate_names_its_key() {
     let origin = Origin::start(|_| Reply::ok("x")).await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("bad.yaml");
-    std::fs::write(
-        &file,
-        format!(
+    let err = crate::support::proxy::refused_config(&format!(
             "upstreams:\n  - addr: \"{}\"\nlisten:\n  - addr: \"127.0.0.1:1\"\n    tls:\n      certificates:\n        - {{cert: \"/nonexistent/site.pem\", key: \"/nonexistent/site.key\"}}\n",
             origin.addr
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(crate::support::proxy::binary())
-        .arg("--config")
-        .arg(&file)
-        .arg("--test")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+        ));
     assert!(
         err.contains("listen[0].tls.certificates[0]: cannot read"),
         "{err}"
@@ -159,23 +145,10 @@ async fn a_key_that_is_not_the_certificates_is_refused_by_test() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, _, _) = certificate(dir.path(), "one", &["site.test"]);
     let (_, other_key, _) = certificate(dir.path(), "two", &["site.test"]);
-    let file = dir.path().join("mismatch.yaml");
-    std::fs::write(
-        &file,
-        format!(
+    let err = crate::support::proxy::refused_config(&format!(
             "upstreams:\n  - addr: \"{}\"\nlisten:\n  - addr: \"127.0.0.1:1\"\n    tls:\n      certificates:\n        - {{cert: \"{cert}\", key: \"{other_key}\"}}\n",
             origin.addr
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(crate::support::proxy::binary())
-        .arg("--config")
-        .arg(&file)
-        .arg("--test")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+        ));
     assert!(
         err.contains("listen[0].tls.certificates[0]:")
             && err.contains("is not the key of the certificate"),

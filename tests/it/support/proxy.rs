@@ -270,3 +270,19 @@ impl Proxy {
         None
     }
 }
+
+/// Run `lacquer --config FILE --test` on `yaml`; assert that it refuses the file and return
+/// what it said (stderr).
+pub fn refused_config(yaml: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("refused.yaml");
+    std::fs::write(&file, yaml).expect("write config");
+    let out = Command::new(binary())
+        .arg("--config")
+        .arg(&file)
+        .arg("--test")
+        .output()
+        .expect("run lacquer --test");
+    assert!(!out.status.success(), "accepted:\n{yaml}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
