@@ -6,6 +6,7 @@
 # counts only while wrk sends hits for 4 s, prints requests, instructions and their ratio.
 #   ./bench/instructions.sh [1k|16k|256k]   (default 1k)
 #   LACQUER_BIN=/path/to/lacquer ./bench/instructions.sh   (compare another build)
+#   SKIP_BUILD=1 BENCH_ORIGIN=/path/to/bench_origin ...      (measure prebuilt binaries only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size="${1:-1k}"
@@ -16,12 +17,12 @@ for tool in valgrind wrk; do
     $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq valgrind wrk >/dev/null
   fi
 done
-cargo build --release --locked --bin lacquer --example bench_origin
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked --bin lacquer --example bench_origin
 tmp="$(mktemp -d)"
 origin_pid=""; vg_pid=""
 cleanup() { kill "$origin_pid" "$vg_pid" 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
-./target/release/examples/bench_origin 127.0.0.1:18190 >"$tmp/origin.log" 2>&1 &
+"${BENCH_ORIGIN:-./target/release/examples/bench_origin}" 127.0.0.1:18190 >"$tmp/origin.log" 2>&1 &
 origin_pid=$!
 cat >"$tmp/lacquer.yaml" <<YAML
 listen: ["127.0.0.1:18191"]
