@@ -110,6 +110,19 @@ pub fn load_certificate(
         .key_provider
         .load_private_key(private)
         .map_err(|e| format!("\"{key}\": not a usable private key: {e}"))?;
+    // a certificate out of its validity period would make every handshake fail
+    if let Some(leaf) = chain.first() {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let (_, parsed) = X509Certificate::from_der(leaf.as_ref())
+            .map_err(|e| format!("\"{cert}\": not a readable certificate: {e}"))?;
+        let validity = parsed.validity();
+        if !validity.is_valid() {
+            return Err(format!(
+                "\"{cert}\" is valid only from {} to {}, not now",
+                validity.not_before, validity.not_after
+            ));
+        }
+    }
     let certified = pingora_rustls::sign::CertifiedKey::new(chain, signing);
     certified
         .keys_match()

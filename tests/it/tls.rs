@@ -276,3 +276,27 @@ async fn an_app_server_that_speaks_only_https_is_reached_over_verified_tls() {
     .await;
     assert_eq!(c.get(&unverified.url("/c")).await.text(), "from https");
 }
+
+#[tokio::test]
+async fn an_expired_certificate_is_refused_by_test() {
+    let origin = Origin::start(|_| Reply::ok("x")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["site.test".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let expired = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path().join("old.pem"), dir.path().join("old.key"));
+    std::fs::write(&cert_path, expired.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let err = crate::support::proxy::refused_config(&format!(
+        "upstreams:\n  - addr: \"{}\"\nlisten:\n  - addr: \"127.0.0.1:1\"\n    tls:\n      certificates:\n        - {{cert: \"{}\", key: \"{}\"}}\n",
+        origin.addr,
+        cert_path.display(),
+        key_path.display()
+    ));
+    assert!(
+        err.contains("listen[0].tls.certificates[0]:") && err.contains("not now"),
+        "{err}"
+    );
+}
