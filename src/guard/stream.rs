@@ -163,7 +163,7 @@ impl AsyncRead for GuardedStream {
             Phase::Idle(_) | Phase::Header(..) => {}
         }
         let before = buf.filled().len();
-        let read = if this.early.is_empty() {
+        let read = if this.early.is_empty() || buf.remaining() == 0 {
             Pin::new(&mut this.inner).poll_read(cx, buf)
         } else {
             let n = this.early.len().min(buf.remaining());

@@ -47,7 +47,8 @@ pub(crate) struct RequestCtx {
     pub(crate) tries: usize,
     /// The outcome, once the response header is sent.
     pub(crate) status: Option<CacheStatus>,
-    /// The key is remembered as uncacheable and the lookup was skipped (hit-for-miss).
+    /// The key is remembered as uncacheable (hit-for-miss): a label only; the request still
+    /// looked up and took the cache lock.
     pub(crate) hit_for_miss: bool,
     /// A 304 from the origin while revalidating, to merge into the stored header.
     pub(crate) not_modified: Option<Box<ResponseHeader>>,

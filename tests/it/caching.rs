@@ -91,7 +91,7 @@ async fn private_no_store_and_set_cookie_are_never_stored() {
                 "lacquer; fwd=miss; fwd-status=200; detail=set-cookie"
             );
         }
-        // the key is remembered as uncacheable: later requests skip the coalescing wait
+        // the key is remembered as uncacheable, and its Cache-Status says so
         assert!(
             third.cache_status().contains("hit-for-miss"),
             "{path}: {}",
