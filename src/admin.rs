@@ -57,7 +57,7 @@ impl AdminApp {
             Ok(parsed) => parsed,
             Err(message) => return error(StatusCode::BAD_REQUEST, &message),
         };
-        let report = purge::run(self.cache.storage, &scopes, req.soft, PurgeSource::Request).await;
+        let report = purge::run(self.cache, &scopes, req.soft, PurgeSource::Request).await;
         match serde_json::to_string(&report) {
             Ok(text) => json(StatusCode::OK, text),
             Err(_) => error(

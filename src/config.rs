@@ -8,6 +8,7 @@
 //! durations). Not here: building pingora's `ServerConf` (see `server.rs`).
 
 pub mod raw;
+pub mod routes;
 pub mod units;
 mod validate;
 mod values;
@@ -18,6 +19,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use raw::RawConfig;
+pub use routes::{Rule, TtlTable};
 pub use values::{load_certificate, Cidr, NamePattern};
 
 /// A validated configuration.
@@ -56,6 +58,10 @@ pub struct Config {
     pub trusted_proxies: Vec<Cidr>,
     /// Extra CA certificates (PEM) for verifying app servers over TLS.
     pub upstream_ca_file: Option<std::path::PathBuf>,
+    /// Per-route rules, in file order (the first match applies).
+    pub rules: Vec<Rule>,
+    /// Named pools of app servers that rules route to.
+    pub pools: Vec<(String, Vec<Upstream>)>,
 }
 
 /// `access_log.target`: where access log lines go.
@@ -145,6 +151,9 @@ pub struct PurgeConfig {
     pub soft_grace: Duration,
     /// Invalidate a URL when an unsafe method on it succeeds (RFC 9111 section 4.4).
     pub invalidate_on_unsafe: bool,
+    /// Also invalidate the same-host URLs in that response's `Location` and
+    /// `Content-Location` (RFC 9111 section 4.4 permits it; off by default).
+    pub invalidate_locations: bool,
     /// Purge requests accepted per second, all clients together (0: no limit).
     pub rate_limit: u32,
     /// Invalidations by unsafe requests without purge rights, per second, all clients
@@ -179,6 +188,7 @@ impl fmt::Debug for PurgeConfig {
             .field("strip_tag_headers", &self.strip_tag_headers)
             .field("soft_grace", &self.soft_grace)
             .field("invalidate_on_unsafe", &self.invalidate_on_unsafe)
+            .field("invalidate_locations", &self.invalidate_locations)
             .field("rate_limit", &self.rate_limit)
             .field("unsafe_invalidation_rate", &self.unsafe_invalidation_rate)
             .field(
@@ -228,8 +238,8 @@ pub struct CacheConfig {
     pub max_size: u64,
     /// Larger responses stream through uncached.
     pub max_object_size: u64,
-    /// Heuristic freshness for responses with no explicit lifetime; `None` = off.
-    pub default_ttl: Option<Duration>,
+    /// Heuristic freshness for responses with no explicit lifetime, by status; empty = off.
+    pub default_ttl: TtlTable,
     /// Default stale-while-revalidate window when the origin gives none.
     pub stale_while_revalidate: Duration,
     /// Default stale-if-error window when the origin gives none.
@@ -252,6 +262,9 @@ pub struct BypassConfig {
     /// Empty: any cookie bypasses the cache. Otherwise only these cookies do, and others are
     /// stripped from requests the cache serves.
     pub session_cookies: Vec<NamePattern>,
+    /// Cookies that never bypass and are stripped from requests the cache serves (analytics,
+    /// consent), whatever `session_cookies` says.
+    pub ignore_cookies: Vec<NamePattern>,
 }
 
 /// `limits:`: what one client connection may send, and how slowly.
@@ -314,6 +327,7 @@ impl Config {
                 Some((head, rest)) if path.starts_with(head) => rest.to_string(),
                 _ => inner,
             };
+            let message = readable(&message);
             if path.is_empty() || path == "." {
                 ConfigError(vec![message])
             } else {
@@ -321,6 +335,42 @@ impl Config {
             }
         })?;
         validate::validate(raw)
+    }
+}
+
+/// serde's message with lacquer's own type names replaced by what the file should hold:
+/// `expected struct RawUpstream` says nothing to someone writing YAML.
+fn readable(message: &str) -> String {
+    const UNTAGGED: &str = "data did not match any variant of untagged enum ";
+    if let Some(rest) = message.strip_prefix(UNTAGGED) {
+        let (name, at) = rest.split_once(' ').unwrap_or((rest, ""));
+        let expected = match name {
+            "RawListen" => "an address like \"127.0.0.1:6081\" or a mapping with addr",
+            "RawTtl" => {
+                "a duration like \"5m\" or statuses and durations like {\"200\": \"5m\", \"404\": \"10s\"}"
+            }
+            "OneOrMany" => "a string or a list of strings",
+            _ => "another form",
+        };
+        return format!(
+            "expected {expected}{}{at}",
+            if at.is_empty() { "" } else { " " }
+        );
+    }
+    match message.find("expected struct Raw") {
+        Some(i) => {
+            let rest = &message[i + "expected struct Raw".len()..];
+            let name_len = rest
+                .find(|c: char| !c.is_ascii_alphanumeric())
+                .unwrap_or(rest.len());
+            let (name, tail) = rest.split_at(name_len);
+            let what = match name {
+                "Upstream" => "a mapping like {addr: \"127.0.0.1:8080\"}",
+                _ => "a mapping of keys and values",
+            };
+            format!("{}expected {what}{tail}", &message[..i])
+        }
+        None => message.to_string(),
     }
 }
 
@@ -351,7 +401,7 @@ mod tests {
         assert_eq!(c.admin_listen, "127.0.0.1:6082".parse().unwrap());
         assert_eq!(c.cache.max_size, 256 << 20);
         assert_eq!(c.cache.max_object_size, 8 << 20);
-        assert_eq!(c.cache.default_ttl, None);
+        assert!(c.cache.default_ttl.is_empty());
         assert!(c.bypass.session_cookies.is_empty());
         assert!(c
             .cache

@@ -9,6 +9,7 @@
 //! - `cache`: key, policy, freshness, directives, vary, range, status, meta codec, tags,
 //!   indexes, purge log and the moka-backed `pingora_cache::Storage` (`cache::storage`)
 //! - `request`: what lacquer changes in a request before the cache and the app see it
+//! - `rules`: per-route rules (validated in `config/routes.rs`), matched once per request
 //! - `purge`: running purges, `PURGE` on the proxy listener, unsafe-method invalidation;
 //!   `purge/gate.rs` who may purge and how often, `purge/api.rs` the admin API body (the
 //!   Varnish purge clients' formats and bans belong in `purge/` too)
@@ -22,8 +23,7 @@
 //! - `proxy`: the one `ProxyHttp` impl, thin, delegating to the modules above
 //! - `admin`: the admin listener; `services`: health-check loop, SIGHUP reload, SIGTERM drain
 //! - `server`: pingora's server and services assembled from the config
-//! - per-route rules (`rules/`) and the Redis cluster tier (`cluster/`) will sit between
-//!   `cache` and `proxy`
+//! - the Redis cluster tier (`cluster/`) will sit between `cache` and `proxy`
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![warn(missing_docs)]
@@ -40,6 +40,7 @@ pub(crate) mod proxy;
 pub mod purge;
 pub(crate) mod rate_limit;
 pub(crate) mod request;
+pub(crate) mod rules;
 pub mod server;
 pub(crate) mod services;
 pub(crate) mod upstream;

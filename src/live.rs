@@ -18,6 +18,8 @@ pub(crate) struct Live {
     pub(crate) config: Arc<Config>,
     /// The app servers.
     pub(crate) upstreams: Upstreams,
+    /// The named pools rules route to, in `pools:` order.
+    pub(crate) pools: Vec<(String, Upstreams)>,
     /// Who may purge, and how often.
     pub(crate) purge: PurgeGate,
 }
@@ -30,11 +32,37 @@ impl Live {
     /// Build a generation from `config`.
     pub(crate) fn new(config: Arc<Config>) -> Result<Live> {
         let upstreams = Upstreams::new(&config.upstreams, config.timeouts, &config.health_check)?;
+        let mut pools = Vec::with_capacity(config.pools.len());
+        for (name, servers) in &config.pools {
+            let pool = Upstreams::new(servers, config.timeouts, &config.health_check)?;
+            pools.push((name.clone(), pool));
+        }
         Ok(Live {
             purge: PurgeGate::new(&config.purge),
             upstreams,
+            pools,
             config,
         })
+    }
+
+    /// The app servers for a request under `rule`: its pool, else `upstreams`.
+    pub(crate) fn upstreams_for(&self, rule: Option<usize>) -> &Upstreams {
+        let pool = rule
+            .and_then(|i| self.config.rules.get(i))
+            .and_then(|r| r.pool.as_deref());
+        match pool {
+            Some(name) => self
+                .pools
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(&self.upstreams, |(_, p)| p),
+            None => &self.upstreams,
+        }
+    }
+
+    /// Every pool of app servers: `upstreams`, then the named pools.
+    pub(crate) fn all_upstreams(&self) -> impl Iterator<Item = &Upstreams> {
+        std::iter::once(&self.upstreams).chain(self.pools.iter().map(|(_, p)| p))
     }
 
     /// Give the keys a running process cannot change (listeners, threads, cache size limits,
@@ -94,7 +122,7 @@ mod tests {
         assert_eq!(new.cache.max_size, 256 << 20, "kept");
         assert_eq!(new.upstreams[0].addr.port(), 2, "reloadable keys change");
         assert_eq!(
-            new.cache.default_ttl,
+            new.cache.default_ttl.lifetime(200),
             Some(std::time::Duration::from_secs(5))
         );
     }

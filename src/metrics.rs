@@ -68,6 +68,8 @@ pub(crate) struct Metrics {
     pub(crate) fills_over_memory: IntCounter,
     /// `lacquer_unsafe_invalidations_limited_total`.
     pub(crate) unsafe_invalidations_limited: IntCounter,
+    /// `lacquer_rule_requests_total{rule}`.
+    pub(crate) rule_requests: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -193,6 +195,12 @@ impl Metrics {
             "The cache budget (cache.max_size).",
         );
         let cache_inserts = counter(&r, "lacquer_cache_inserts_total", "Objects stored.");
+        let rule_requests = counter_vec(
+            &r,
+            "lacquer_rule_requests_total",
+            "Requests a rule applied to, by the rule's name (or index in rules:).",
+            &["rule"],
+        );
         let cache_evictions = counter_vec(
             &r,
             "lacquer_cache_evictions_total",
@@ -278,6 +286,7 @@ impl Metrics {
             client_gone_fills_refused,
             fills_over_memory,
             unsafe_invalidations_limited,
+            rule_requests,
         }
     }
 

@@ -34,6 +34,7 @@ use crate::guard;
 use crate::live::SharedLive;
 use crate::metrics::{metrics, status_class};
 use crate::request;
+use crate::rules;
 use crate::services::InFlight;
 use crate::upstream;
 pub(crate) use ctx::RequestCtx;
@@ -99,12 +100,17 @@ impl LacquerProxy {
         }
     }
 
-    fn freshness_defaults(config: &Config) -> FreshnessDefaults {
+    /// The freshness policy for a response: the config's, with the request's rule applied.
+    fn freshness_defaults(config: &Config, rule: Option<usize>) -> FreshnessDefaults<'_> {
         let c = &config.cache;
+        let rule = rule.and_then(|i| config.rules.get(i));
+        let grace = rule.and_then(|r| r.grace);
         FreshnessDefaults {
-            default_ttl: c.default_ttl,
-            stale_while_revalidate: c.stale_while_revalidate,
-            stale_if_error: c.stale_if_error,
+            default_ttl: Some(rule.and_then(|r| r.ttl.as_ref()).unwrap_or(&c.default_ttl)),
+            force_ttl: rule.and_then(|r| r.force_ttl.as_ref()),
+            strip_set_cookie: rule.is_some_and(|r| r.strip_set_cookie),
+            stale_while_revalidate: grace.unwrap_or(c.stale_while_revalidate),
+            stale_if_error: grace.unwrap_or(c.stale_if_error),
             max_object_size: c.max_object_size,
         }
     }
@@ -158,6 +164,7 @@ impl ProxyHttp for LacquerProxy {
             hit_for_miss: false,
             not_modified: None,
             purge: false,
+            rule: None,
         }
     }
 
@@ -180,7 +187,12 @@ impl ProxyHttp for LacquerProxy {
             &ctx.live.config.trusted_proxies,
             listener_scheme,
         );
-        let decision = policy::request_decision(session.req_header(), &ctx.live.config.bypass);
+        let config = &ctx.live.config;
+        if session.req_header().method.as_str() != "PURGE" {
+            ctx.rule = rules::find(&config.rules, session.req_header());
+        }
+        let rule = ctx.rule.and_then(|i| config.rules.get(i));
+        let decision = policy::request_decision(session.req_header(), &config.bypass, rule);
         let strip_cookies = match decision {
             RequestDecision::Bypass(reason) => {
                 ctx.bypass = Some(reason);
@@ -207,6 +219,13 @@ impl ProxyHttp for LacquerProxy {
                 return Ok(true);
             }
         };
+        // cookies only matter for what the cache serves: a URL whose last answer was not
+        // storable goes to the app with all of them (Django's csrftoken, a flash message), and
+        // its answer, rendered for them, is never stored
+        if strip_cookies && self.cache.remembered_uncacheable(key.primary_hash()) {
+            ctx.bypass = Some(BypassReason::HitForMissCookies);
+            return Ok(false);
+        }
         ctx.original_target = request::prepare_for_cache(
             session.req_header_mut(),
             &key,
@@ -285,7 +304,8 @@ impl ProxyHttp for LacquerProxy {
             )));
         }
         let key = session.cache.maybe_cache_key();
-        match freshness::assess(resp, &Self::freshness_defaults(&ctx.live.config), now) {
+        let defaults = Self::freshness_defaults(&ctx.live.config, ctx.rule);
+        match freshness::assess(resp, &defaults, now) {
             Storability::Store(f) => {
                 if let Some(k) = key {
                     self.cache.predictor.mark_cacheable(k);
@@ -336,7 +356,11 @@ impl ProxyHttp for LacquerProxy {
     ) -> Result<Box<HttpPeer>> {
         ctx.tries += 1;
         // an error here is the origin's side failing: stale-if-error may cover it
-        let (peer, label) = ctx.live.upstreams.next_peer().map_err(|e| e.into_up())?;
+        let (peer, label) = ctx
+            .live
+            .upstreams_for(ctx.rule)
+            .next_peer()
+            .map_err(|e| e.into_up())?;
         ctx.upstream = Some(label);
         ctx.upstream_started = Some(Instant::now());
         ctx.upstream_counted = false;
@@ -482,16 +506,22 @@ impl ProxyHttp for LacquerProxy {
             upstream_response.insert_header(http::header::CONNECTION, "close")?;
         }
         let purge = &ctx.live.config.purge;
-        // one pass over the response's own few names (a removal parses and hashes a name)
-        if purge.strip_tag_headers
-            && upstream_response
-                .headers
-                .keys()
-                .any(|n| purge.tag_headers.iter().any(|t| t == n.as_str()))
-        {
+        // one pass over the response's own few names (a removal parses and hashes a name):
+        // the tag headers, and CDN-Cache-Control, which is addressed to this cache (RFC 9213)
+        // and would otherwise reach browsers and every cache after lacquer
+        let (mut tags, mut targeted) = (false, false);
+        for name in upstream_response.headers.keys() {
+            let n = name.as_str();
+            targeted |= n == "cdn-cache-control";
+            tags |= purge.strip_tag_headers && purge.tag_headers.iter().any(|t| t == n);
+        }
+        if tags {
             for name in &purge.tag_headers {
                 upstream_response.remove_header(name.as_str());
             }
+        }
+        if targeted {
+            upstream_response.remove_header("cdn-cache-control");
         }
         if ctx.bypass == Some(BypassReason::Method) && session.subrequest_ctx.is_none() {
             let live = ctx.live.clone();

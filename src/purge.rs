@@ -25,8 +25,9 @@ pub use api::{normalize_prefix, PurgeApiRequest, MAX_API_ENTRIES, MAX_PREFIX_LEN
 pub use gate::{PurgeGate, Refusal};
 
 use crate::cache::key::RequestKey;
-use crate::cache::storage::{MemoryStorage, PurgeScope};
+use crate::cache::storage::PurgeScope;
 use crate::cache::tags::{split_tags, valid_tag};
+use crate::cache::CacheRuntime;
 use crate::config::NamePattern;
 use crate::metrics::metrics;
 
@@ -56,11 +57,12 @@ pub enum PurgeSource {
 
 /// Run purges, totalling each kind into a report and the metrics.
 pub async fn run(
-    storage: &'static MemoryStorage,
+    cache: &'static CacheRuntime,
     scopes: &[PurgeScope],
     soft: bool,
     source: PurgeSource,
 ) -> PurgeReport {
+    let storage = cache.storage;
     let mut report = PurgeReport {
         soft,
         ..PurgeReport::default()
@@ -95,6 +97,14 @@ pub async fn run(
             PurgeScope::All => "all",
         };
         let n = storage.purge_scope(scope, soft).await;
+        // a purged URL starts afresh: its next answer decides, not its last uncacheable one
+        match scope {
+            PurgeScope::Url(h) => cache.forget_uncacheable(*h),
+            PurgeScope::AnySchemeUrl(hashes) => {
+                hashes.iter().for_each(|h| cache.forget_uncacheable(*h))
+            }
+            _ => {}
+        }
         match scope {
             PurgeScope::Url(_) | PurgeScope::AnySchemeUrl(_) => report.urls += n,
             PurgeScope::Tag(_) => report.tags += n,

@@ -35,7 +35,9 @@ impl BackgroundService for HealthChecker {
             let live = self.live.load_full();
             let interval = match live.upstreams.check_interval() {
                 Some(i) => {
-                    live.upstreams.check_health().await;
+                    for pool in live.all_upstreams() {
+                        pool.check_health().await;
+                    }
                     i
                 }
                 None => Duration::from_secs(1),
@@ -70,7 +72,9 @@ impl Reloader {
             warn!("reload: {change} takes effect only after a restart");
         }
         let new = Live::new(Arc::new(config)).map_err(|e| vec![e.to_string()])?;
-        new.upstreams.publish_health();
+        for pool in new.all_upstreams() {
+            pool.publish_health();
+        }
         self.live.store(Arc::new(new));
         // renewed certificates, for the handshakes from now on (the listeners stay)
         let problems = crate::edge::tls::reload_certificates();

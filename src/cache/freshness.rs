@@ -6,7 +6,8 @@
 //!   other than 404 and 410 (a client can provoke them: cache-poisoned denial of service).
 //! - Lifetime: `s-maxage`, then `max-age`, then `Expires - Date`; an invalid value means already
 //!   stale (RFC 9111 section 4.2.1); `no-cache` stores but always revalidates. Heuristic freshness
-//!   only when `cache.default_ttl` is set, and only for heuristically cacheable statuses.
+//!   only when `cache.default_ttl` (or a rule's `ttl`) gives one for the status.
+//! - A rule's `force_ttl` replaces all of that; `strip_set_cookie` stores despite `Set-Cookie`.
 //! - The origin's `Age` counts against the lifetime (section 4.2.3).
 //!
 //! Not here: request-side bypass (`policy.rs`) and building pingora's `CacheMeta` (`mod.rs`).
@@ -14,6 +15,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::directives::{parse_delta_seconds, Directives};
+use crate::config::TtlTable;
 use pingora_http::ResponseHeader;
 
 /// Why a response is not stored. Reaches `Cache-Status` (`detail=`) and metric labels.
@@ -76,11 +78,16 @@ impl Freshness {
     }
 }
 
-/// The knobs of the freshness policy that come from the config.
+/// The knobs of the freshness policy that come from the config and the request's rule.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct FreshnessDefaults {
-    /// Heuristic lifetime for responses without explicit freshness; `None` = off.
-    pub default_ttl: Option<Duration>,
+pub struct FreshnessDefaults<'a> {
+    /// Heuristic lifetimes for responses without explicit freshness, by status (empty: off).
+    pub default_ttl: Option<&'a TtlTable>,
+    /// Lifetimes that replace whatever the app says (a rule's `force_ttl`), by status.
+    pub force_ttl: Option<&'a TtlTable>,
+    /// A `Set-Cookie` does not prevent storing: the stored copy goes without it (a rule's
+    /// `strip_set_cookie`).
+    pub strip_set_cookie: bool,
     /// stale-while-revalidate when the origin gives none.
     pub stale_while_revalidate: Duration,
     /// stale-if-error when the origin gives none.
@@ -96,14 +103,6 @@ pub enum Storability {
     Store(Freshness),
     /// Must not be stored.
     DontStore(NoStoreReason),
-}
-
-/// RFC 9110 section 15.1: statuses that are heuristically cacheable.
-fn heuristically_cacheable(status: u16) -> bool {
-    matches!(
-        status,
-        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
-    )
 }
 
 /// The directives that govern this cache: `CDN-Cache-Control` when present (RFC 9213),
@@ -132,8 +131,9 @@ pub fn assess(resp: &ResponseHeader, defaults: &FreshnessDefaults, now: SystemTi
         return Storability::DontStore(ErrorStatus);
     }
     // Set-Cookie2 (RFC 2965, obsolete) still sets a cookie in the clients that know it
-    if resp.headers.contains_key(http::header::SET_COOKIE)
-        || resp.headers.contains_key("set-cookie2")
+    if !defaults.strip_set_cookie
+        && (resp.headers.contains_key(http::header::SET_COOKIE)
+            || resp.headers.contains_key("set-cookie2"))
     {
         return Storability::DontStore(SetCookie);
     }
@@ -144,6 +144,18 @@ pub fn assess(resp: &ResponseHeader, defaults: &FreshnessDefaults, now: SystemTi
         if len > defaults.max_object_size {
             return Storability::DontStore(TooLarge);
         }
+    }
+    // a rule's forced lifetime overrides what the app says (private, no-store, no-cache,
+    // max-age=0), as Varnish's `beresp.ttl` does; the request was anonymous (a bypassed one
+    // never gets here) and Set-Cookie was refused above unless the rule strips it
+    if let Some(lifetime) = defaults.force_ttl.and_then(|t| t.lifetime(status)) {
+        let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        return Storability::Store(Freshness {
+            lifetime,
+            initial_age: Duration::ZERO,
+            stale_while_revalidate: secs(defaults.stale_while_revalidate),
+            stale_if_error: secs(defaults.stale_if_error),
+        });
     }
     let (dirs, targeted) = governing(resp);
     if dirs.as_ref().is_some_and(|d| d.has("no-store")) {
@@ -160,9 +172,9 @@ pub fn assess(resp: &ResponseHeader, defaults: &FreshnessDefaults, now: SystemTi
     let lifetime = match explicit {
         Some(l) => l,
         None if no_cache => Duration::ZERO,
-        None => match defaults.default_ttl {
-            Some(ttl) if heuristically_cacheable(status) => ttl,
-            _ => return Storability::DontStore(NoFreshness),
+        None => match defaults.default_ttl.and_then(|t| t.lifetime(status)) {
+            Some(ttl) => ttl,
+            None => return Storability::DontStore(NoFreshness),
         },
     };
     let lifetime = if no_cache { Duration::ZERO } else { lifetime };

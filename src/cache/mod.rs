@@ -19,7 +19,7 @@ pub(crate) mod vary;
 use std::time::Duration;
 
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
-use pingora_cache::predictor::Predictor;
+use pingora_cache::predictor::{CacheablePredictor, Predictor};
 
 use crate::config::Config;
 use storage::{MemoryStorage, StorageSettings};
@@ -71,6 +71,22 @@ impl CacheRuntime {
             lock,
             predictor,
         }))
+    }
+}
+
+impl CacheRuntime {
+    /// Forget that a URL's last answer was uncacheable (a purge of it: its next answer decides).
+    pub fn forget_uncacheable(&self, url: key::UrlHash) {
+        let mut k = pingora_cache::CacheKey::new("", "");
+        k.set_primary_bin_override(url.0.to_be_bytes());
+        self.predictor.mark_cacheable(&k);
+    }
+
+    /// Whether a URL is remembered as uncacheable (hit-for-miss).
+    pub(crate) fn remembered_uncacheable(&self, url: key::UrlHash) -> bool {
+        let mut k = pingora_cache::CacheKey::new("", "");
+        k.set_primary_bin_override(url.0.to_be_bytes());
+        !self.predictor.cacheable_prediction(&k)
     }
 }
 

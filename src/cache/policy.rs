@@ -2,12 +2,15 @@
 //!
 //! lacquer caches for anonymous visitors only. A request with `Authorization`, a session cookie
 //! (by default: any cookie, as Varnish's builtin VCL does) or a method other than GET/HEAD
-//! bypasses the cache. When session cookies are configured by name, other cookies (analytics)
-//! are stripped from the requests the cache serves so they neither bypass nor split the cache.
+//! bypasses the cache, as does one a `pass` rule matches. Cookies in `bypass.ignore_cookies`
+//! (analytics, consent) never bypass; when session cookies are configured by name, other
+//! cookies never bypass either. Cookies that do not bypass are stripped from the requests
+//! the cache serves (looks up and fills), so they neither split the cache nor reach the app
+//! for a page every visitor is served. A request that goes to the app anyway keeps them all.
 //!
 //! Not here: whether a response may be stored (see `freshness.rs`).
 
-use crate::config::{BypassConfig, NamePattern};
+use crate::config::{BypassConfig, NamePattern, Rule};
 use http::Method;
 use pingora_http::RequestHeader;
 
@@ -25,6 +28,12 @@ pub(crate) enum BypassReason {
     /// A GET or HEAD that carries a body: the key ignores bodies, so the app's answer to it
     /// must never be stored or coalesced with others (and its lock never wait on its upload).
     Body,
+    /// A rule says `pass: true`.
+    RulePass,
+    /// The URL is remembered as uncacheable (hit-for-miss) and the request carries cookies:
+    /// it goes to the app with all of them (a CSRF or flash cookie must survive a form page)
+    /// and its answer, rendered for those cookies, is never stored.
+    HitForMissCookies,
 }
 
 impl BypassReason {
@@ -36,6 +45,8 @@ impl BypassReason {
             BypassReason::Cookie => "cookie",
             BypassReason::Upgrade => "upgrade",
             BypassReason::Body => "body",
+            BypassReason::RulePass => "rule-pass",
+            BypassReason::HitForMissCookies => "hit-for-miss",
         }
     }
 }
@@ -55,13 +66,21 @@ pub(crate) enum RequestDecision {
     Purge,
 }
 
-/// Decide whether `req` may be served from, and fill, the cache.
-pub(crate) fn request_decision(req: &RequestHeader, bypass: &BypassConfig) -> RequestDecision {
+/// Decide whether `req` may be served from, and fill, the cache, under the rule that
+/// matched it, if any.
+pub(crate) fn request_decision(
+    req: &RequestHeader,
+    bypass: &BypassConfig,
+    rule: Option<&Rule>,
+) -> RequestDecision {
     if req.method.as_str() == "PURGE" {
         return RequestDecision::Purge;
     }
     if req.method != Method::GET && req.method != Method::HEAD {
         return RequestDecision::Bypass(BypassReason::Method);
+    }
+    if rule.is_some_and(|r| r.pass) {
+        return RequestDecision::Bypass(BypassReason::RulePass);
     }
     // one pass over the request's own few fields instead of a lookup per name (the hit path)
     let (mut authorization, mut upgrade, mut body) = (false, false, false);
@@ -85,22 +104,45 @@ pub(crate) fn request_decision(req: &RequestHeader, bypass: &BypassConfig) -> Re
     if body {
         return RequestDecision::Bypass(BypassReason::Body);
     }
-    let mut has_cookie = false;
-    for value in req.headers.get_all(http::header::COOKIE) {
+    let cookies = req.headers.get_all(http::header::COOKIE);
+    if cookies.iter().next().is_none() {
+        return RequestDecision::Cache {
+            strip_cookies: false,
+        };
+    }
+    if rule.is_some_and(|r| r.ignore_cookies) {
+        return RequestDecision::Cache {
+            strip_cookies: true,
+        };
+    }
+    let any_bypasses = bypass.session_cookies.is_empty();
+    for value in cookies {
         let bytes = value.as_bytes();
-        if bypass.session_cookies.is_empty() && !bytes.trim_ascii().is_empty() {
-            // any cookie at all, even a nameless one, marks a visitor who may be logged in
-            return RequestDecision::Bypass(BypassReason::Cookie);
-        }
-        for name in cookie_names(bytes) {
-            has_cookie = true;
-            if is_session_cookie(name, &bypass.session_cookies) {
+        for pair in bytes.split(|&b| b == b';') {
+            if pair.trim_ascii().is_empty() {
+                continue;
+            }
+            let Some(name) = cookie_name(pair) else {
+                // a nameless cookie (`=x`) cannot be told apart from a session: bypass
+                return RequestDecision::Bypass(BypassReason::Cookie);
+            };
+            if is_listed(name, &bypass.ignore_cookies) == Some(true) {
+                continue;
+            }
+            let session = if any_bypasses {
+                // any other cookie marks a visitor who may be logged in
+                true
+            } else {
+                // a name we cannot read counts as a session cookie: bypass is the safe side
+                is_listed(name, &bypass.session_cookies).unwrap_or(true)
+            };
+            if session {
                 return RequestDecision::Bypass(BypassReason::Cookie);
             }
         }
     }
     RequestDecision::Cache {
-        strip_cookies: has_cookie || req.headers.contains_key(http::header::COOKIE),
+        strip_cookies: true,
     }
 }
 
@@ -114,22 +156,21 @@ fn announces_body(content_length: &[u8]) -> bool {
     content_length.trim_ascii() != b"0"
 }
 
-fn is_session_cookie(name: &[u8], patterns: &[NamePattern]) -> bool {
-    match std::str::from_utf8(name) {
-        Ok(n) => patterns.iter().any(|p| p.matches(n)),
-        // a cookie name we cannot read is treated as a session cookie: bypass is the safe side
-        Err(_) => true,
-    }
+/// Whether a cookie name matches one of `patterns`; `None` when the name is not UTF-8.
+fn is_listed(name: &[u8], patterns: &[NamePattern]) -> Option<bool> {
+    let n = std::str::from_utf8(name).ok()?;
+    Some(patterns.iter().any(|p| p.matches(n)))
 }
 
-/// The names of the cookies in one `Cookie` header value (RFC 6265 section 5.4), skipping
-/// empty pairs.
-pub(crate) fn cookie_names(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b';').filter_map(|pair| {
-        let name = pair.split(|&b| b == b'=').next().unwrap_or(pair);
-        let name = name.trim_ascii();
-        (!name.is_empty()).then_some(name)
-    })
+/// The name of one `name=value` pair of a `Cookie` header (RFC 6265 section 5.4); `None`
+/// when it has none.
+fn cookie_name(pair: &[u8]) -> Option<&[u8]> {
+    let name = pair
+        .split(|&b| b == b'=')
+        .next()
+        .unwrap_or(pair)
+        .trim_ascii();
+    (!name.is_empty()).then_some(name)
 }
 
 #[cfg(test)]
@@ -148,6 +189,7 @@ mod tests {
     fn sessions(names: &[&str]) -> BypassConfig {
         BypassConfig {
             session_cookies: names.iter().map(|n| NamePattern::new(n)).collect(),
+            ignore_cookies: vec![NamePattern::new("_ga*")],
         }
     }
 
@@ -157,6 +199,10 @@ mod tests {
         use RequestDecision::*;
         let any = BypassConfig::default();
         let named = sessions(&["sessionid", "wordpress_logged_in_*"]);
+        let analytics_only = BypassConfig {
+            session_cookies: Vec::new(),
+            ignore_cookies: vec![NamePattern::new("_ga*")],
+        };
         let cases: Vec<(&str, Vec<(&str, &str)>, &BypassConfig, RequestDecision)> = vec![
             (
                 "GET",
@@ -236,10 +282,30 @@ mod tests {
                 },
             ),
             ("PURGE", vec![("Cookie", "sessionid=1")], &named, Purge),
+            (
+                "GET",
+                vec![("Cookie", "_ga=1; _ga_X=2")],
+                &analytics_only,
+                Cache {
+                    strip_cookies: true,
+                },
+            ),
+            (
+                "GET",
+                vec![("Cookie", "_ga=1; csrftoken=2")],
+                &analytics_only,
+                Bypass(Cookie),
+            ),
+            (
+                "GET",
+                vec![("Cookie", "_ga=1; =x")],
+                &analytics_only,
+                Bypass(Cookie),
+            ),
         ];
         for (method, headers, cfg, want) in cases {
             assert_eq!(
-                request_decision(&req(method, &headers), cfg),
+                request_decision(&req(method, &headers), cfg, None),
                 want,
                 "{method} {headers:?}"
             );
@@ -247,8 +313,36 @@ mod tests {
     }
 
     #[test]
-    fn cookie_name_parsing() {
-        let names: Vec<&[u8]> = cookie_names(b" a=1; b ; =x;;c=3=4").collect();
-        assert_eq!(names, vec![&b"a"[..], b"b", b"c"]);
+    fn rules_pass_or_ignore_cookies() {
+        let rules = crate::config::Config::from_yaml(
+            "upstreams: [{addr: \"127.0.0.1:1\"}]\nrules:\n  - match: {path: \"/a\"}\n    pass: true\n  - match: {path: \"/s\"}\n    cookies: ignore\n",
+        )
+        .unwrap()
+        .rules;
+        let any = BypassConfig::default();
+        let cookie = [("Cookie", "sessionid=1")];
+        assert_eq!(
+            request_decision(&req("GET", &[]), &any, Some(&rules[0])),
+            RequestDecision::Bypass(BypassReason::RulePass)
+        );
+        assert_eq!(
+            request_decision(&req("POST", &[]), &any, Some(&rules[0])),
+            RequestDecision::Bypass(BypassReason::Method),
+            "an unsafe method stays one (it invalidates)"
+        );
+        assert_eq!(
+            request_decision(&req("GET", &cookie), &any, Some(&rules[1])),
+            RequestDecision::Cache {
+                strip_cookies: true
+            }
+        );
+        assert_eq!(
+            request_decision(
+                &req("GET", &[("Authorization", "Basic eA==")]),
+                &any,
+                Some(&rules[1])
+            ),
+            RequestDecision::Bypass(BypassReason::Authorization)
+        );
     }
 }

@@ -75,6 +75,17 @@ pub(crate) fn build_meta(resp: &ResponseHeader, f: &Freshness, now: SystemTime) 
         header.remove_header(&name);
     }
     header.remove_header(&http::header::AGE);
+    // only a rule's strip_set_cookie lets a response with Set-Cookie be stored: the cookie
+    // was the filling visitor's, never every visitor's
+    header.remove_header(&http::header::SET_COOKIE);
+    header.remove_header("set-cookie2");
+    // a body the app encoded depends on Accept-Encoding even when the app forgot to say so:
+    // without the Vary, a gzip body would be served to a client that never accepted gzip
+    if encoded(&header) && !super::vary::varies_on(&header, "accept-encoding") {
+        if let Err(e) = header.append_header(http::header::VARY, "Accept-Encoding") {
+            log::debug!("could not add Vary: {e}");
+        }
+    }
 
     let epoch = now.checked_sub(f.initial_age).unwrap_or(now);
     let fresh_until = if f.fresh_on_arrival() {
@@ -94,6 +105,19 @@ pub(crate) fn build_meta(resp: &ResponseHeader, f: &Freshness, now: SystemTime) 
         meta.set_epoch_override(epoch);
     }
     meta
+}
+
+/// Whether the body carries a content coding other than identity.
+fn encoded(header: &ResponseHeader) -> bool {
+    header
+        .headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| {
+            v.as_bytes().split(|&b| b == b',').any(|c| {
+                !c.trim_ascii().is_empty() && !c.trim_ascii().eq_ignore_ascii_case(b"identity")
+            })
+        })
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! Vary (RFC 9111 section 4.1): which request headers select a stored variant.
 //!
 //! The variance of a request is a hash over the values of the headers the stored response
-//! names in `Vary`. `Accept-Encoding` is normalised to the one coding lacquer would pick
-//! (`br`, `gzip` or identity), so the thousands of browser spellings share three variants.
+//! names in `Vary`. `Accept-Encoding` is normalised to the codings lacquer keys (`br`, `gzip`,
+//! `zstd`, in one spelling), so the thousands of browser spellings share eight variants.
 //! `Vary: *` is refused earlier, in `freshness.rs`.
 
 use pingora_cache::key::HashBinary;
@@ -57,10 +57,13 @@ fn joined_values(req: &RequestHeader, name: &str) -> Vec<u8> {
     out
 }
 
-/// The coding a client accepts, reduced to `br`, `gzip` or `` (identity), honouring `q=0`.
+/// The codings a client accepts among those lacquer keys separately (`br`, `gzip`, `zstd`),
+/// honouring `q=0`, in one canonical spelling: `"br, gzip"` for a browser's
+/// `gzip, deflate, br`, `""` for identity only. All of them reach the app, so a gzip-only app
+/// still compresses for a browser that also takes br; the eight spellings are the only
+/// variants, so a hit never carries a coding its client did not accept.
 pub(crate) fn normalize_accept_encoding(req: &RequestHeader) -> &'static str {
-    let mut br = false;
-    let mut gzip = false;
+    let (mut br, mut gzip, mut zstd) = (false, false, false);
     for v in req.headers.get_all(http::header::ACCEPT_ENCODING) {
         for item in v.as_bytes().split(|&b| b == b',') {
             let mut parts = item.split(|&b| b == b';');
@@ -82,21 +85,36 @@ pub(crate) fn normalize_accept_encoding(req: &RequestHeader) -> &'static str {
             match coding.as_slice() {
                 b"br" => br = true,
                 b"gzip" | b"x-gzip" => gzip = true,
+                b"zstd" => zstd = true,
                 b"*" => {
                     br = true;
                     gzip = true;
+                    zstd = true;
                 }
                 _ => {}
             }
         }
     }
-    if br {
-        "br"
-    } else if gzip {
-        "gzip"
-    } else {
-        ""
+    match (br, gzip, zstd) {
+        (true, true, true) => "br, gzip, zstd",
+        (true, true, false) => "br, gzip",
+        (true, false, true) => "br, zstd",
+        (true, false, false) => "br",
+        (false, true, true) => "gzip, zstd",
+        (false, true, false) => "gzip",
+        (false, false, true) => "zstd",
+        (false, false, false) => "",
     }
+}
+
+/// Whether `Vary` names `name` (lower-case) or `*`.
+pub(crate) fn varies_on(resp: &ResponseHeader, name: &str) -> bool {
+    resp.headers.get_all(http::header::VARY).iter().any(|v| {
+        v.as_bytes().split(|&b| b == b',').any(|t| {
+            let t = t.trim_ascii();
+            t == b"*" || t.eq_ignore_ascii_case(name.as_bytes())
+        })
+    })
 }
 
 #[cfg(test)]
@@ -122,13 +140,15 @@ mod tests {
     #[test]
     fn accept_encoding_normalisation() {
         let cases = [
-            ("gzip, deflate, br", "br"),
+            ("gzip, deflate, br", "br, gzip"),
+            ("gzip, deflate, br, zstd", "br, gzip, zstd"),
+            ("br", "br"),
             ("gzip, deflate", "gzip"),
             ("GZIP", "gzip"),
             ("br;q=0, gzip", "gzip"),
             ("br;q=0.0", ""),
             ("identity", ""),
-            ("*", "br"),
+            ("*", "br, gzip, zstd"),
             ("", ""),
         ];
         for (ae, want) in cases {

@@ -52,6 +52,12 @@ pub struct RawConfig {
     /// `upstream_ca_file` (docs/configuration.md).
     #[serde(default)]
     pub upstream_ca_file: Option<String>,
+    /// `rules` (docs/configuration.md).
+    #[serde(default)]
+    pub rules: Vec<super::routes::RawRule>,
+    /// `pools` (docs/configuration.md): named lists of app servers for rules.
+    #[serde(default)]
+    pub pools: std::collections::BTreeMap<String, Vec<RawUpstream>>,
 }
 
 fn default_retries() -> i64 {
@@ -255,8 +261,8 @@ pub struct RawCache {
     #[serde(default = "default_max_object_size")]
     pub max_object_size: String,
     /// `cache.default_ttl` (docs/configuration.md).
-    #[serde(default = "zero")]
-    pub default_ttl: String,
+    #[serde(default)]
+    pub default_ttl: super::routes::RawTtl,
     /// `cache.stale_while_revalidate` (docs/configuration.md).
     #[serde(default = "zero")]
     pub stale_while_revalidate: String,
@@ -285,7 +291,7 @@ impl Default for RawCache {
         RawCache {
             max_size: default_max_size(),
             max_object_size: default_max_object_size(),
-            default_ttl: zero(),
+            default_ttl: super::routes::RawTtl::default(),
             stale_while_revalidate: zero(),
             stale_if_error: zero(),
             keep: default_keep(),
@@ -353,12 +359,67 @@ pub fn default_tracking_params() -> Vec<String> {
 }
 
 /// `bypass:`: who is served from the cache.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBypass {
     /// `bypass.session_cookies` (docs/configuration.md).
     #[serde(default)]
     pub session_cookies: Vec<String>,
+    /// `bypass.ignore_cookies` (docs/configuration.md).
+    #[serde(default = "default_ignore_cookies")]
+    pub ignore_cookies: Vec<String>,
+}
+
+impl Default for RawBypass {
+    fn default() -> Self {
+        RawBypass {
+            session_cookies: Vec::new(),
+            ignore_cookies: default_ignore_cookies(),
+        }
+    }
+}
+
+/// Analytics, advertising and consent cookies: set by scripts in the browser, never read by
+/// the app to render a page (Google Analytics and Ads, Meta, Hotjar, Matomo, Microsoft
+/// Clarity and Ads, HubSpot, Cloudflare, the common consent managers).
+fn default_ignore_cookies() -> Vec<String> {
+    [
+        "_ga",
+        "_ga_*",
+        "_gid",
+        "_gat",
+        "_gat_*",
+        "_gcl_*",
+        "__utm*",
+        "_fbp",
+        "_fbc",
+        "_hj*",
+        "_pk_*",
+        "_clck",
+        "_clsk",
+        "_uetsid",
+        "_uetvid",
+        "__hstc",
+        "__hssrc",
+        "__hssc",
+        "hubspotutk",
+        "__cf_bm",
+        "_cfuvid",
+        "CookieConsent",
+        "cookieconsent_status",
+        "OptanonConsent",
+        "OptanonAlertBoxClosed",
+        "euconsent-v2",
+        "cookielawinfo-*",
+        "_tt_*",
+        "_ttp",
+        "_pin_unauth",
+        "_scid",
+        "_rdt_uuid",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// `purge:`: who may invalidate, and how objects are tagged.
@@ -386,6 +447,9 @@ pub struct RawPurge {
     /// `purge.invalidate_on_unsafe` (docs/configuration.md).
     #[serde(default = "default_true")]
     pub invalidate_on_unsafe: bool,
+    /// `purge.invalidate_locations` (docs/configuration.md).
+    #[serde(default)]
+    pub invalidate_locations: bool,
     /// `purge.rate_limit` (docs/configuration.md).
     #[serde(default = "default_purge_rate")]
     pub rate_limit: i64,
@@ -410,6 +474,7 @@ impl Default for RawPurge {
             strip_tag_headers: true,
             soft_grace: default_soft_grace(),
             invalidate_on_unsafe: true,
+            invalidate_locations: false,
             rate_limit: default_purge_rate(),
             unsafe_invalidation_rate: default_unsafe_rate(),
             unsafe_invalidation_rate_per_client: default_unsafe_rate_per_client(),

@@ -17,7 +17,22 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut errors = Vec::new();
     let e = &mut errors;
     let (listen, admin_listen, threads) = listeners(e, &raw);
-    let upstreams = upstreams(e, &raw.upstreams);
+    let upstreams = app_servers(e, "upstreams", &raw.upstreams);
+    let mut pools = Vec::with_capacity(raw.pools.len());
+    for (name, list) in &raw.pools {
+        let ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            e.push(format!(
+                "pools.{name}: a pool name is letters, digits, '-' or '_'"
+            ));
+        }
+        pools.push((name.clone(), app_servers(e, &format!("pools.{name}"), list)));
+    }
+    let pool_names: Vec<&str> = raw.pools.keys().map(String::as_str).collect();
+    let rules = super::routes::rules(e, &raw.rules, &pool_names);
     let timeouts = timeouts(e, &raw.timeouts);
     let cache = cache(e, &raw.cache);
     let mut purge = purge(e, &raw.purge);
@@ -37,6 +52,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         whole_number(e, "purge.rate_limit", raw.purge.rate_limit, 0, 1_000_000) as u32;
     let bypass = BypassConfig {
         session_cookies: name_patterns(e, "bypass.session_cookies", &raw.bypass.session_cookies),
+        ignore_cookies: name_patterns(e, "bypass.ignore_cookies", &raw.bypass.ignore_cookies),
     };
     if !errors.is_empty() {
         return Err(ConfigError(errors));
@@ -59,6 +75,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         limits,
         trusted_proxies,
         upstream_ca_file,
+        rules,
+        pools,
     })
 }
 
@@ -111,15 +129,15 @@ fn listeners(
     (listen, admin_listen, threads)
 }
 
-/// `upstreams:`
-fn upstreams(errors: &mut Vec<String>, raw: &[raw::RawUpstream]) -> Vec<Upstream> {
+/// `upstreams:` and each of `pools:`
+fn app_servers(errors: &mut Vec<String>, path: &str, raw: &[raw::RawUpstream]) -> Vec<Upstream> {
     if raw.is_empty() {
-        errors.push("upstreams: at least one app server is required".to_string());
+        errors.push(format!("{path}: at least one app server is required"));
     }
     let mut upstreams = Vec::new();
     for (i, u) in raw.iter().enumerate() {
-        let addr = upstream_addr(errors, &format!("upstreams[{i}].addr"), &u.addr);
-        let weight = whole_number(errors, &format!("upstreams[{i}].weight"), u.weight, 1, 1000);
+        let addr = upstream_addr(errors, &format!("{path}[{i}].addr"), &u.addr);
+        let weight = whole_number(errors, &format!("{path}[{i}].weight"), u.weight, 1, 1000);
         let tls = u.tls.then(|| UpstreamTls {
             // a name in `addr` is what the certificate names; an IP address gives no SNI
             sni: u.sni.clone().unwrap_or_else(|| {
@@ -134,7 +152,7 @@ fn upstreams(errors: &mut Vec<String>, raw: &[raw::RawUpstream]) -> Vec<Upstream
         });
         if !u.tls && (u.sni.is_some() || !u.verify) {
             errors.push(format!(
-                "upstreams[{i}]: sni and verify are only used with tls: true"
+                "{path}[{i}]: sni and verify are only used with tls: true"
             ));
         }
         if let Some(addr) = addr {
@@ -180,7 +198,7 @@ fn cache(errors: &mut Vec<String>, c: &raw::RawCache) -> CacheConfig {
             c.max_object_size
         ));
     }
-    let default_ttl = duration(errors, "cache.default_ttl", &c.default_ttl);
+    let default_ttl = super::routes::default_ttl(errors, &c.default_ttl);
     let swr = duration(
         errors,
         "cache.stale_while_revalidate",
@@ -209,7 +227,7 @@ fn cache(errors: &mut Vec<String>, c: &raw::RawCache) -> CacheConfig {
     CacheConfig {
         max_size,
         max_object_size,
-        default_ttl: (!default_ttl.is_zero()).then_some(default_ttl),
+        default_ttl,
         stale_while_revalidate: swr,
         stale_if_error: sie,
         keep,
@@ -268,6 +286,7 @@ fn purge(errors: &mut Vec<String>, p: &raw::RawPurge) -> PurgeConfig {
         strip_tag_headers: p.strip_tag_headers,
         soft_grace,
         invalidate_on_unsafe: p.invalidate_on_unsafe,
+        invalidate_locations: p.invalidate_locations,
         rate_limit: 0,
         unsafe_invalidation_rate: whole_number(
             errors,

@@ -54,6 +54,8 @@ pub(crate) struct RequestCtx {
     pub(crate) not_modified: Option<Box<ResponseHeader>>,
     /// The request was a PURGE.
     pub(crate) purge: bool,
+    /// The index of the rule that applies (`rules:`), if any.
+    pub(crate) rule: Option<usize>,
 }
 
 impl RequestCtx {

@@ -38,17 +38,18 @@ impl LacquerProxy {
             }
         };
         let (scopes, soft) = purge::proxy_purge_scopes(session.req_header(), &key);
-        let by_url = matches!(scopes.first(), Some(PurgeScope::AnySchemeUrl(_)));
-        let report = purge::run(self.cache.storage, &scopes, soft, PurgeSource::Request).await;
+        let report = purge::run(self.cache, &scopes, soft, PurgeSource::Request).await;
         let n = report.urls + report.tags;
-        // Varnish's convention: a URL purge that found nothing is a 404
-        let status = if by_url && n == 0 { 404 } else { 200 };
+        // 200 even when nothing was stored: the URL is not in the cache, which is what the
+        // client asked for (Varnish answers 200 too; purge clients count a 404 as a failure)
         let body = serde_json::json!({ "purged": n, "soft": soft }).to_string();
-        respond_json(session, status, body).await
+        respond_json(session, 200, body).await
     }
 
-    /// RFC 9111 section 4.4: a successful unsafe request invalidates its URL and the same-host
-    /// URLs in `Location` and `Content-Location`.
+    /// RFC 9111 section 4.4: a successful unsafe request invalidates its URL, and with
+    /// `purge.invalidate_locations` the same-host URLs in `Location` and `Content-Location`
+    /// (off by default: post/redirect/get sends `Location: /` on every logout and form, and
+    /// anyone could evict the home page at will).
     pub(super) async fn invalidate_after_unsafe(
         &self,
         session: &Session,
@@ -76,16 +77,21 @@ impl LacquerProxy {
         };
         // the URL as an http and as an https visitor would have stored it
         let mut scopes = vec![PurgeScope::AnySchemeUrl(key.both_scheme_hashes())];
-        for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
+        let locations = if live.config.purge.invalidate_locations {
+            &[http::header::LOCATION, http::header::CONTENT_LOCATION][..]
+        } else {
+            &[]
+        };
+        for name in locations {
             let target = resp
                 .headers
-                .get(&name)
+                .get(name)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| purge::location_key(v, &key, tracking));
             if let Some(k) = target {
                 scopes.push(PurgeScope::AnySchemeUrl(k.both_scheme_hashes()));
             }
         }
-        purge::run(self.cache.storage, &scopes, false, PurgeSource::Unsafe).await;
+        purge::run(self.cache, &scopes, false, PurgeSource::Unsafe).await;
     }
 }

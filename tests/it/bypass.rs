@@ -47,12 +47,12 @@ async fn any_cookie_bypasses_by_default() {
     let proxy = Proxy::start(&[origin.addr], "").await;
     let c = Client::new();
     let first = c
-        .get_with(&proxy.url("/c"), &[("Cookie", "_ga=GA1.2")])
+        .get_with(&proxy.url("/c"), &[("Cookie", "theme=dark")])
         .await;
     let second = c
-        .get_with(&proxy.url("/c"), &[("Cookie", "_ga=GA1.2")])
+        .get_with(&proxy.url("/c"), &[("Cookie", "theme=dark")])
         .await;
-    assert_eq!(second.text(), "cookie=_ga=GA1.2");
+    assert_eq!(second.text(), "cookie=theme=dark");
     assert!(first.cache_status().contains("fwd=bypass"));
     assert!(first.cache_status().contains("detail=cookie"));
     assert_eq!(origin.hits("/c"), 2);
@@ -118,4 +118,112 @@ async fn unsafe_methods_are_forwarded_with_their_bodies_and_never_cached() {
     // none of them filled the cache for GET
     let get = c.get(&proxy.url("/m")).await;
     assert!(get.cache_status().contains("fwd=miss"));
+}
+
+#[tokio::test]
+async fn analytics_cookies_never_bypass_and_never_reach_the_app() {
+    let origin =
+        Origin::start(|s| cacheable(&format!("cookie={}", s.header("cookie").unwrap_or("-"))))
+            .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    let analytics = [(
+        "Cookie",
+        "_ga=GA1.2.3; _gid=GA1.2.4; _fbp=fb.1; OptanonConsent=x",
+    )];
+    c.get_with(&proxy.url("/a"), &analytics).await;
+    let hit = c.get_with(&proxy.url("/a"), &analytics).await;
+    assert!(hit.is_fresh_hit(), "{}", hit.cache_status());
+    assert_eq!(hit.text(), "cookie=-");
+    assert_eq!(origin.hits("/a"), 1);
+    // one cookie that is not on the list still marks a visitor who may be logged in
+    let mixed = c
+        .get_with(&proxy.url("/a"), &[("Cookie", "_ga=GA1.2.3; remember=1")])
+        .await;
+    assert!(
+        mixed.cache_status().contains("detail=cookie"),
+        "{}",
+        mixed.cache_status()
+    );
+    assert_eq!(mixed.text(), "cookie=_ga=GA1.2.3; remember=1");
+}
+
+/// Django's CSRF protection: a form page sets `csrftoken` when the visitor has none and uses
+/// the visitor's own when it has one; the page is never storable (it sets a cookie).
+fn django_form(s: &crate::support::origin::Seen) -> Reply {
+    let sent = s
+        .header("cookie")
+        .and_then(|c| c.split("csrftoken=").nth(1))
+        .map(|t| t.split(';').next().unwrap_or("").to_string());
+    match sent {
+        Some(token) => Reply::ok(format!("form token={token}")).header("Vary", "Cookie"),
+        None => Reply::ok("form token=fresh")
+            .header("Vary", "Cookie")
+            .header("Set-Cookie", "csrftoken=fresh; Path=/"),
+    }
+}
+
+#[tokio::test]
+async fn two_forms_in_two_tabs_keep_one_csrf_cookie() {
+    let origin = Origin::start(django_form).await;
+    let proxy = Proxy::start(
+        &[origin.addr],
+        "bypass:\n  session_cookies: [\"sessionid\"]\n",
+    )
+    .await;
+    let c = Client::new();
+    // the first visit gets a token, and the URL is remembered as not storable
+    let first = c.get(&proxy.url("/contact/")).await;
+    assert_eq!(first.header("set-cookie"), Some("csrftoken=fresh; Path=/"));
+    // two tabs with the cookie: the app sees it both times and renders the same token, so
+    // both forms can be submitted
+    let cookie = [("Cookie", "csrftoken=fresh")];
+    for tab in ["first tab", "second tab"] {
+        let r = c.get_with(&proxy.url("/contact/"), &cookie).await;
+        assert_eq!(r.text(), "form token=fresh", "{tab}");
+        assert_eq!(r.header("set-cookie"), None, "{tab}: no new token");
+        assert!(
+            r.cache_status().contains("detail=hit-for-miss"),
+            "{tab}: {}",
+            r.cache_status()
+        );
+        assert!(!r.cache_status().contains("stored"));
+    }
+    let seen = origin.seen();
+    assert_eq!(
+        seen.iter()
+            .filter(|s| s.header("cookie") == Some("csrftoken=fresh"))
+            .count(),
+        2,
+        "the app saw the visitor's cookie on both tabs"
+    );
+}
+
+#[tokio::test]
+async fn a_purge_clears_the_hit_for_miss_mark() {
+    let origin = Origin::start(django_form).await;
+    let proxy = Proxy::start(
+        &[origin.addr],
+        "bypass:\n  session_cookies: [\"sessionid\"]\n",
+    )
+    .await;
+    let c = Client::new();
+    c.get(&proxy.url("/f")).await;
+    let cookie = [("Cookie", "csrftoken=t")];
+    let marked = c.get_with(&proxy.url("/f"), &cookie).await;
+    assert!(
+        marked.cache_status().contains("hit-for-miss"),
+        "{}",
+        marked.cache_status()
+    );
+    let purged = c.send("PURGE", &proxy.url("/f"), &[], None).await;
+    assert_eq!(purged.status, 200);
+    // the URL starts afresh: the request goes through the cache, its cookie stripped
+    let after = c.get_with(&proxy.url("/f"), &cookie).await;
+    assert!(
+        !after.cache_status().contains("hit-for-miss"),
+        "{}",
+        after.cache_status()
+    );
+    assert_eq!(after.text(), "form token=fresh", "the cookie was stripped");
 }

@@ -692,3 +692,37 @@ async fn hit_for_miss_keys_bounds_the_remembered_urls() {
     );
     assert_eq!(origin.hits("/first"), 6);
 }
+
+#[tokio::test]
+async fn a_url_that_stops_setting_cookies_is_reported_stored_when_it_is() {
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = n.clone();
+    let origin = Origin::start(move |_| {
+        let i = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let r = Reply::ok(format!("v{i}")).header("Cache-Control", "max-age=60");
+        if i == 0 {
+            r.header("Set-Cookie", "a=1")
+        } else {
+            r
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    let first = c.get(&proxy.url("/x")).await;
+    assert!(
+        first.cache_status().contains("detail=set-cookie"),
+        "{}",
+        first.cache_status()
+    );
+    let second = c.get(&proxy.url("/x")).await;
+    assert_eq!(
+        second.cache_status(),
+        "lacquer; fwd=miss; fwd-status=200; stored",
+        "stored, and said so, though the URL was hit-for-miss"
+    );
+    let third = c.get(&proxy.url("/x")).await;
+    assert!(third.is_fresh_hit(), "{}", third.cache_status());
+    assert_eq!(third.text(), "v1");
+    assert_eq!(proxy.metric("lacquer_cache_inserts_total").await, 1.0);
+}

@@ -25,7 +25,7 @@ fn json(r: &crate::support::Resp) -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn purge_of_a_url_answers_200_then_404_and_never_reaches_the_origin() {
+async fn purge_of_a_url_answers_200_with_a_count_and_never_reaches_the_origin() {
     let origin = Origin::start(|_| cacheable("page")).await;
     let proxy = Proxy::start(&[origin.addr], "").await;
     let c = Client::new();
@@ -33,8 +33,11 @@ async fn purge_of_a_url_answers_200_then_404_and_never_reaches_the_origin() {
     let purged = c.send("PURGE", &proxy.url("/p?x=1"), &[], None).await;
     assert_eq!(purged.status, 200);
     assert_eq!(json(&purged)["purged"], 1);
+    // nothing stored is what the client asked for: 200, as Varnish answers (purge clients
+    // count a 404 as a failure)
     let again = c.send("PURGE", &proxy.url("/p?x=1"), &[], None).await;
-    assert_eq!(again.status, 404);
+    assert_eq!(again.status, 200);
+    assert_eq!(json(&again)["purged"], 0);
     assert_eq!(
         origin.seen().iter().filter(|s| s.method == "PURGE").count(),
         0
@@ -332,7 +335,7 @@ async fn a_soft_purge_during_a_fill_stores_the_fill_stale() {
     };
     assert!(eventually(Duration::from_secs(2), || origin.hits("/filling") == 1).await);
     let purge = c.send("PURGE", &url, &[("Soft-Purge", "1")], None).await;
-    assert_eq!(purge.status, 404, "nothing stored yet");
+    assert_eq!(json(&purge)["purged"], 0, "nothing stored yet");
     let first = slow.await.unwrap();
     assert_eq!(first.text(), "version 1");
     assert!(
@@ -425,7 +428,7 @@ async fn a_successful_unsafe_request_invalidates_its_url_and_location() {
         _ => cacheable("content"),
     })
     .await;
-    let proxy = Proxy::start(&[origin.addr], "").await;
+    let proxy = Proxy::start(&[origin.addr], "purge:\n  invalidate_locations: true\n").await;
     let c = Client::new();
     let host = [("Host", "site.example")];
     for p in ["/article", "/comments", "/item", "/fails"] {
@@ -482,7 +485,7 @@ async fn a_fetch_in_flight_during_a_purge_is_not_stored() {
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let purge = c.send("PURGE", &url, &[], None).await;
-    assert_eq!(purge.status, 404, "nothing stored yet");
+    assert_eq!(json(&purge)["purged"], 0, "nothing stored yet");
     let first = slow.await.unwrap();
     assert_eq!(
         first.text(),
@@ -611,8 +614,8 @@ async fn purges_are_rate_limited_and_refused_ones_cost_no_tokens() {
     for _ in 0..10 {
         statuses.push(c.send("PURGE", &proxy.url("/x"), &auth, None).await.status);
     }
-    // a burst of 3 (404: nothing stored), then 429 until tokens come back
-    let accepted = statuses.iter().filter(|s| **s == 404).count();
+    // a burst of 3 (200, nothing stored), then 429 until tokens come back
+    let accepted = statuses.iter().filter(|s| **s == 200).count();
     let limited = statuses.iter().filter(|s| **s == 429).count();
     assert!((3..=4).contains(&accepted), "{statuses:?}");
     assert_eq!(accepted + limited, 10, "{statuses:?}");
@@ -628,7 +631,7 @@ async fn purges_are_rate_limited_and_refused_ones_cost_no_tokens() {
     // a second later the budget is back
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let again = c.send("PURGE", &proxy.url("/x"), &auth, None).await;
-    assert_eq!(again.status, 404);
+    assert_eq!(again.status, 200);
     let metrics = c
         .get(&format!("http://{}/metrics", proxy.admin))
         .await
@@ -699,7 +702,7 @@ async fn put_patch_and_content_location_invalidate() {
         _ => cacheable(&format!("{} {}", s.method, s.path())),
     })
     .await;
-    let proxy = Proxy::start(&[origin.addr], "").await;
+    let proxy = Proxy::start(&[origin.addr], "purge:\n  invalidate_locations: true\n").await;
     let c = Client::new();
     let host = [("Host", "site.example")];
     for p in ["/doc", "/doc/v2", "/doc/latest", "/item", "/untouched"] {
@@ -905,4 +908,33 @@ async fn purges_on_the_proxy_listener_can_be_token_only_or_off() {
         let r = c.send("POST", &api, &[], Some(body.into_bytes())).await;
         assert_eq!(r.status, 200, "{mode}: {}", r.text());
     }
+}
+
+#[tokio::test]
+async fn a_logout_redirecting_home_leaves_home_cached_by_default() {
+    let origin = Origin::start(|s| match (s.method.as_str(), s.path()) {
+        ("POST", "/accounts/logout/") => Reply::ok("").status(302).header("Location", "/"),
+        _ => cacheable("home"),
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    c.get(&proxy.url("/")).await;
+    c.get(&proxy.url("/accounts/logout/")).await;
+    let logout = c
+        .send(
+            "POST",
+            &proxy.url("/accounts/logout/"),
+            &[],
+            Some(b"x".to_vec()),
+        )
+        .await;
+    assert_eq!(logout.status, 302);
+    let home = c.get(&proxy.url("/")).await;
+    assert!(home.is_fresh_hit(), "{}", home.cache_status());
+    assert!(
+        c.get(&proxy.url("/accounts/logout/")).await.fetched(),
+        "the POSTed URL itself is invalidated (RFC 9111 section 4.4)"
+    );
+    assert_eq!(origin.hits("/"), 1);
 }

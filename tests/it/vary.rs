@@ -131,13 +131,14 @@ async fn the_app_receives_the_normalised_accept_encoding() {
     let proxy = Proxy::start(&[origin.addr], "").await;
     let c = Client::new();
     let cases = [
-        ("gzip, deflate, br", Some("br")),
+        ("gzip, deflate, br", Some("br, gzip")),
+        ("gzip, deflate, br, zstd", Some("br, gzip, zstd")),
         ("gzip;q=0, br", Some("br")),
         ("br;q=0, gzip", Some("gzip")),
         ("br;q=0.0, gzip;q=0", None),
         ("deflate", None),
         ("identity", None),
-        ("*", Some("br")),
+        ("*", Some("br, gzip, zstd")),
         ("x-gzip", Some("gzip")),
         ("GZIP, deflate", Some("gzip")),
     ];
@@ -167,4 +168,79 @@ async fn the_app_receives_the_normalised_accept_encoding() {
         Some("gzip, deflate")
     );
     assert_eq!(origin.total(), cases.len() + 1);
+}
+
+/// An app that only knows gzip (Django's GZipMiddleware), and says `Vary: Accept-Encoding`
+/// only when `vary` is set.
+fn gzip_only_app(vary: bool) -> impl Fn(&crate::support::origin::Seen) -> Reply {
+    move |s| {
+        let gzip = s
+            .header("accept-encoding")
+            .is_some_and(|ae| ae.split(',').any(|c| c.trim() == "gzip"));
+        let mut r = if gzip {
+            Reply::ok("gzipped-bytes").header("Content-Encoding", "gzip")
+        } else {
+            Reply::ok("plain text")
+        };
+        r = r.header("Cache-Control", "max-age=60");
+        if vary {
+            r = r.header("Vary", "Accept-Encoding");
+        }
+        r
+    }
+}
+
+#[tokio::test]
+async fn a_gzip_only_app_still_compresses_for_a_browser_that_also_takes_br() {
+    let origin = Origin::start(gzip_only_app(true)).await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    let browser = [("Accept-Encoding", "gzip, deflate, br")];
+    let r = c.get_with(&proxy.url("/page"), &browser).await;
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        origin.last("/page").unwrap().header("accept-encoding"),
+        Some("br, gzip")
+    );
+    let hit = c.get_with(&proxy.url("/page"), &browser).await;
+    assert!(hit.is_fresh_hit(), "{}", hit.cache_status());
+    assert_eq!(hit.header("content-encoding"), Some("gzip"));
+    // a client that takes only br has its own variant: never the gzip body
+    let br = c
+        .get_with(&proxy.url("/page"), &[("Accept-Encoding", "br")])
+        .await;
+    assert_eq!(br.header("content-encoding"), None);
+    assert_eq!(br.text(), "plain text");
+}
+
+#[tokio::test]
+async fn a_hit_never_carries_a_coding_the_client_did_not_accept_even_without_vary() {
+    let origin = Origin::start(gzip_only_app(false)).await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    let gz = c
+        .get_with(&proxy.url("/p"), &[("Accept-Encoding", "gzip")])
+        .await;
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    let again = c
+        .get_with(&proxy.url("/p"), &[("Accept-Encoding", "gzip")])
+        .await;
+    assert!(again.is_fresh_hit(), "{}", again.cache_status());
+    assert_eq!(again.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        again.header("vary"),
+        Some("Accept-Encoding"),
+        "said on the stored copy"
+    );
+    let none = c
+        .get_with(&proxy.url("/p"), &[("Accept-Encoding", "identity")])
+        .await;
+    assert_eq!(
+        none.header("content-encoding"),
+        None,
+        "{}",
+        none.cache_status()
+    );
+    assert_eq!(none.text(), "plain text");
+    assert_eq!(origin.hits("/p"), 2);
 }

@@ -4,6 +4,8 @@ use NoStoreReason::*;
 
 const DEFAULTS: FreshnessDefaults = FreshnessDefaults {
     default_ttl: None,
+    force_ttl: None,
+    strip_set_cookie: false,
     stale_while_revalidate: Duration::ZERO,
     stale_if_error: Duration::ZERO,
     max_object_size: 1 << 20,
@@ -199,8 +201,12 @@ fn origin_age_counts_against_freshness() {
 
 #[test]
 fn heuristic_freshness_only_when_configured() {
+    let table = TtlTable {
+        any: Some(Duration::from_secs(120)),
+        by_status: Vec::new(),
+    };
     let d = FreshnessDefaults {
-        default_ttl: Some(Duration::from_secs(120)),
+        default_ttl: Some(&table),
         ..DEFAULTS
     };
     let now = SystemTime::now();
@@ -299,4 +305,67 @@ fn age_takes_the_first_member_and_overflows_to_2_pow_31() {
     assert_eq!(age("99999999999999999999"), 1 << 31);
     assert_eq!(age("junk"), 0);
     assert_eq!(age("-5"), 0);
+}
+
+#[test]
+fn per_status_default_lifetimes() {
+    let table = TtlTable {
+        any: None,
+        by_status: vec![
+            (200, Duration::from_secs(60)),
+            (302, Duration::from_secs(5)),
+        ],
+    };
+    let d = FreshnessDefaults {
+        default_ttl: Some(&table),
+        ..DEFAULTS
+    };
+    let now = SystemTime::now();
+    let lifetime = |status| match assess(&resp(status, &[]), &d, now) {
+        Storability::Store(f) => Some(f.lifetime.as_secs()),
+        Storability::DontStore(_) => None,
+    };
+    assert_eq!(lifetime(200), Some(60));
+    assert_eq!(
+        lifetime(302),
+        Some(5),
+        "a listed status needs no heuristic cacheability"
+    );
+    assert_eq!(lifetime(404), None, "an unlisted status gets no default");
+}
+
+#[test]
+fn forced_lifetimes_override_the_app_but_not_cookies_or_errors() {
+    let forced = TtlTable {
+        any: Some(Duration::from_secs(300)),
+        by_status: vec![(404, Duration::from_secs(10))],
+    };
+    let d = FreshnessDefaults {
+        force_ttl: Some(&forced),
+        ..DEFAULTS
+    };
+    let now = SystemTime::now();
+    let lifetime = |status, h: &[(&str, &str)], d: &FreshnessDefaults| match assess(
+        &resp(status, h),
+        d,
+        now,
+    ) {
+        Storability::Store(f) => Ok(f.lifetime.as_secs()),
+        Storability::DontStore(r) => Err(r),
+    };
+    for cc in ["private", "no-store", "no-cache", "max-age=0"] {
+        assert_eq!(lifetime(200, &[("Cache-Control", cc)], &d), Ok(300), "{cc}");
+    }
+    assert_eq!(lifetime(404, &[], &d), Ok(10));
+    assert_eq!(lifetime(500, &[], &d), Err(ErrorStatus));
+    assert_eq!(lifetime(200, &[("Vary", "*")], &d), Err(VaryStar));
+    let cookie = [("Set-Cookie", "a=1"), ("Cache-Control", "max-age=60")];
+    assert_eq!(lifetime(200, &cookie, &d), Err(SetCookie));
+    let stripping = FreshnessDefaults {
+        strip_set_cookie: true,
+        ..d
+    };
+    assert_eq!(lifetime(200, &cookie, &stripping), Ok(300));
+    // a status the table does not cover falls back to what the app says
+    assert_eq!(lifetime(302, &[("Cache-Control", "max-age=7")], &d), Ok(7));
 }
