@@ -378,6 +378,23 @@ fn readable(message: &str) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn type_errors_name_what_the_file_should_hold() {
+        let e = |yaml: &str| Config::from_yaml(yaml).unwrap_err().0;
+        assert_eq!(
+            e("upstreams: [\"127.0.0.1:1\"]\n"),
+            vec!["upstreams[0]: invalid type: string \"127.0.0.1:1\", expected a mapping like {addr: \"127.0.0.1:8080\"} at line 1 column 13"]
+        );
+        assert_eq!(
+            e("upstreams: [{addr: \"127.0.0.1:1\"}]\ncache: 5\n"),
+            vec!["cache: invalid type: integer `5`, expected a mapping of keys and values at line 2 column 8"]
+        );
+        assert_eq!(
+            e("upstreams: [{addr: \"127.0.0.1:1\"}]\nlisten: [5]\n"),
+            vec!["listen[0]: expected an address like \"127.0.0.1:6081\" or a mapping with addr at line 2 column 9"]
+        );
+    }
+
     const MINIMAL: &str = "upstreams:\n  - addr: \"127.0.0.1:8080\"\n";
 
     fn errors(yaml: &str) -> Vec<String> {

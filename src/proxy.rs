@@ -17,6 +17,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, RangeType, Session};
 
 mod ctx;
+mod head;
 mod purging;
 mod report;
 
@@ -116,6 +117,27 @@ impl LacquerProxy {
     }
 }
 
+/// Remove what is meant for this cache only from a response to a client, in one pass over its
+/// own few names (a removal parses and hashes a name): the tag headers, and
+/// `CDN-Cache-Control`, which is addressed to this cache (RFC 9213) and would otherwise reach
+/// browsers and every cache after lacquer.
+fn strip_cache_only_fields(resp: &mut ResponseHeader, purge: &crate::config::PurgeConfig) {
+    let (mut tags, mut targeted) = (false, false);
+    for name in resp.headers.keys() {
+        let n = name.as_str();
+        targeted |= n == "cdn-cache-control";
+        tags |= purge.strip_tag_headers && purge.tag_headers.iter().any(|t| t == n);
+    }
+    if tags {
+        for name in &purge.tag_headers {
+            resp.remove_header(name.as_str());
+        }
+    }
+    if targeted {
+        resp.remove_header("cdn-cache-control");
+    }
+}
+
 /// Send a small JSON response from lacquer itself.
 async fn respond_json(session: &mut Session, status: u16, body: String) -> Result<()> {
     let mut header = ResponseHeader::build(status, Some(3))?;
@@ -139,6 +161,11 @@ impl ProxyHttp for LacquerProxy {
     /// variant and its `Vary: Accept-Encoding` stay what the app sent); left in, it still costs
     /// every request a context to allocate, two boxed filter calls and their frees.
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
+    /// Only a HEAD may spawn a subrequest: the GET that fills the cache for it (proxy/head.rs).
+    fn allow_spawning_subrequest(&self, session: &Session, _ctx: &RequestCtx) -> bool {
+        session.req_header().method == http::Method::HEAD && session.subrequest_ctx.is_none()
+    }
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
@@ -169,6 +196,10 @@ impl ProxyHttp for LacquerProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if head::is_head_fill(session) {
+            // the background fill for a HEAD asks for the whole object (proxy/head.rs)
+            session.req_header_mut().set_method(http::Method::GET);
+        }
         if !ctx.live.config.limits.underscores_in_headers {
             request::drop_underscore_fields(session.req_header_mut());
         }
@@ -249,7 +280,8 @@ impl ProxyHttp for LacquerProxy {
             // stampede on it makes one fetch when its answer turns out cacheable after all
             // (waiters are released at once when it is not); see `hit_for_miss` below
             None,
-            Some(self.cache.lock),
+            // the fill for a HEAD runs while the HEAD holds the lock (proxy/head.rs)
+            (!head::is_head_fill(session)).then_some(self.cache.lock),
             Some(overrides),
         );
         let max = usize::try_from(ctx.live.config.cache.max_object_size).unwrap_or(usize::MAX);
@@ -332,6 +364,9 @@ impl ProxyHttp for LacquerProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
+        if self.answer_head_from_fill(session, ctx).await? {
+            return Ok(false);
+        }
         if session.cache.enabled() {
             // the URL's last answer was not storable: only a label (Cache-Status, metrics)
             ctx.hit_for_miss = session
@@ -505,24 +540,7 @@ impl ProxyHttp for LacquerProxy {
             session.set_keepalive(None);
             upstream_response.insert_header(http::header::CONNECTION, "close")?;
         }
-        let purge = &ctx.live.config.purge;
-        // one pass over the response's own few names (a removal parses and hashes a name):
-        // the tag headers, and CDN-Cache-Control, which is addressed to this cache (RFC 9213)
-        // and would otherwise reach browsers and every cache after lacquer
-        let (mut tags, mut targeted) = (false, false);
-        for name in upstream_response.headers.keys() {
-            let n = name.as_str();
-            targeted |= n == "cdn-cache-control";
-            tags |= purge.strip_tag_headers && purge.tag_headers.iter().any(|t| t == n);
-        }
-        if tags {
-            for name in &purge.tag_headers {
-                upstream_response.remove_header(name.as_str());
-            }
-        }
-        if targeted {
-            upstream_response.remove_header("cdn-cache-control");
-        }
+        strip_cache_only_fields(upstream_response, &ctx.live.config.purge);
         if ctx.bypass == Some(BypassReason::Method) && session.subrequest_ctx.is_none() {
             let live = ctx.live.clone();
             self.invalidate_after_unsafe(session, upstream_response, &live, ctx.client)

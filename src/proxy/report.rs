@@ -41,6 +41,10 @@ impl LacquerProxy {
     ) {
         ctx.count_upstream_failure();
         let m = metrics();
+        if super::head::is_head_fill(session) {
+            // the HEAD it filled for is counted and logged as the client request
+            return;
+        }
         if session.subrequest_ctx.is_some() {
             // a background refresh of a stale object, not a client request
             let result = if e.is_none() { "ok" } else { "error" };

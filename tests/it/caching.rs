@@ -61,6 +61,47 @@ async fn head_is_served_from_the_get_entry_and_fills_it() {
     assert_eq!(origin.hits("/h"), 1);
 }
 
+/// gunicorn writes a response's header and its body in two writes; a cold HEAD must fill the
+/// cache all the same when it says `stored` (it used to store nothing most of the time).
+#[tokio::test]
+async fn a_cold_head_then_get_is_one_origin_request_when_the_app_writes_the_body_later() {
+    let origin = Origin::start(|s| match s.path() {
+        "/uncacheable" => Reply::ok("private bytes")
+            .header("Cache-Control", "private")
+            .stall_after(0, Duration::from_millis(30)),
+        _ => cacheable("body-bytes").stall_after(0, Duration::from_millis(30)),
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    for i in 0..4 {
+        let path = format!("/late/{i}");
+        let head = c.send("HEAD", &proxy.url(&path), &[], None).await;
+        assert_eq!(head.status, 200);
+        assert!(head.body.is_empty());
+        assert_eq!(head.header("content-length"), Some("10"));
+        assert!(
+            head.cache_status().ends_with("stored"),
+            "{}",
+            head.cache_status()
+        );
+        let get = c.get(&proxy.url(&path)).await;
+        assert!(get.is_fresh_hit(), "{path}: {}", get.cache_status());
+        assert_eq!(get.text(), "body-bytes");
+        assert_eq!(origin.hits(&path), 1, "{path}");
+    }
+    // what cannot be stored is not said to be, and the HEAD still gets its answer
+    let head = c.send("HEAD", &proxy.url("/uncacheable"), &[], None).await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert!(
+        !head.cache_status().contains("stored"),
+        "{}",
+        head.cache_status()
+    );
+    assert_eq!(proxy.metric("lacquer_cache_inserts_total").await, 4.0);
+}
+
 #[tokio::test]
 async fn private_no_store_and_set_cookie_are_never_stored() {
     let origin = Origin::start(|s| match s.path() {
@@ -725,4 +766,26 @@ async fn a_url_that_stops_setting_cookies_is_reported_stored_when_it_is() {
     assert!(third.is_fresh_hit(), "{}", third.cache_status());
     assert_eq!(third.text(), "v1");
     assert_eq!(proxy.metric("lacquer_cache_inserts_total").await, 1.0);
+}
+
+#[tokio::test]
+async fn cdn_cache_control_governs_lacquer_and_is_not_passed_on() {
+    let origin = Origin::start(|_| {
+        Reply::ok("page")
+            .header("Cache-Control", "no-cache")
+            .header("CDN-Cache-Control", "max-age=60")
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    let miss = c.get(&proxy.url("/cdn")).await;
+    assert_eq!(miss.header("cdn-cache-control"), None);
+    assert_eq!(
+        miss.header("cache-control"),
+        Some("no-cache"),
+        "browsers get theirs"
+    );
+    let hit = c.get(&proxy.url("/cdn")).await;
+    assert!(hit.is_fresh_hit(), "{}", hit.cache_status());
+    assert_eq!(hit.header("cdn-cache-control"), None);
 }
