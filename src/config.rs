@@ -518,7 +518,15 @@ mod tests {
         assert!(!c.purge.allow.iter().any(|n| n.contains(other)));
         assert_eq!(
             c.purge.tag_headers,
-            vec!["surrogate-key", "xkey", "cache-tag"]
+            vec![
+                "surrogate-key",
+                "xkey",
+                "cache-tag",
+                "x-cache-tags",
+                "x-magento-tags",
+                "purge-cache-tags",
+                "cache-tags"
+            ]
         );
         assert!(c.purge.token.is_none());
     }

@@ -44,6 +44,9 @@ pub(crate) use ctx::RequestCtx;
 /// `https` through `X-Forwarded-Proto`, believed from `trusted_proxies`).
 const SCHEME: &str = "http";
 
+/// What lacquer announces to the app it understands (tags for purging).
+const SURROGATE_CAPABILITY: &str = "lacquer=\"Surrogate/1.0 tags/1\"";
+
 /// The proxy: the reloadable config and app servers, the cache, the access log.
 #[derive(Clone)]
 pub(crate) struct LacquerProxy {
@@ -192,6 +195,7 @@ impl ProxyHttp for LacquerProxy {
             not_modified: None,
             purge: false,
             rule: None,
+            refresh: false,
         }
     }
 
@@ -219,7 +223,10 @@ impl ProxyHttp for LacquerProxy {
             listener_scheme,
         );
         let config = &ctx.live.config;
-        if session.req_header().method.as_str() != "PURGE" {
+        if !matches!(
+            session.req_header().method.as_str(),
+            "PURGE" | "BAN" | "PURGEKEYS"
+        ) {
             ctx.rule = rules::find(&config.rules, session.req_header());
         }
         let rule = ctx.rule.and_then(|i| config.rules.get(i));
@@ -235,7 +242,18 @@ impl ProxyHttp for LacquerProxy {
                 self.handle_purge(session, &live, ctx.client).await?;
                 return Ok(true);
             }
-            RequestDecision::Cache { strip_cookies } => strip_cookies,
+            RequestDecision::Cache {
+                strip_cookies,
+                refresh,
+            } => {
+                // FOSHttpCache's refresh: fetch anew and replace, for a client allowed to purge
+                ctx.refresh = refresh
+                    && ctx
+                        .live
+                        .purge
+                        .may_refresh(ctx.client.addr, session.req_header());
+                strip_cookies
+            }
         };
         let key = match RequestKey::from_request(
             ctx.client.scheme,
@@ -302,6 +320,20 @@ impl ProxyHttp for LacquerProxy {
         key.extensions
             .insert(FetchStamp(self.cache.storage.stamp()));
         Ok(key)
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        _meta: &CacheMeta,
+        _hit_handler: &mut pingora_cache::storage::HitHandler,
+        _is_fresh: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<pingora_cache::ForcedFreshness>> {
+        // a refresh from a client allowed to purge: fetched anew, and the answer replaces it
+        Ok(ctx
+            .refresh
+            .then_some(pingora_cache::ForcedFreshness::ForceMiss))
     }
 
     fn cache_vary_filter(
@@ -478,6 +510,9 @@ impl ProxyHttp for LacquerProxy {
         // set, never passed through from an untrusted client: nobody may make the app believe
         // a request came over TLS
         upstream_request.insert_header("X-Forwarded-Proto", ctx.client.scheme)?;
+        // Edge Architecture's capability header: WordPress's purge plugin sends its tags
+        // (X-Cache-Tags) only to a cache that announces it understands them
+        upstream_request.insert_header("Surrogate-Capability", SURROGATE_CAPABILITY)?;
         Ok(())
     }
 

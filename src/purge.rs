@@ -16,9 +16,9 @@
 
 mod api;
 mod gate;
+pub mod wire;
 
 use http::Method;
-use pingora_http::RequestHeader;
 use serde::Serialize;
 
 pub use api::{normalize_prefix, PurgeApiRequest, MAX_API_ENTRIES, MAX_PREFIX_LEN};
@@ -26,7 +26,6 @@ pub use gate::{PurgeGate, Refusal};
 
 use crate::cache::key::RequestKey;
 use crate::cache::storage::PurgeScope;
-use crate::cache::tags::{split_tags, valid_tag};
 use crate::cache::CacheRuntime;
 use crate::config::NamePattern;
 use crate::metrics::metrics;
@@ -44,6 +43,13 @@ pub struct PurgeReport {
     pub prefixes: usize,
     /// Objects matched by `all`.
     pub all: usize,
+    /// Bans added (their objects are removed in the background).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub bans: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Where a purge came from, for metrics: an explicit request, or a successful unsafe request.
@@ -95,6 +101,7 @@ pub async fn run(
             PurgeScope::Url(_) | PurgeScope::AnySchemeUrl(_) => "url",
             PurgeScope::Tag(_) => "tag",
             PurgeScope::All => "all",
+            PurgeScope::Ban(_) => "ban",
         };
         let n = storage.purge_scope(scope, soft).await;
         // a purged URL starts afresh: its next answer decides, not its last uncacheable one
@@ -108,6 +115,7 @@ pub async fn run(
         match scope {
             PurgeScope::Url(_) | PurgeScope::AnySchemeUrl(_) => report.urls += n,
             PurgeScope::Tag(_) => report.tags += n,
+            PurgeScope::Ban(_) => report.bans += 1,
             _ => report.all += n,
         }
         let kind = label(kind);
@@ -126,29 +134,29 @@ pub fn count_refused(result: &'static str) {
         .inc();
 }
 
-/// What a `PURGE` request on the proxy listener asks for.
-pub fn proxy_purge_scopes(req: &RequestHeader, key: &RequestKey) -> (Vec<PurgeScope>, bool) {
-    let soft = req
-        .headers
-        .get("soft-purge")
-        .is_some_and(|v| v.as_bytes().trim_ascii() == b"1");
-    let mut tags: Vec<PurgeScope> = Vec::new();
-    for v in req.headers.get_all("xkey-purge") {
-        if let Ok(v) = v.to_str() {
-            // read as the tags of a response are: a tag no stored object can carry (too long,
-            // not visible ASCII) cannot match anything
-            for t in split_tags("xkey-purge", v).filter(|t| valid_tag(t)) {
-                tags.push(PurgeScope::Tag(t.to_string()));
-            }
-        }
+/// Run what a Varnish purge client's request asks for (`wire::parse`): its URL, tag and
+/// "everything" purges, its tag patterns over the index's distinct tags, and its bans.
+pub async fn run_order(cache: &'static CacheRuntime, order: &wire::PurgeOrder) -> PurgeReport {
+    let mut report = run(cache, &order.scopes, order.soft, PurgeSource::Request).await;
+    let m = metrics();
+    for pattern in &order.tag_patterns {
+        // checked when the request was read
+        let Ok(re) = crate::cache::ban::pattern(pattern) else {
+            continue;
+        };
+        let n = cache.storage.purge_tag_pattern(&re, order.soft);
+        report.tags += n;
+        m.purges.with_label_values(&["tag_pattern", "ok"]).inc();
+        m.purged_objects
+            .with_label_values(&["tag_pattern"])
+            .inc_by(n as u64);
     }
-    if !tags.is_empty() {
-        return (tags, soft);
+    for ban in &order.bans {
+        cache.storage.ban(ban.clone(), order.soft);
+        report.bans += 1;
+        m.purges.with_label_values(&["ban", "ok"]).inc();
     }
-    (
-        vec![PurgeScope::AnySchemeUrl(key.both_scheme_hashes())],
-        soft,
-    )
+    report
 }
 
 /// Whether `method` is unsafe in RFC 9110's sense and invalidates on success.
@@ -199,32 +207,5 @@ mod tests {
         );
         assert_eq!(k("//shop.example/a"), Some("http://shop.example/a".into()));
         assert_eq!(k("http://evil.example/"), None);
-    }
-
-    #[test]
-    fn proxy_purges() {
-        let key = RequestKey::from_url("http://h/a", &[]).unwrap();
-        let mut req = RequestHeader::build("PURGE", b"/a", None).unwrap();
-        // the URL as stored for http and for https visitors
-        let https = RequestKey::from_url("https://h/a", &[]).unwrap();
-        assert_eq!(
-            proxy_purge_scopes(&req, &key),
-            (
-                vec![PurgeScope::AnySchemeUrl([
-                    key.primary_hash(),
-                    https.primary_hash()
-                ])],
-                false
-            )
-        );
-        req.insert_header("xkey-purge", "t1 t2").unwrap();
-        req.insert_header("Soft-Purge", "1").unwrap();
-        assert_eq!(
-            proxy_purge_scopes(&req, &key),
-            (
-                vec![PurgeScope::Tag("t1".into()), PurgeScope::Tag("t2".into())],
-                true
-            )
-        );
     }
 }

@@ -153,6 +153,15 @@ impl<T> Index<T> {
         self.tags.get(tag).map(|e| e.to_vec()).unwrap_or_default()
     }
 
+    /// The distinct tags `pred` accepts.
+    pub(crate) fn tags_matching(&self, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        self.tags
+            .iter()
+            .filter(|e| pred(e.key()))
+            .map(|e| e.key().to_string())
+            .collect()
+    }
+
     /// Number of distinct tags indexed.
     pub(crate) fn tag_count(&self) -> usize {
         self.tags.len()

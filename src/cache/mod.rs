@@ -2,6 +2,7 @@
 //! process-wide pieces pingora-cache wants as `&'static` (storage, cache lock, hit-for-miss
 //! predictor), bundled in [`CacheRuntime`]. The stored header is built in `stored_header.rs`.
 
+pub mod ban;
 pub(crate) mod directives;
 pub mod freshness;
 pub(crate) mod index;

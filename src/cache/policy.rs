@@ -59,10 +59,14 @@ pub(crate) enum RequestDecision {
     Cache {
         /// Remove the `Cookie` header.
         strip_cookies: bool,
+        /// The request says `Cache-Control: no-cache` (or `Pragma: no-cache`): from a client
+        /// allowed to purge it fetches anew and replaces the stored copy (FOSHttpCache's
+        /// refresh); from anyone else it changes nothing.
+        refresh: bool,
     },
     /// Go straight to the origin; never store the response.
     Bypass(BypassReason),
-    /// An invalidation (`PURGE`): answered by lacquer, never forwarded.
+    /// An invalidation (`PURGE`, `BAN`, `PURGEKEYS`): answered by lacquer, never forwarded.
     Purge,
 }
 
@@ -73,7 +77,7 @@ pub(crate) fn request_decision(
     bypass: &BypassConfig,
     rule: Option<&Rule>,
 ) -> RequestDecision {
-    if req.method.as_str() == "PURGE" {
+    if matches!(req.method.as_str(), "PURGE" | "BAN" | "PURGEKEYS") {
         return RequestDecision::Purge;
     }
     if req.method != Method::GET && req.method != Method::HEAD {
@@ -83,7 +87,7 @@ pub(crate) fn request_decision(
         return RequestDecision::Bypass(BypassReason::RulePass);
     }
     // one pass over the request's own few fields instead of a lookup per name (the hit path)
-    let (mut authorization, mut upgrade, mut body) = (false, false, false);
+    let (mut authorization, mut upgrade, mut body, mut refresh) = (false, false, false, false);
     for (name, value) in req.headers.iter() {
         if *name == http::header::AUTHORIZATION {
             authorization = true;
@@ -93,6 +97,8 @@ pub(crate) fn request_decision(
             body = true;
         } else if *name == http::header::CONTENT_LENGTH {
             body |= announces_body(value.as_bytes());
+        } else if *name == http::header::CACHE_CONTROL || *name == http::header::PRAGMA {
+            refresh |= asks_no_cache(value.as_bytes());
         }
     }
     if authorization {
@@ -108,11 +114,13 @@ pub(crate) fn request_decision(
     if cookies.iter().next().is_none() {
         return RequestDecision::Cache {
             strip_cookies: false,
+            refresh,
         };
     }
     if rule.is_some_and(|r| r.ignore_cookies) {
         return RequestDecision::Cache {
             strip_cookies: true,
+            refresh,
         };
     }
     let any_bypasses = bypass.session_cookies.is_empty();
@@ -143,7 +151,15 @@ pub(crate) fn request_decision(
     }
     RequestDecision::Cache {
         strip_cookies: true,
+        refresh,
     }
+}
+
+/// Whether a `Cache-Control` or `Pragma` value holds `no-cache`.
+fn asks_no_cache(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|d| d.trim_ascii().eq_ignore_ascii_case(b"no-cache"))
 }
 
 /// Whether a `Content-Length` value announces a body (RFC 9112 section 6.3; any
@@ -210,6 +226,7 @@ mod tests {
                 &any,
                 Cache {
                     strip_cookies: false,
+                    refresh: false,
                 },
             ),
             (
@@ -218,6 +235,7 @@ mod tests {
                 &any,
                 Cache {
                     strip_cookies: false,
+                    refresh: false,
                 },
             ),
             ("POST", vec![], &any, Bypass(Method)),
@@ -235,6 +253,7 @@ mod tests {
                 &named,
                 Cache {
                     strip_cookies: true,
+                    refresh: false,
                 },
             ),
             (
@@ -261,6 +280,7 @@ mod tests {
                 &any,
                 Cache {
                     strip_cookies: true,
+                    refresh: false,
                 },
             ),
             ("GET", vec![("Cookie", "=x")], &any, Bypass(Cookie)),
@@ -279,6 +299,7 @@ mod tests {
                 &any,
                 Cache {
                     strip_cookies: false,
+                    refresh: false,
                 },
             ),
             ("PURGE", vec![("Cookie", "sessionid=1")], &named, Purge),
@@ -288,6 +309,7 @@ mod tests {
                 &analytics_only,
                 Cache {
                     strip_cookies: true,
+                    refresh: false,
                 },
             ),
             (
@@ -333,7 +355,8 @@ mod tests {
         assert_eq!(
             request_decision(&req("GET", &cookie), &any, Some(&rules[1])),
             RequestDecision::Cache {
-                strip_cookies: true
+                strip_cookies: true,
+                refresh: false,
             }
         );
         assert_eq!(

@@ -10,7 +10,11 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use super::ban::Ban;
 use super::key::UrlHash;
+use super::meta_codec::StoredMeta;
 
 /// What a purge targets, and what its record in the log matches: the one description of a
 /// purge, from the request through the storage to the log.
@@ -28,6 +32,8 @@ pub enum PurgeScope {
     Prefix(String),
     /// Everything.
     All,
+    /// Every object a ban's conditions match (`cache/ban.rs`).
+    Ban(Arc<Ban>),
 }
 
 /// The facts of an object a matcher looks at.
@@ -38,6 +44,8 @@ pub(crate) struct ObjectFacts<'a> {
     pub(crate) url: &'a str,
     /// Tags.
     pub(crate) tags: &'a [Box<str>],
+    /// Metadata and response header (decoded only for a ban on header fields).
+    pub(crate) meta: &'a StoredMeta,
 }
 
 impl PurgeScope {
@@ -49,6 +57,9 @@ impl PurgeScope {
             PurgeScope::Tag(t) => o.tags.iter().any(|x| **x == **t),
             PurgeScope::Prefix(p) => o.url.starts_with(p.as_str()),
             PurgeScope::All => true,
+            PurgeScope::Ban(b) => b.matches(o.url, o.tags, || {
+                o.meta.to_meta().ok().map(|m| m.response_header_copy())
+            }),
         }
     }
 }
@@ -76,6 +87,7 @@ impl Record {
     fn bytes(&self) -> usize {
         let text = match &self.matcher {
             PurgeScope::Tag(t) | PurgeScope::Prefix(t) => t.len(),
+            PurgeScope::Ban(b) => b.text_bytes(),
             PurgeScope::Url(_) | PurgeScope::AnySchemeUrl(_) | PurgeScope::All => 0,
         };
         std::mem::size_of::<Record>() + text
@@ -184,10 +196,18 @@ mod tests {
     use super::*;
 
     fn facts<'a>(url: &'a str, tags: &'a [Box<str>]) -> ObjectFacts<'a> {
+        // a header-less meta: the tests here never ban on header fields
+        static META: std::sync::OnceLock<StoredMeta> = std::sync::OnceLock::new();
+        let meta = META.get_or_init(|| {
+            let header = pingora_http::ResponseHeader::build(200, None).unwrap();
+            let now = std::time::SystemTime::now();
+            StoredMeta::from_meta(&pingora_cache::CacheMeta::new(now, now, 0, 0, header))
+        });
         ObjectFacts {
             primary: UrlHash(7),
             url,
             tags,
+            meta,
         }
     }
 

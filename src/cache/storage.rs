@@ -27,6 +27,7 @@
 //! Not here: what may be stored (`freshness.rs`), who may purge (`purge.rs`), or the HTTP state
 //! machine (pingora-cache).
 
+mod bans;
 mod fill;
 mod hit;
 mod object;
@@ -96,6 +97,8 @@ pub struct MemoryStorage {
     filling: AtomicU64,
     seq: AtomicU64,
     reaper: OnceLock<mpsc::Sender<(VariantHash, Arc<StoredObject>)>>,
+    /// Bans not yet swept, checked at lookup.
+    bans: bans::Bans,
     /// Tests only: run between a fill's two purge-log verdicts (see `Fill::finish`).
     #[cfg(test)]
     between_verdicts: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
@@ -131,6 +134,7 @@ impl MemoryStorage {
             settings,
             seq: AtomicU64::new(1),
             reaper: OnceLock::new(),
+            bans: bans::Bans::default(),
             #[cfg(test)]
             between_verdicts: std::sync::Mutex::new(None),
         }
@@ -258,9 +262,14 @@ impl Storage for MemoryStorage {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let Some(object) = self.objects.get(&VariantHash::of(key)).await else {
+        let hash = VariantHash::of(key);
+        let Some(object) = self.objects.get(&hash).await else {
             return Ok(None);
         };
+        if self.bans.any() {
+            // a ban not yet swept covers what was stored before it
+            self.banned_at_lookup(hash, &object);
+        }
         if object.is_dead() {
             return Ok(None);
         }

@@ -488,7 +488,20 @@ fn default_purge_allow() -> Vec<String> {
 }
 /// The response headers that carry tags unless the file says otherwise.
 pub fn default_tag_headers() -> Vec<String> {
-    vec!["Surrogate-Key".into(), "xkey".into(), "Cache-Tag".into()]
+    // every app's own: Varnish xkey and Fastly, Cloudflare, WordPress and FOSHttpCache,
+    // Magento, Drupal (both of its names)
+    [
+        "Surrogate-Key",
+        "xkey",
+        "Cache-Tag",
+        "X-Cache-Tags",
+        "X-Magento-Tags",
+        "Purge-Cache-Tags",
+        "Cache-Tags",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 fn default_true() -> bool {
     true

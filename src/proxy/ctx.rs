@@ -56,6 +56,8 @@ pub(crate) struct RequestCtx {
     pub(crate) purge: bool,
     /// The index of the rule that applies (`rules:`), if any.
     pub(crate) rule: Option<usize>,
+    /// Fetch anew and replace the stored copy (a refresh from a client allowed to purge).
+    pub(crate) refresh: bool,
 }
 
 impl RequestCtx {

@@ -14,7 +14,8 @@ use crate::live::Live;
 use crate::purge::{self, PurgeSource};
 
 impl LacquerProxy {
-    /// Answer a `PURGE` request (see `purge.rs`); it never reaches the app.
+    /// Answer a `PURGE`, `BAN` or `PURGEKEYS` request in any Varnish purge client's form
+    /// (see `purge/wire.rs`); it never reaches the app.
     pub(super) async fn handle_purge(
         &self,
         session: &mut Session,
@@ -37,12 +38,21 @@ impl LacquerProxy {
                 return respond_json(session, 400, body).await;
             }
         };
-        let (scopes, soft) = purge::proxy_purge_scopes(session.req_header(), &key);
-        let report = purge::run(self.cache, &scopes, soft, PurgeSource::Request).await;
-        let n = report.urls + report.tags;
+        let order = match purge::wire::parse(session.req_header(), &key) {
+            Ok(o) => o,
+            Err(e) => {
+                // Magento and FOSHttpCache expect a 400 for a request that names nothing
+                purge::count_refused("invalid");
+                let body = serde_json::json!({ "error": e }).to_string();
+                return respond_json(session, 400, body).await;
+            }
+        };
+        let report = purge::run_order(self.cache, &order).await;
+        let n = report.urls + report.tags + report.all;
         // 200 even when nothing was stored: the URL is not in the cache, which is what the
         // client asked for (Varnish answers 200 too; purge clients count a 404 as a failure)
-        let body = serde_json::json!({ "purged": n, "soft": soft }).to_string();
+        let body =
+            serde_json::json!({ "purged": n, "soft": order.soft, "bans": report.bans }).to_string();
         respond_json(session, 200, body).await
     }
 

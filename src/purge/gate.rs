@@ -117,6 +117,18 @@ impl PurgeGate {
         self.take_rate()
     }
 
+    /// Whether a request's `Cache-Control: no-cache` may refresh the stored copy: the same
+    /// rights and budget as a purge on the proxy listener, but a refusal is no event (every
+    /// browser's reload sends `no-cache`), so it is not counted.
+    pub fn may_refresh(&self, client: Option<IpAddr>, req: &RequestHeader) -> bool {
+        let allowed = match self.proxy_listener {
+            ProxyListenerPurge::Allow => self.auth.allows_request(client, req),
+            ProxyListenerPurge::Token => self.auth.allows_request(None, req),
+            ProxyListenerPurge::Off => false,
+        };
+        allowed && self.take_rate().is_ok()
+    }
+
     /// Whether a purge request may go ahead (see the type's documentation).
     pub fn admit(&self, client: Option<IpAddr>, req: &RequestHeader) -> Result<(), Refusal> {
         if !self.auth.allows_request(client, req) {

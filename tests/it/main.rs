@@ -15,6 +15,7 @@ mod memory;
 mod observability;
 mod proxying;
 mod purge;
+mod purge_clients;
 mod rules;
 mod security;
 mod smuggling;

@@ -61,6 +61,7 @@ impl Fill {
             primary: self.primary,
             url: &self.url,
             tags: &self.tags,
+            meta: &self.meta,
         }
     }
 }

@@ -65,6 +65,7 @@ impl StoredObject {
             primary: self.primary,
             url: &self.url,
             tags: &self.tags,
+            meta: &self.meta,
         }
     }
 

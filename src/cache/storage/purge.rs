@@ -55,6 +55,11 @@ impl MemoryStorage {
         if let PurgeScope::Prefix(p) = scope {
             return self.purge_prefixes(std::slice::from_ref(p), soft);
         }
+        if let PurgeScope::Ban(b) = scope {
+            // swept in the background: its objects are not counted here
+            self.ban((**b).clone(), soft);
+            return 0;
+        }
         let seq = self.stamp();
         // record first: a fill that stores after this line sees the record, one that stored
         // before it is found below
@@ -67,7 +72,7 @@ impl MemoryStorage {
                 both
             }
             PurgeScope::Tag(t) => self.index.tagged(t),
-            PurgeScope::Prefix(_) | PurgeScope::All => self
+            PurgeScope::Prefix(_) | PurgeScope::All | PurgeScope::Ban(_) => self
                 .objects
                 .iter()
                 .filter(|(_, o)| scope.matches(&o.facts()))
@@ -101,7 +106,7 @@ impl MemoryStorage {
 
     /// Mark `targets` stale (`soft`) or dead and hand the dead to the reaper; objects filled
     /// after the purge that took `seq` are the new content and kept.
-    fn apply_purge(
+    pub(super) fn apply_purge(
         &'static self,
         targets: Vec<(VariantHash, Arc<StoredObject>)>,
         seq: u64,
