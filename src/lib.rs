@@ -6,8 +6,9 @@
 //!   `config/validate.rs` one function per section, `config/values.rs` networks and globs,
 //!   `config/units.rs` sizes and durations); imports nothing of the runtime
 //! - `metrics`: the Prometheus metrics; `rate_limit`: token buckets
-//! - `cache`: key, policy, freshness, directives, vary, range, status, meta codec, tags,
-//!   indexes, purge log and the moka-backed `pingora_cache::Storage` (`cache::storage`)
+//! - `cache`: key, policy, freshness, directives, HTTP dates, conditional requests, vary,
+//!   range, status, meta codec, tags, indexes, purge log and the moka-backed
+//!   `pingora_cache::Storage` (`cache::storage`)
 //! - `request`: what lacquer changes in a request before the cache and the app see it
 //! - `purge`: running purges, `PURGE` on the proxy listener, unsafe-method invalidation;
 //!   `purge/gate.rs` who may purge and how often, `purge/api.rs` the admin API body (the

@@ -27,7 +27,7 @@ use crate::cache::policy::{self, BypassReason, RequestDecision};
 use crate::cache::status::{CacheStatus, Outcome};
 use crate::cache::storage::FetchStamp;
 use crate::cache::stored_header::{build_meta, merge_not_modified};
-use crate::cache::{range, vary, CacheRuntime};
+use crate::cache::{conditional, range, vary, CacheRuntime};
 use crate::config::Config;
 use crate::edge::{self, Client};
 use crate::guard;
@@ -523,6 +523,21 @@ impl ProxyHttp for LacquerProxy {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// A client's `If-None-Match` / `If-Modified-Since` against a stored response, with dates
+    /// read as a cache must (see `cache/conditional.rs`).
+    fn cache_not_modified_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        Ok(conditional::not_modified(
+            session.req_header(),
+            resp,
+            SystemTime::now(),
+        ))
     }
 
     fn range_header_filter(

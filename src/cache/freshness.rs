@@ -8,12 +8,15 @@
 //!   stale (RFC 9111 section 4.2.1); `no-cache` stores but always revalidates. Heuristic freshness
 //!   only when `cache.default_ttl` is set, and only for heuristically cacheable statuses.
 //! - The origin's `Age` counts against the lifetime (section 4.2.3).
+//! - `Expires` and `Date` are read in all three HTTP-date forms, case-insensitively
+//!   (`http_date.rs`).
 //!
 //! Not here: request-side bypass (`policy.rs`) and building pingora's `CacheMeta` (`mod.rs`).
 
 use std::time::{Duration, SystemTime};
 
 use super::directives::{parse_delta_seconds, Directives};
+use super::http_date;
 use pingora_http::ResponseHeader;
 
 /// Why a response is not stored. Reaches `Cache-Status` (`detail=`) and metric labels.
@@ -200,7 +203,7 @@ fn explicit_lifetime(
     if expires.next().is_some() {
         return Some(Duration::ZERO);
     }
-    let Some(expires_at) = http_date(first.as_bytes()) else {
+    let Some(expires_at) = http_date::parse(first.as_bytes(), now) else {
         // RFC 9111 section 5.3: an invalid Expires means "already expired"
         return Some(Duration::ZERO);
     };
@@ -209,7 +212,7 @@ fn explicit_lifetime(
     let date = resp
         .headers
         .get(http::header::DATE)
-        .and_then(|d| http_date(d.as_bytes()))
+        .and_then(|d| http_date::parse(d.as_bytes(), now))
         .unwrap_or(now);
     Some(expires_at.duration_since(date).unwrap_or(Duration::ZERO))
 }
@@ -277,11 +280,6 @@ pub fn age_header(resp: &ResponseHeader) -> Duration {
 fn content_length(resp: &ResponseHeader) -> Option<u64> {
     let v = resp.headers.get(http::header::CONTENT_LENGTH)?;
     std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok()
-}
-
-fn http_date(bytes: &[u8]) -> Option<SystemTime> {
-    let s = std::str::from_utf8(bytes).ok()?;
-    httpdate::parse_http_date(s.trim()).ok()
 }
 
 /// Remove the header fields named by `private="..."` and `no-cache="..."` from a response about

@@ -2,8 +2,10 @@
 //! process-wide pieces pingora-cache wants as `&'static` (storage, cache lock, hit-for-miss
 //! predictor), bundled in [`CacheRuntime`]. The stored header is built in `stored_header.rs`.
 
+pub(crate) mod conditional;
 pub(crate) mod directives;
 pub mod freshness;
+pub(crate) mod http_date;
 pub(crate) mod index;
 pub mod key;
 pub(crate) mod meta_codec;

@@ -15,6 +15,7 @@ mod memory;
 mod observability;
 mod proxying;
 mod purge;
+mod rfc;
 mod security;
 mod smuggling;
 mod stale;

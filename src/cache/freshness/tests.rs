@@ -300,3 +300,34 @@ fn age_takes_the_first_member_and_overflows_to_2_pow_31() {
     assert_eq!(age("junk"), 0);
     assert_eq!(age("-5"), 0);
 }
+
+/// RFC 9110 section 5.6.7 and RFC 9111 section 4.2: `Expires` and `Date` in any of the three
+/// HTTP-date forms, in any case; a zone other than GMT is an invalid `Expires` (stale).
+#[test]
+fn expires_and_date_in_every_http_date_form() {
+    let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+    for (expires, date, want) in [
+        ("Sun, 06 Nov 1994 08:50:37 GMT", date, 60),
+        ("Sunday, 06-Nov-94 08:50:37 GMT", date, 60),
+        ("Sun Nov  6 08:50:37 1994", date, 60),
+        ("SUN, 06 NOV 1994 08:50:37 gmt", date, 60),
+        (
+            "Sun, 06 Nov 1994 08:50:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            60,
+        ),
+        (
+            "Sun, 06 Nov 1994 08:50:37 GMT",
+            "sun nov  6 08:49:37 1994",
+            60,
+        ),
+        ("Sun, 06 Nov 1994 08:50:37 UTC", date, 0),
+        ("Sun, 06  Nov 1994 08:50:37 GMT", date, 0),
+    ] {
+        assert_eq!(
+            lifetime(200, &[("Expires", expires), ("Date", date)]),
+            Ok(want),
+            "Expires {expires:?}, Date {date:?}"
+        );
+    }
+}
