@@ -16,8 +16,9 @@
 //! - `upstream`: the app servers: round robin with weights, health checks, peers and timeouts
 //! - `live`: the reloadable generation (config, app servers, purge gate) requests snapshot
 //! - `access_log`: one line per client request
-//! - `guard`: the connection guard (`guard/scan.rs` the pure header watch, `guard/stream.rs`
-//!   the guarded stream): client limits, write coalescing, fills that outlive their client;
+//! - `guard`: the connection guard (`guard/scan.rs` the pure header watch, `guard/date.rs`
+//!   the `Date` in a response head, `guard/stream.rs` the guarded stream): client limits,
+//!   write coalescing, the response's own `Date`, fills that outlive their client;
 //! - `edge`: who the client is and over which scheme (`trusted_proxies`); `edge/proxy_protocol.rs`
 //!   the PROXY protocol; `edge/tls.rs` TLS listener settings (SNI, ALPN)
 //! - `proxy`: the one `ProxyHttp` impl, thin, delegating to the modules above

@@ -471,6 +471,11 @@ impl ProxyHttp for LacquerProxy {
         }
         upstream_response.insert_header("Cache-Status", outcome.header_value())?;
         ctx.status = Some(outcome.status);
+        // a stored response goes out with the Date it was stored with, a relayed one with the
+        // app's: pingora's HTTP/1 writer would put its clock there (RFC 9110 section 6.6.1)
+        if let Some(date) = upstream_response.headers.get(http::header::DATE) {
+            guard::keep_date(session.as_downstream_mut(), date);
+        }
         // (a hit never went to the app, so it has nothing to undo)
         if ctx.upstream_status.is_some() && !outcome.stored {
             guard::fill_only_for_client(session.as_downstream_mut());

@@ -55,7 +55,7 @@ pub(crate) fn merge_not_modified(
 ///
 /// The stored header loses `Age` (pingora recomputes it on every hit from the meta's epoch,
 /// which is set back by the origin's Age), hop-by-hop fields, and the fields named by
-/// `private="..."`/`no-cache="..."`.
+/// `private="..."`/`no-cache="..."`; it gains a `Date` (the time received) if it has none.
 pub(crate) fn build_meta(resp: &ResponseHeader, f: &Freshness, now: SystemTime) -> CacheMeta {
     let mut header = resp.clone();
     freshness::strip_qualified_fields(&mut header);
@@ -75,6 +75,11 @@ pub(crate) fn build_meta(resp: &ResponseHeader, f: &Freshness, now: SystemTime) 
         header.remove_header(&name);
     }
     header.remove_header(&http::header::AGE);
+    // RFC 9110 section 6.6.1: a cache adds the Date a response lacks, so that its hits say
+    // when it was received (and Age counts from there)
+    if !header.headers.contains_key(http::header::DATE) {
+        let _ = header.insert_header(http::header::DATE, httpdate::fmt_http_date(now));
+    }
 
     let epoch = now.checked_sub(f.initial_age).unwrap_or(now);
     let fresh_until = if f.fresh_on_arrival() {
@@ -122,6 +127,18 @@ mod tests {
         assert!(meta.headers().get("connection").is_none());
         assert!(meta.headers().get("x-hop").is_none());
         assert!(meta.headers().get("x-kept").is_some());
+        assert_eq!(
+            meta.headers().get("date").unwrap(),
+            &httpdate::fmt_http_date(now),
+            "a response without Date is stored with the time it was received"
+        );
+        resp.append_header("Date", "Sun, 06 Nov 1994 08:49:37 GMT")
+            .unwrap();
+        let meta = build_meta(&resp, &f, now);
+        assert_eq!(
+            meta.headers().get("date").unwrap(),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
     }
 
     #[test]

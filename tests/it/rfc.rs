@@ -1,8 +1,8 @@
 //! Conformance points found by the HTTP caching test suite (cache-tests.fyi), each checked
 //! through the real binary: HTTP-dates in every form (RFC 9110 section 5.6.7, RFC 9111
-//! section 4.2).
+//! section 4.2) and the stored `Date` on hits (RFC 9110 section 6.6.1).
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::support::{Client, Origin, Proxy, Reply};
 
@@ -116,4 +116,62 @@ async fn if_modified_since_matches_a_last_modified_in_an_obsolete_form() {
     assert_eq!(modified.status, 200);
     assert_eq!(modified.text(), "page");
     assert_eq!(origin.hits("/lm"), 1);
+}
+
+/// A cache must not replace `Date` (the suite's `other-date-update`): a hit carries the `Date`
+/// it was stored with, and `Age` counts the time since it was stored; a relayed response
+/// carries the app's `Date`. A response without one is stored with the time it came in.
+#[tokio::test]
+async fn responses_keep_their_date_on_a_miss_and_on_a_hit() {
+    let date = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(10));
+    let sent = date.clone();
+    let origin = Origin::start(move |s| {
+        let r = Reply::ok("dated").header("Cache-Control", "max-age=3600");
+        match s.path() {
+            "/undated" => r,
+            "/uncached" => Reply::ok("u").header("Date", &sent),
+            _ => r.header("Date", &sent),
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+
+    let miss = c.get(&proxy.url("/dated")).await;
+    assert_eq!(
+        miss.header("date"),
+        Some(date.as_str()),
+        "the app's Date, relayed"
+    );
+    let relayed = c.get(&proxy.url("/uncached")).await;
+    assert!(relayed.fetched());
+    assert_eq!(relayed.header("date"), Some(date.as_str()));
+
+    let before = SystemTime::now() - Duration::from_secs(1);
+    let undated = c.get(&proxy.url("/undated")).await;
+    assert!(
+        undated.header("date").is_some(),
+        "a Date is added to a response without one"
+    );
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let hit = c.get(&proxy.url("/dated")).await;
+    assert!(hit.is_fresh_hit(), "{}", hit.cache_status());
+    assert_eq!(hit.header("date"), Some(date.as_str()), "the stored Date");
+    let age: u64 = hit.header("age").unwrap_or("").parse().unwrap_or(0);
+    assert!(age >= 2, "Age counts the time since it was stored: {age}");
+
+    let undated_hit = c.get(&proxy.url("/undated")).await;
+    assert!(undated_hit.is_fresh_hit());
+    let stored = undated_hit
+        .header("date")
+        .and_then(|d| httpdate::parse_http_date(d).ok())
+        .expect("a Date");
+    assert!(
+        stored >= before && stored + Duration::from_secs(2) <= SystemTime::now(),
+        "the time it was received, stored: {:?}",
+        undated_hit.header("date")
+    );
+    assert_eq!(origin.hits("/dated"), 1);
+    assert_eq!(origin.hits("/undated"), 1);
 }
