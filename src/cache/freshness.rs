@@ -1,7 +1,8 @@
 //! Whether a response may be stored, and for how long: RFC 9111 for a shared cache, as pure
 //! functions over the response header.
 //!
-//! - `CDN-Cache-Control` (RFC 9213) replaces `Cache-Control` and `Expires` when present.
+//! - `CDN-Cache-Control` (RFC 9213) replaces `Cache-Control` and `Expires` when present and a
+//!   valid Structured Field (see `directives.rs`); an invalid one is ignored as a whole.
 //! - `no-store`, `private`, `Set-Cookie` and `Vary: *` are never stored, nor error statuses
 //!   other than 404 and 410 (a client can provoke them: cache-poisoned denial of service).
 //! - Lifetime: `s-maxage`, then `max-age`, then `Expires - Date`; an invalid value means already
@@ -109,11 +110,11 @@ fn heuristically_cacheable(status: u16) -> bool {
     )
 }
 
-/// The directives that govern this cache: `CDN-Cache-Control` when present (RFC 9213),
-/// otherwise `Cache-Control`, every occurrence kept (see `directives.rs`). The flag says
-/// whether the targeted field was used.
+/// The directives that govern this cache: `CDN-Cache-Control` when present and valid (RFC
+/// 9213), otherwise `Cache-Control`, every occurrence kept (see `directives.rs`). The flag
+/// says whether the targeted field was used.
 fn governing(resp: &ResponseHeader) -> (Option<Directives>, bool) {
-    match Directives::of(resp, "cdn-cache-control") {
+    match Directives::targeted(resp, "cdn-cache-control") {
         Some(d) => (Some(d), true),
         None => (Directives::of(resp, "cache-control"), false),
     }

@@ -1,6 +1,7 @@
 //! Conformance points found by the HTTP caching test suite (cache-tests.fyi), each checked
 //! through the real binary: HTTP-dates in every form (RFC 9110 section 5.6.7, RFC 9111
-//! section 4.2) and the stored `Date` on hits (RFC 9110 section 6.6.1).
+//! section 4.2), the stored `Date` on hits (RFC 9110 section 6.6.1), and an invalid
+//! `CDN-Cache-Control` (RFC 9213 section 2.1).
 
 use std::time::{Duration, SystemTime};
 
@@ -174,4 +175,50 @@ async fn responses_keep_their_date_on_a_miss_and_on_a_hit() {
     );
     assert_eq!(origin.hits("/dated"), 1);
     assert_eq!(origin.hits("/undated"), 1);
+}
+
+/// RFC 9213 section 2.1: a `CDN-Cache-Control` that is not a valid Structured Field
+/// Dictionary, or gives `max-age` a value of the wrong type, is ignored as a whole, and
+/// `Cache-Control` decides (the suite's `cdn-cc-invalid-sh-type-unknown` and
+/// `cdn-cc-invalid-sh-type-wrong`).
+#[tokio::test]
+async fn an_invalid_cdn_cache_control_is_ignored_and_cache_control_applies() {
+    let origin = Origin::start(|s| {
+        let (cdn, cc) = match s.path() {
+            "/syntax" => ("max-age=10000, &&&&&", "no-store"),
+            "/string" => ("max-age=\"10000\"", "no-store"),
+            "/decimal" => ("max-age=1.5", "max-age=60"),
+            "/string-cc-fresh" => ("max-age=\"0\"", "max-age=60"),
+            _ => ("max-age=60", "no-store"),
+        };
+        Reply::ok(s.path().to_string())
+            .header("CDN-Cache-Control", cdn)
+            .header("Cache-Control", cc)
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    for (path, stored) in [
+        ("/syntax", false),
+        ("/string", false),
+        ("/decimal", true),
+        ("/string-cc-fresh", true),
+        ("/valid", true),
+    ] {
+        let first = c.get(&proxy.url(path)).await;
+        let second = c.get(&proxy.url(path)).await;
+        assert_eq!(second.text(), path);
+        if stored {
+            assert!(second.is_fresh_hit(), "{path}: {}", second.cache_status());
+            assert_eq!(origin.hits(path), 1, "{path}");
+        } else {
+            assert!(
+                first.cache_status().contains("detail=no-store"),
+                "{path}: {}",
+                first.cache_status()
+            );
+            assert!(second.fetched(), "{path}: {}", second.cache_status());
+            assert_eq!(origin.hits(path), 2, "{path}");
+        }
+    }
 }
