@@ -1,7 +1,8 @@
 //! Conformance points found by the HTTP caching test suite (cache-tests.fyi), each checked
 //! through the real binary: HTTP-dates in every form (RFC 9110 section 5.6.7, RFC 9111
-//! section 4.2), the stored `Date` on hits (RFC 9110 section 6.6.1), and an invalid
-//! `CDN-Cache-Control` (RFC 9213 section 2.1).
+//! section 4.2), the stored `Date` on hits (RFC 9110 section 6.6.1), an invalid
+//! `CDN-Cache-Control` (RFC 9213 section 2.1), and invalidation by any unsafe method (RFC 9111
+//! section 4.4).
 
 use std::time::{Duration, SystemTime};
 
@@ -219,6 +220,69 @@ async fn an_invalid_cdn_cache_control_is_ignored_and_cache_control_applies() {
             );
             assert!(second.fetched(), "{path}: {}", second.cache_status());
             assert_eq!(origin.hits(path), 2, "{path}");
+        }
+    }
+}
+
+/// RFC 9111 section 4.4: every method that is not safe invalidates its URL when it succeeds,
+/// an extension method such as `M-SEARCH` (the suite's `invalidate-M-SEARCH`) too. It is
+/// relayed to the app as it is. A safe method (`OPTIONS`) and a failed one invalidate nothing.
+#[tokio::test]
+async fn a_successful_unknown_method_invalidates_like_post() {
+    let origin = Origin::start(|s| match (s.method.as_str(), s.path()) {
+        ("GET", _) => {
+            Reply::ok(format!("{} {}", s.method, s.path())).header("Cache-Control", "max-age=3600")
+        }
+        (_, "/failed") => Reply::ok("no").status(500),
+        _ => Reply::ok(format!("{} done", s.method)),
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let c = Client::new();
+    let paths = ["/m-search", "/foo", "/options", "/failed"];
+    for p in paths {
+        c.get(&proxy.url(p)).await;
+        assert!(c.get(&proxy.url(p)).await.is_fresh_hit(), "{p}");
+    }
+    for (method, path, status) in [
+        ("M-SEARCH", "/m-search", 200),
+        ("FOO", "/foo", 200),
+        ("OPTIONS", "/options", 200),
+        ("M-SEARCH", "/failed", 500),
+    ] {
+        let r = c
+            .send(method, &proxy.url(path), &[], Some(b"abc".to_vec()))
+            .await;
+        assert_eq!(r.status, status, "{method} {path}");
+        assert!(r.fetched(), "{method} {path}: {}", r.cache_status());
+        if status == 200 {
+            assert_eq!(r.text(), format!("{method} done"));
+        }
+        let seen = origin.last(path).expect("relayed");
+        assert_eq!((seen.method.as_str(), seen.body_len), (method, 3));
+    }
+    for (path, invalidated) in [
+        ("/m-search", true),
+        ("/foo", true),
+        ("/options", false),
+        ("/failed", false),
+    ] {
+        let r = c.get(&proxy.url(path)).await;
+        let gets = origin
+            .seen()
+            .iter()
+            .filter(|s| s.method == "GET" && s.path() == path)
+            .count();
+        if invalidated {
+            assert!(
+                r.fetched(),
+                "{path} was not invalidated: {}",
+                r.cache_status()
+            );
+            assert_eq!(gets, 2, "{path}");
+        } else {
+            assert!(r.is_fresh_hit(), "{path}: {}", r.cache_status());
+            assert_eq!(gets, 1, "{path}");
         }
     }
 }
