@@ -27,7 +27,7 @@ use crate::cache::policy::{self, BypassReason, RequestDecision};
 use crate::cache::status::{CacheStatus, Outcome};
 use crate::cache::storage::FetchStamp;
 use crate::cache::stored_header::{build_meta, merge_not_modified};
-use crate::cache::{conditional, range, vary, CacheRuntime};
+use crate::cache::{conditional, http_date, range, vary, CacheRuntime};
 use crate::config::Config;
 use crate::edge::{self, Client};
 use crate::guard;
@@ -471,11 +471,6 @@ impl ProxyHttp for LacquerProxy {
         }
         upstream_response.insert_header("Cache-Status", outcome.header_value())?;
         ctx.status = Some(outcome.status);
-        // a stored response goes out with the Date it was stored with, a relayed one with the
-        // app's: pingora's HTTP/1 writer would put its clock there (RFC 9110 section 6.6.1)
-        if let Some(date) = upstream_response.headers.get(http::header::DATE) {
-            guard::keep_date(session.as_downstream_mut(), date);
-        }
         // (a hit never went to the app, so it has nothing to undo)
         if ctx.upstream_status.is_some() && !outcome.stored {
             guard::fill_only_for_client(session.as_downstream_mut());
@@ -502,6 +497,17 @@ impl ProxyHttp for LacquerProxy {
             let live = ctx.live.clone();
             self.invalidate_after_unsafe(session, upstream_response, &live, ctx.client)
                 .await;
+        }
+        // a stored response goes out with the Date it was stored with, a relayed one with the
+        // app's: pingora's HTTP/1 writer would put its clock there (RFC 9110 section 6.6.1).
+        // Its clock stays for a Date that is no HTTP-date (as for a response without one).
+        // Last, so that nothing fails between this and the writing of the header.
+        if let Some(date) = upstream_response
+            .headers
+            .get(http::header::DATE)
+            .filter(|d| http_date::parse(d.as_bytes(), SystemTime::now()).is_some())
+        {
+            guard::keep_date(session.as_downstream_mut(), date);
         }
         Ok(())
     }
