@@ -17,11 +17,16 @@
 //! request (after the previous body was drained). Bodies (uploads) are never timed here:
 //! pingora's per-read timeout covers them.
 //!
-//! Parts: `guard/scan.rs` (the pure header watch), `guard/stream.rs` (the guarded stream);
+//! The same stream puts a response's own `Date` back in the head pingora wrote, where pingora
+//! sets its clock (`guard/date.rs`).
+//!
+//! Parts: `guard/scan.rs` (the pure header watch), `guard/date.rs` (the `Date` in a response
+//! head), `guard/stream.rs` (the guarded stream);
 //! here the pingora app wrappers that put every accepted connection behind one, and the
 //! connection cap. Not here: the limits' config keys (`config.rs`, `LimitsConfig`) and what
 //! happens to a request once its header is in (`proxy.rs`).
 
+mod date;
 mod scan;
 mod stream;
 
@@ -44,7 +49,7 @@ use crate::live::SharedLive;
 use crate::metrics::metrics;
 use stream::guarded;
 pub(crate) use stream::GuardedStream;
-pub(crate) use stream::{fill_only_for_client, keep_filling_without_client};
+pub(crate) use stream::{fill_only_for_client, keep_date, keep_filling_without_client};
 
 /// A pingora HTTP app behind [`GuardedStream`]s: each accepted connection is wrapped under
 /// the limits of the config generation current at accept time, and re-armed before each

@@ -6,8 +6,9 @@
 //!   `config/validate.rs` one function per section, `config/values.rs` networks and globs,
 //!   `config/units.rs` sizes and durations); imports nothing of the runtime
 //! - `metrics`: the Prometheus metrics; `rate_limit`: token buckets
-//! - `cache`: key, policy, freshness, directives, vary, range, status, meta codec, tags,
-//!   indexes, purge log and the moka-backed `pingora_cache::Storage` (`cache::storage`)
+//! - `cache`: key, policy, freshness, directives, HTTP dates, conditional requests, vary,
+//!   range, status, meta codec, tags, indexes, purge log and the moka-backed
+//!   `pingora_cache::Storage` (`cache::storage`)
 //! - `request`: what lacquer changes in a request before the cache and the app see it
 //! - `rules`: per-route rules (validated in `config/routes.rs`), matched once per request
 //! - `purge`: running purges, `PURGE` on the proxy listener, unsafe-method invalidation;
@@ -16,8 +17,9 @@
 //! - `upstream`: the app servers: round robin with weights, health checks, peers and timeouts
 //! - `live`: the reloadable generation (config, app servers, purge gate) requests snapshot
 //! - `access_log`: one line per client request
-//! - `guard`: the connection guard (`guard/scan.rs` the pure header watch, `guard/stream.rs`
-//!   the guarded stream): client limits, write coalescing, fills that outlive their client;
+//! - `guard`: the connection guard (`guard/scan.rs` the pure header watch, `guard/date.rs`
+//!   the `Date` in a response head, `guard/stream.rs` the guarded stream): client limits,
+//!   write coalescing, the response's own `Date`, fills that outlive their client;
 //! - `edge`: who the client is and over which scheme (`trusted_proxies`); `edge/proxy_protocol.rs`
 //!   the PROXY protocol; `edge/tls.rs` TLS listener settings (SNI, ALPN)
 //! - `proxy`: the one `ProxyHttp` impl, thin, delegating to the modules above

@@ -28,7 +28,7 @@ use crate::cache::policy::{self, BypassReason, RequestDecision};
 use crate::cache::status::{CacheStatus, Outcome};
 use crate::cache::storage::FetchStamp;
 use crate::cache::stored_header::{build_meta, merge_not_modified};
-use crate::cache::{range, vary, CacheRuntime};
+use crate::cache::{conditional, http_date, range, vary, CacheRuntime};
 use crate::config::Config;
 use crate::edge::{self, Client};
 use crate::guard;
@@ -581,6 +581,17 @@ impl ProxyHttp for LacquerProxy {
             self.invalidate_after_unsafe(session, upstream_response, &live, ctx.client)
                 .await;
         }
+        // a stored response goes out with the Date it was stored with, a relayed one with the
+        // app's: pingora's HTTP/1 writer would put its clock there (RFC 9110 section 6.6.1).
+        // Its clock stays for a Date that is no HTTP-date (as for a response without one).
+        // Last, so that nothing fails between this and the writing of the header.
+        if let Some(date) = upstream_response
+            .headers
+            .get(http::header::DATE)
+            .filter(|d| http_date::parse(d.as_bytes(), SystemTime::now()).is_some())
+        {
+            guard::keep_date(session.as_downstream_mut(), date);
+        }
         Ok(())
     }
 
@@ -606,6 +617,21 @@ impl ProxyHttp for LacquerProxy {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// A client's `If-None-Match` / `If-Modified-Since` against a stored response, with dates
+    /// read as a cache must (see `cache/conditional.rs`).
+    fn cache_not_modified_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        Ok(conditional::not_modified(
+            session.req_header(),
+            resp,
+            SystemTime::now(),
+        ))
     }
 
     fn range_header_filter(

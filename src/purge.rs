@@ -6,8 +6,9 @@
 //! - `POST /purge` on the admin listener takes JSON:
 //!   `{"urls": [...], "tags": [...], "prefixes": [...], "all": false, "soft": false}`.
 //! - Both are accepted from `purge.allow` networks or with `Authorization: Bearer <token>`.
-//! - A successful unsafe request (POST, PUT, PATCH, DELETE) invalidates its URL and the
-//!   same-host URLs in its `Location` and `Content-Location` (RFC 9111 section 4.4).
+//! - A successful unsafe request (POST, PUT, PATCH, DELETE, or any method RFC 9110 does not
+//!   call safe, such as `M-SEARCH`) invalidates its URL and the same-host URLs in its
+//!   `Location` and `Content-Location` (RFC 9111 section 4.4).
 //!
 //! Parts: `purge/gate.rs` (who may purge, how often), `purge/api.rs` (the admin API's body);
 //! here running purges, the proxy listener's `PURGE` and unsafe-method invalidation. Room for
@@ -57,7 +58,7 @@ fn is_zero(n: &usize) -> bool {
 pub enum PurgeSource {
     /// PURGE or the admin API.
     Request,
-    /// RFC 9111 section 4.4 invalidation after POST/PUT/PATCH/DELETE.
+    /// RFC 9111 section 4.4 invalidation after a successful unsafe request (POST, PUT, ...).
     Unsafe,
 }
 
@@ -159,11 +160,13 @@ pub async fn run_order(cache: &'static CacheRuntime, order: &wire::PurgeOrder) -
     report
 }
 
-/// Whether `method` is unsafe in RFC 9110's sense and invalidates on success.
+/// Whether `method` invalidates on success: every method that RFC 9110 (section 9.2.1) does
+/// not define as safe, so an extension method (`M-SEARCH`, `FOO`) too (RFC 9111 section 4.4).
+/// `PURGE` never gets here: lacquer answers it itself.
 pub fn invalidating_method(method: &Method) -> bool {
-    matches!(
+    !matches!(
         *method,
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
     )
 }
 
@@ -207,5 +210,24 @@ mod tests {
         );
         assert_eq!(k("//shop.example/a"), Some("http://shop.example/a".into()));
         assert_eq!(k("http://evil.example/"), None);
+    }
+
+    #[test]
+    fn every_method_but_the_safe_ones_invalidates() {
+        for (method, invalidates) in [
+            ("GET", false),
+            ("HEAD", false),
+            ("OPTIONS", false),
+            ("TRACE", false),
+            ("POST", true),
+            ("PUT", true),
+            ("PATCH", true),
+            ("DELETE", true),
+            ("M-SEARCH", true),
+            ("FOO", true),
+        ] {
+            let m = Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(invalidating_method(&m), invalidates, "{method}");
+        }
     }
 }

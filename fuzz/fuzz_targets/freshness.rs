@@ -13,13 +13,18 @@
 //!
 //! Properties (beyond "never panics"):
 //! - 1xx, 206, 304, `Set-Cookie`, `Vary: *` and a too large `Content-Length` are never stored.
-//! - When the governing field (`CDN-Cache-Control` if present, else `Cache-Control`) is made of
-//!   plain `token` / `token=token` directives only, an independent reading of it must agree:
+//! - The governing field is `CDN-Cache-Control` when it is a valid Structured Field Dictionary
+//!   (read here with `sfv`: not empty, each lifetime directive a non-negative Integer; RFC 9213
+//!   section 2.1), else `Cache-Control`, whose reading here needs plain `token` /
+//!   `token=token` directives only. Read that way, it must agree:
 //!   `no-store` or a bare `private` is never stored; a bare `no-cache` stores with lifetime 0;
 //!   the lifetime never exceeds the first `s-maxage` (else the first `max-age`; RFC 9111
-//!   section 4.2.1: a duplicated directive means "use the first" or "stale"), an invalid
-//!   value allows 0; without either, it never exceeds `Expires - Date` (0 when `Expires` is
-//!   duplicated or invalid), and without any, only the heuristic TTL of a heuristically
+//!   section 4.2.1: a duplicated directive means "use the first" or "stale"; a Dictionary
+//!   keeps one of each), an invalid value allows 0; without either, it never exceeds
+//!   `Expires - Date` (0 when `Expires` is duplicated or cannot be a date at all; not checked
+//!   when `Expires` or `Date` is in a form or case `httpdate` refuses, which lacquer reads by
+//!   rules of its own: obsolete forms, any case, RFC 9110 section 5.6.7), and without any,
+//!   only the heuristic TTL of a heuristically
 //!   cacheable status; `must-revalidate`, `proxy-revalidate` and `s-maxage` forbid stale
 //!   windows, and a stale window never exceeds the first `stale-while-revalidate` /
 //!   `stale-if-error` value (0 when invalid), or the configured default when there is none.
@@ -96,8 +101,54 @@ fn delta_seconds(v: &str) -> Option<u64> {
     Some(v.parse::<u64>().unwrap_or(u64::MAX))
 }
 
-fn http_date(v: &[u8]) -> Option<SystemTime> {
-    httpdate::parse_http_date(std::str::from_utf8(v).ok()?.trim()).ok()
+/// The lifetime directives: in a targeted field, non-negative Integers or the field is invalid.
+const LIFETIMES: [&str; 4] = [
+    "max-age",
+    "s-maxage",
+    "stale-while-revalidate",
+    "stale-if-error",
+];
+
+/// `CDN-Cache-Control` read with `sfv`, when it governs (present, a non-empty Dictionary, the
+/// lifetimes non-negative Integers): each key with its Integer, String or Token value.
+fn targeted_directives(lines: &[&[u8]]) -> Option<Vec<Directive>> {
+    if lines.is_empty() {
+        return None;
+    }
+    let dict = sfv::Parser::parse_dictionary(&lines.join(&b", "[..])).ok()?;
+    if dict.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for (key, member) in dict {
+        let bare = match member {
+            sfv::ListEntry::Item(i) => Some(i.bare_item),
+            sfv::ListEntry::InnerList(_) => None,
+        };
+        let lifetime = LIFETIMES.contains(&key.as_str());
+        let value = match bare {
+            Some(sfv::BareItem::Integer(n)) if lifetime && n >= 0 => Some(n.to_string()),
+            _ if lifetime => return None,
+            Some(sfv::BareItem::String(v) | sfv::BareItem::Token(v)) => Some(v),
+            _ => None,
+        };
+        out.push((key, value));
+    }
+    Some(out)
+}
+
+/// What a date field allows the oracle to say: `Some(Some(t))` for an IMF-fixdate `httpdate`
+/// reads, `Some(None)` for a value that cannot be an HTTP-date in any form (its length fits
+/// none), `None` for anything else (an obsolete form, another case), which is not checked.
+fn http_date(v: &[u8]) -> Option<Option<SystemTime>> {
+    let text = std::str::from_utf8(v).ok().map(str::trim);
+    let len = text.map_or(v.len(), str::len);
+    match text.and_then(|t| httpdate::parse_http_date(t).ok()) {
+        Some(t) if len == 29 => Some(Some(t)),
+        // asctime is 24 bytes, IMF-fixdate 29, RFC 850 30 to 33
+        _ if len != 24 && !(29..=33).contains(&len) => Some(None),
+        _ => None,
+    }
 }
 
 fn heuristically_cacheable(status: u16) -> bool {
@@ -183,16 +234,28 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // --- the governing directives, read independently when they are plain
-    let targeted = h.contains_key("cdn-cache-control");
-    let field = if targeted {
+    let cdn_lines: Vec<&[u8]> = h
+        .get_all("cdn-cache-control")
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let targeted = targeted_directives(&cdn_lines);
+    let field = if targeted.is_some() {
         "cdn-cache-control"
     } else {
         "cache-control"
     };
-    let field_lines: Vec<&[u8]> = h.get_all(field).iter().map(|v| v.as_bytes()).collect();
-    let Some(directives) = plain_directives(&field_lines) else {
-        return;
+    let directives = match targeted {
+        Some(d) => d,
+        None => {
+            let lines: Vec<&[u8]> = h.get_all(field).iter().map(|v| v.as_bytes()).collect();
+            let Some(d) = plain_directives(&lines) else {
+                return;
+            };
+            d
+        }
     };
+    let targeted = field == "cdn-cache-control";
     let has = |n: &str| directives.iter().any(|(k, _)| k == n);
     let bare = |n: &str| directives.iter().any(|(k, v)| k == n && v.is_none());
     let first = |n: &str| directives.iter().find(|(k, _)| k == n).map(|(_, v)| v);
@@ -242,14 +305,14 @@ fuzz_target!(|data: &[u8]| {
         value.as_deref().and_then(delta_seconds).unwrap_or(0)
     } else if !targeted && h.contains_key("expires") {
         let expires: Vec<_> = h.get_all("expires").iter().collect();
-        match (expires.len(), http_date(expires[0].as_bytes())) {
-            (1, Some(at)) => {
-                let date = h
-                    .get("date")
-                    .and_then(|d| http_date(d.as_bytes()))
-                    .unwrap_or(now);
-                at.duration_since(date).map_or(0, |d| d.as_secs())
-            }
+        let date = match h.get("date").map(|d| http_date(d.as_bytes())) {
+            None | Some(Some(None)) => Some(now),
+            Some(Some(Some(d))) => Some(d),
+            Some(None) => None,
+        };
+        match (expires.len(), http_date(expires[0].as_bytes()), date) {
+            (1, Some(Some(at)), Some(date)) => at.duration_since(date).map_or(0, |d| d.as_secs()),
+            (1, None, _) | (1, _, None) => return,
             _ => 0,
         }
     } else if bare("no-cache") {

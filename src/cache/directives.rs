@@ -7,12 +7,30 @@
 //! one too large to represent is 2^31 (section 1.2.2), and a bare `private` or `no-cache`
 //! counts even when a qualified `private="..."` / `no-cache="..."` comes with it.
 //!
+//! A targeted field (`CDN-Cache-Control`, RFC 9213 section 2.1) is read differently: as one
+//! Structured Field Dictionary (RFC 8941), so a repeated key takes its last value, keys are
+//! lower-case, and the field is ignored as a whole (`Cache-Control` and `Expires` apply) when
+//! it is empty, is not a valid Dictionary, or gives a lifetime directive a value that is not
+//! a non-negative Integer (`max-age="60"`, `max-age=1.5`). The other directives count in any
+//! form: a restriction is never dropped for its value's type, and `private` / `no-cache` are
+//! qualified only by a String or Token (a list of field names), bare otherwise.
+//!
 //! Not here: which directives decide what (`freshness.rs`).
 
 use pingora_http::ResponseHeader;
+use sfv::{BareItem, ListEntry};
 
 /// The greatest delta-seconds value (RFC 9111 section 1.2.2).
 pub(crate) const DELTA_MAX: u64 = 1 << 31;
+
+/// The directives whose value is delta-seconds: in a targeted field each must be a
+/// non-negative Integer, or the field is invalid.
+const LIFETIMES: [&str; 4] = [
+    "max-age",
+    "s-maxage",
+    "stale-while-revalidate",
+    "stale-if-error",
+];
 
 /// The directives of one header field (all its lines), in order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -26,6 +44,48 @@ impl Directives {
         let mut list = Vec::new();
         for line in lines {
             parse_line(&String::from_utf8_lossy(line.as_bytes()), &mut list);
+        }
+        Some(Directives(list))
+    }
+
+    /// The directives of a targeted field (RFC 9213 section 2.1): every `name` line of `resp`
+    /// joined and read as one Structured Field Dictionary. `None` when there is no such line,
+    /// or the field is to be ignored (see the module doc): empty, not a Dictionary, or a
+    /// lifetime directive whose value is not a non-negative Integer.
+    pub(crate) fn targeted(resp: &ResponseHeader, name: &str) -> Option<Directives> {
+        let lines: Vec<&[u8]> = resp
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|l| l.as_bytes())
+            .collect();
+        if lines.is_empty() {
+            return None;
+        }
+        // RFC 8941 section 4.2: the lines of a field are combined with commas, then parsed
+        let dict = sfv::Parser::parse_dictionary(&lines.join(&b", "[..])).ok()?;
+        if dict.is_empty() {
+            return None;
+        }
+        let mut list = Vec::with_capacity(dict.len());
+        for (key, member) in dict {
+            // parameters are ignored (RFC 9213 section 2.1)
+            let item = match member {
+                ListEntry::Item(item) => Some(item.bare_item),
+                ListEntry::InnerList(_) => None,
+            };
+            let value = if LIFETIMES.contains(&key.as_str()) {
+                match item {
+                    Some(BareItem::Integer(n)) if n >= 0 => Some(n.to_string()),
+                    _ => return None,
+                }
+            } else {
+                match item {
+                    Some(BareItem::String(v) | BareItem::Token(v)) => Some(v),
+                    _ => None,
+                }
+            };
+            list.push((key, value));
         }
         Some(Directives(list))
     }
@@ -149,5 +209,37 @@ mod tests {
             Directives::parse("max-age=junk").delta_seconds("max-age"),
             Some(None)
         );
+    }
+
+    #[test]
+    fn a_targeted_field_is_one_structured_dictionary() {
+        let targeted = |lines: &[&str]| {
+            let mut r = ResponseHeader::build(200, None).unwrap();
+            for l in lines {
+                r.append_header("cdn-cache-control", *l).unwrap();
+            }
+            Directives::targeted(&r, "cdn-cache-control")
+        };
+        let d = targeted(&[
+            r#"max-age=60;x=1, no-cache="a, b", private, foo=bar"#,
+            "s-maxage=5",
+        ])
+        .unwrap();
+        assert_eq!(d.delta_seconds("max-age"), Some(Some(60)));
+        assert_eq!(d.delta_seconds("s-maxage"), Some(Some(5)));
+        assert_eq!(d.values("no-cache").collect::<Vec<_>>(), vec!["a, b"]);
+        assert!(d.has_bare("private"));
+        assert_eq!(d.values("foo").collect::<Vec<_>>(), vec!["bar"]);
+        for invalid in [
+            &[""][..],
+            &["max-age=\"60\""],
+            &["max-age=6.0"],
+            &["Max-Age=60"],
+            &["max-age=60", "&"],
+            &["max-age=1234567890123456"],
+        ] {
+            assert_eq!(targeted(invalid), None, "{invalid:?}");
+        }
+        assert_eq!(targeted(&[]), None);
     }
 }

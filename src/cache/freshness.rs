@@ -1,7 +1,8 @@
 //! Whether a response may be stored, and for how long: RFC 9111 for a shared cache, as pure
 //! functions over the response header.
 //!
-//! - `CDN-Cache-Control` (RFC 9213) replaces `Cache-Control` and `Expires` when present.
+//! - `CDN-Cache-Control` (RFC 9213) replaces `Cache-Control` and `Expires` when present and a
+//!   valid Structured Field (see `directives.rs`); an invalid one is ignored as a whole.
 //! - `no-store`, `private`, `Set-Cookie` and `Vary: *` are never stored, nor error statuses
 //!   other than 404 and 410 (a client can provoke them: cache-poisoned denial of service).
 //! - Lifetime: `s-maxage`, then `max-age`, then `Expires - Date`; an invalid value means already
@@ -9,6 +10,8 @@
 //!   only when `cache.default_ttl` (or a rule's `ttl`) gives one for the status.
 //! - A rule's `force_ttl` replaces all of that; `strip_set_cookie` stores despite `Set-Cookie`.
 //! - The origin's `Age` counts against the lifetime (section 4.2.3).
+//! - `Expires` and `Date` are read in all three HTTP-date forms, case-insensitively
+//!   (`http_date.rs`).
 //!
 //! Not here: request-side bypass (`policy.rs`) and building pingora's `CacheMeta` (`mod.rs`).
 
@@ -16,6 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use super::directives::{parse_delta_seconds, Directives};
 use crate::config::TtlTable;
+use super::http_date;
 use pingora_http::ResponseHeader;
 
 /// Why a response is not stored. Reaches `Cache-Status` (`detail=`) and metric labels.
@@ -105,11 +109,11 @@ pub enum Storability {
     DontStore(NoStoreReason),
 }
 
-/// The directives that govern this cache: `CDN-Cache-Control` when present (RFC 9213),
-/// otherwise `Cache-Control`, every occurrence kept (see `directives.rs`). The flag says
-/// whether the targeted field was used.
+/// The directives that govern this cache: `CDN-Cache-Control` when present and valid (RFC
+/// 9213), otherwise `Cache-Control`, every occurrence kept (see `directives.rs`). The flag
+/// says whether the targeted field was used.
 fn governing(resp: &ResponseHeader) -> (Option<Directives>, bool) {
-    match Directives::of(resp, "cdn-cache-control") {
+    match Directives::targeted(resp, "cdn-cache-control") {
         Some(d) => (Some(d), true),
         None => (Directives::of(resp, "cache-control"), false),
     }
@@ -212,7 +216,7 @@ fn explicit_lifetime(
     if expires.next().is_some() {
         return Some(Duration::ZERO);
     }
-    let Some(expires_at) = http_date(first.as_bytes()) else {
+    let Some(expires_at) = http_date::parse(first.as_bytes(), now) else {
         // RFC 9111 section 5.3: an invalid Expires means "already expired"
         return Some(Duration::ZERO);
     };
@@ -221,7 +225,7 @@ fn explicit_lifetime(
     let date = resp
         .headers
         .get(http::header::DATE)
-        .and_then(|d| http_date(d.as_bytes()))
+        .and_then(|d| http_date::parse(d.as_bytes(), now))
         .unwrap_or(now);
     Some(expires_at.duration_since(date).unwrap_or(Duration::ZERO))
 }
@@ -289,11 +293,6 @@ pub fn age_header(resp: &ResponseHeader) -> Duration {
 fn content_length(resp: &ResponseHeader) -> Option<u64> {
     let v = resp.headers.get(http::header::CONTENT_LENGTH)?;
     std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok()
-}
-
-fn http_date(bytes: &[u8]) -> Option<SystemTime> {
-    let s = std::str::from_utf8(bytes).ok()?;
-    httpdate::parse_http_date(s.trim()).ok()
 }
 
 /// Remove the header fields named by `private="..."` and `no-cache="..."` from a response about

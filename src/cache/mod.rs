@@ -3,8 +3,10 @@
 //! predictor), bundled in [`CacheRuntime`]. The stored header is built in `stored_header.rs`.
 
 pub mod ban;
+pub(crate) mod conditional;
 pub(crate) mod directives;
 pub mod freshness;
+pub(crate) mod http_date;
 pub(crate) mod index;
 pub mod key;
 pub(crate) mod meta_codec;

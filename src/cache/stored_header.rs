@@ -8,6 +8,7 @@ use pingora_cache::CacheMeta;
 use pingora_http::ResponseHeader;
 
 use super::freshness::{self, Freshness};
+use super::http_date;
 
 /// Hop-by-hop fields (RFC 9110 section 7.6.1) that must not be stored with an object.
 const HOP_BY_HOP: [&str; 8] = [
@@ -55,7 +56,8 @@ pub(crate) fn merge_not_modified(
 ///
 /// The stored header loses `Age` (pingora recomputes it on every hit from the meta's epoch,
 /// which is set back by the origin's Age), hop-by-hop fields, and the fields named by
-/// `private="..."`/`no-cache="..."`.
+/// `private="..."`/`no-cache="..."`; it gains a `Date` (the time received) if it has none, or
+/// one that is no HTTP-date.
 pub(crate) fn build_meta(resp: &ResponseHeader, f: &Freshness, now: SystemTime) -> CacheMeta {
     let mut header = resp.clone();
     freshness::strip_qualified_fields(&mut header);
@@ -85,6 +87,15 @@ pub(crate) fn build_meta(resp: &ResponseHeader, f: &Freshness, now: SystemTime) 
         if let Err(e) = header.append_header(http::header::VARY, "Accept-Encoding") {
             log::debug!("could not add Vary: {e}");
         }
+    }
+    // RFC 9110 section 6.6.1: a cache adds the Date a response lacks (or has as no
+    // HTTP-date), so that its hits say when it was received (and Age counts from there)
+    let dated = header
+        .headers
+        .get(http::header::DATE)
+        .is_some_and(|d| http_date::parse(d.as_bytes(), now).is_some());
+    if !dated {
+        let _ = header.insert_header(http::header::DATE, httpdate::fmt_http_date(now));
     }
 
     let epoch = now.checked_sub(f.initial_age).unwrap_or(now);
@@ -146,6 +157,25 @@ mod tests {
         assert!(meta.headers().get("connection").is_none());
         assert!(meta.headers().get("x-hop").is_none());
         assert!(meta.headers().get("x-kept").is_some());
+        assert_eq!(
+            meta.headers().get("date").unwrap(),
+            &httpdate::fmt_http_date(now),
+            "a response without Date is stored with the time it was received"
+        );
+        resp.append_header("Date", "yesterday").unwrap();
+        let meta = build_meta(&resp, &f, now);
+        assert_eq!(
+            meta.headers().get("date").unwrap(),
+            &httpdate::fmt_http_date(now),
+            "nor is a Date that is no HTTP-date"
+        );
+        resp.insert_header("Date", "Sun Nov  6 08:49:37 1994")
+            .unwrap();
+        let meta = build_meta(&resp, &f, now);
+        assert_eq!(
+            meta.headers().get("date").unwrap(),
+            "Sun Nov  6 08:49:37 1994"
+        );
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! [`GuardedStream`]: a client connection held to `limits:`. It watches each request header
 //! as it arrives (`scan.rs`) and answers 408/414/431 itself, closes idle keep-alive
 //! connections, holds a small response header back so that a response leaves in one send,
-//! and keeps a cache fill going when its client has left (within the budgets).
+//! puts a response's own `Date` back where pingora wrote its clock (`date.rs`), and keeps a
+//! cache fill going when its client has left (within the budgets).
 
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
+use http::HeaderValue;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
@@ -20,6 +22,7 @@ use pingora_core::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::date::{self, Head};
 use super::scan::{HeaderScan, LimitBreach, Scan};
 use crate::config::LimitsConfig;
 use crate::metrics::metrics;
@@ -57,6 +60,9 @@ pub(crate) struct GuardedStream {
     /// A small write (a response header) held back to go out with what follows in one
     /// `writev`; see [`HOLD_MAX`].
     held: Vec<u8>,
+    /// The `Date` the response about to be written came with, to replace pingora's clock in
+    /// its head (see [`keep_date`]).
+    date: Mutex<Option<HeaderValue>>,
 }
 
 /// Writes are held back while together they stay within this size, until the next write or a
@@ -95,6 +101,7 @@ impl GuardedStream {
             orphan: false,
             held: Vec::new(),
             early,
+            date: Mutex::new(None),
         }
     }
 
@@ -148,6 +155,8 @@ impl AsyncRead for GuardedStream {
         if this.rearm.swap(false, Ordering::Relaxed) {
             this.phase = Phase::Idle(Instant::now());
             this.fill_budget.store(0, Ordering::Relaxed);
+            // a response that never got written leaves nothing for the next one
+            *this.date.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
         }
         if this.gone.is_some() {
             return Poll::Ready(Ok(())); // the client left: end of stream
@@ -315,6 +324,26 @@ impl GuardedStream {
         Poll::Ready(Ok(()))
     }
 
+    /// When a `Date` is to be kept and `data` is the final response head, hold the head with
+    /// that `Date` in place of pingora's; whether it did (all of `data` is then taken).
+    fn hold_with_kept_date(&mut self, data: &[u8]) -> bool {
+        let slot = self.date.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            return false;
+        }
+        let range = match date::head(data) {
+            Head::Final(range) => range,
+            Head::Interim | Head::Other => return false,
+        };
+        let (Some(kept), Some(range)) = (slot.take(), range) else {
+            return false;
+        };
+        self.held.extend_from_slice(&data[..range.start]);
+        self.held.extend_from_slice(kept.as_bytes());
+        self.held.extend_from_slice(&data[range.end..]);
+        true
+    }
+
     /// An idle connection keeps no buffer of more than a small header's size.
     fn release_held(&mut self) {
         self.held.clear();
@@ -333,6 +362,10 @@ impl AsyncWrite for GuardedStream {
         let this = self.get_mut();
         if this.gone.is_some() {
             return this.discard(data.len());
+        }
+        // (held whatever its size: the next write or the flush sends it)
+        if this.hold_with_kept_date(data) {
+            return Poll::Ready(Ok(data.len()));
         }
         if this.held.len() + data.len() <= HOLD_MAX {
             this.held.extend_from_slice(data);
@@ -438,6 +471,14 @@ pub(crate) fn keep_filling_without_client(session: &mut ServerSession, budget: u
     session.set_abort_on_close(false);
     if let Some(g) = guarded(session) {
         g.fill_budget.store(budget.max(1), Ordering::Relaxed);
+    }
+}
+
+/// The response about to be written came with this `Date` (the app's, or the stored one on a
+/// hit): it goes out with it instead of pingora's clock (HTTP/1 only; see `date.rs`).
+pub(crate) fn keep_date(session: &mut ServerSession, value: &HeaderValue) {
+    if let Some(g) = guarded(session) {
+        *g.date.lock().unwrap_or_else(PoisonError::into_inner) = Some(value.clone());
     }
 }
 

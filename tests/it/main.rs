@@ -16,6 +16,7 @@ mod observability;
 mod proxying;
 mod purge;
 mod purge_clients;
+mod rfc;
 mod rules;
 mod security;
 mod smuggling;

@@ -369,3 +369,103 @@ fn forced_lifetimes_override_the_app_but_not_cookies_or_errors() {
     // a status the table does not cover falls back to what the app says
     assert_eq!(lifetime(302, &[("Cache-Control", "max-age=7")], &d), Ok(7));
 }
+
+/// RFC 9110 section 5.6.7 and RFC 9111 section 4.2: `Expires` and `Date` in any of the three
+/// HTTP-date forms, in any case; a zone other than GMT is an invalid `Expires` (stale).
+#[test]
+fn expires_and_date_in_every_http_date_form() {
+    let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+    for (expires, date, want) in [
+        ("Sun, 06 Nov 1994 08:50:37 GMT", date, 60),
+        ("Sunday, 06-Nov-94 08:50:37 GMT", date, 60),
+        ("Sun Nov  6 08:50:37 1994", date, 60),
+        ("SUN, 06 NOV 1994 08:50:37 gmt", date, 60),
+        (
+            "Sun, 06 Nov 1994 08:50:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            60,
+        ),
+        (
+            "Sun, 06 Nov 1994 08:50:37 GMT",
+            "sun nov  6 08:49:37 1994",
+            60,
+        ),
+        ("Sun, 06 Nov 1994 08:50:37 UTC", date, 0),
+        ("Sun, 06  Nov 1994 08:50:37 GMT", date, 0),
+    ] {
+        assert_eq!(
+            lifetime(200, &[("Expires", expires), ("Date", date)]),
+            Ok(want),
+            "Expires {expires:?}, Date {date:?}"
+        );
+    }
+}
+
+/// RFC 9213 section 2.1: `CDN-Cache-Control` is a Structured Field Dictionary; when it is not
+/// one, or a lifetime has a value of the wrong type, it is ignored as a whole and
+/// `Cache-Control` (and `Expires`) apply. The caching test suite's `cdn-*` cases are marked.
+#[test]
+fn an_invalid_cdn_cache_control_is_ignored_as_a_whole() {
+    let date = httpdate::fmt_http_date(SystemTime::now());
+    let in_an_hour = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3600));
+    let cdn = |cdn: &'static str, cc: &'static str| {
+        vec![("CDN-Cache-Control", cdn), ("Cache-Control", cc)]
+    };
+    let cases: Vec<(Vec<(&str, &str)>, Result<u64, NoStoreReason>)> = vec![
+        // cdn-cc-invalid-sh-type-unknown, cdn-cc-invalid-sh-type-wrong
+        (cdn("max-age=10000, &&&&&", "no-store"), Err(NoStore)),
+        (cdn("max-age=\"10000\"", "no-store"), Err(NoStore)),
+        (cdn("max-age=1.5", "max-age=30"), Ok(30)),
+        (cdn("max-age=-1", "max-age=30"), Ok(30)),
+        (cdn("max-age=(1 2)", "max-age=30"), Ok(30)),
+        (cdn("max-age=?1", "max-age=30"), Ok(30)),
+        (cdn("s-maxage=abc, max-age=60", "max-age=30"), Ok(30)),
+        (
+            cdn("stale-if-error=\"5\", max-age=60", "max-age=30"),
+            Ok(30),
+        ),
+        // cdn-max-age-space-before-equals, -after-equals (checks)
+        (cdn("max-age =100", "max-age=1"), Ok(1)),
+        (cdn("max-age= 100", "max-age=1"), Ok(1)),
+        // a Dictionary's keys are lower-case (cdn-max-age-case-insensitive, a check)
+        (cdn("MaX-aGe=3600", "max-age=1"), Ok(1)),
+        (cdn("max-age=60,", "max-age=1"), Ok(1)),
+        (cdn("", "max-age=30"), Ok(30)),
+        (cdn("max-age=3600", "max-age=1"), Ok(3600)),
+        (cdn("foobar, max-age=3600", "max-age=1"), Ok(3600)),
+        (cdn("max-age=60;foo=bar", "max-age=1"), Ok(60)),
+        (cdn("max-age=99999999999", "max-age=1"), Ok(1 << 31)),
+        // a Dictionary keeps the last of a repeated key (RFC 8941 section 4.2.2)
+        (cdn("max-age=0, max-age=90", "max-age=1"), Ok(90)),
+        // restrictions count whatever their value; private/no-cache are qualified by names only
+        (cdn("no-store=1, max-age=60", "max-age=30"), Err(NoStore)),
+        (cdn("no-store=?0, max-age=60", "max-age=30"), Err(NoStore)),
+        (cdn("private=5, max-age=60", "max-age=30"), Err(Private)),
+        (cdn("private=\"x-user\", max-age=60", "private"), Ok(60)),
+        (cdn("no-cache=?1, max-age=60", "max-age=30"), Ok(0)),
+        (
+            vec![
+                ("CDN-Cache-Control", "max-age=60"),
+                ("CDN-Cache-Control", "no-store"),
+                ("Cache-Control", "max-age=30"),
+            ],
+            Err(NoStore),
+        ),
+        // ignored as a whole: Expires applies again
+        (
+            vec![
+                ("CDN-Cache-Control", "max-age=\"5\""),
+                ("Expires", in_an_hour.as_str()),
+                ("Date", date.as_str()),
+            ],
+            Ok(3600),
+        ),
+        (
+            vec![("CDN-Cache-Control", "max-age=\"5\"")],
+            Err(NoFreshness),
+        ),
+    ];
+    for (headers, want) in cases {
+        assert_eq!(lifetime(200, &headers), want, "{headers:?}");
+    }
+}
