@@ -10,7 +10,7 @@
 # prints what it saw and a summary table. Exit status 0 only when every check passes.
 #
 #   bench/realapp.sh                         # the recipe of docs/recipes.md (`rules:`)
-#   RECIPE=legacy bench/realapp.sh           # only keys that exist before `rules:`
+#   RECIPE=legacy bench/realapp.sh           # without `rules:` (cache.default_ttl instead)
 #   CONFIG=my.yaml bench/realapp.sh          # your own file; @PROXY@ @ADMIN@ @APP@ are
 #                                            # replaced by the loopback addresses in use
 #   LACQUER_BIN=/tmp/lacquer-a bench/realapp.sh
@@ -28,8 +28,8 @@ RECIPE=${RECIPE:-rules}
 VENV=${VENV:-$APPDIR/.venv}
 VISITORS=${VISITORS:-10}
 WORKERS=${WORKERS:-2}
-# true: lacquer's default (a successful POST evicts its URL and its Location, so a login or
-# logout redirecting to / evicts /); false: rely on TTLs and explicit purges
+# true: lacquer's default (a successful POST evicts its own URL; the URL in its Location only
+# with purge.invalidate_locations, off by default); false: rely on TTLs and explicit purges
 INVALIDATE_ON_UNSAFE=${INVALIDATE_ON_UNSAFE:-true}
 ADMIN_USER=admin
 ADMIN_PASSWORD=bench-realapp-pw
@@ -41,8 +41,8 @@ recipe_rules() {
   cat <<EOF
 bypass:
   # the cookies that make a page personal: the session, and Django's flash messages (set
-  # for the one page after a form post). csrftoken and analytics cookies are not: they are
-  # removed from the requests the cache serves
+  # for the one page after a form post). csrftoken is not, and analytics cookies never
+  # bypass (bypass.ignore_cookies): both are removed from the requests the cache serves
   session_cookies: ["sessionid", "messages"]
 rules:
   # whitenoise: hashed names, far-future max-age; the same for everyone
@@ -51,7 +51,7 @@ rules:
     ttl: "1d"
   # forms and per-user pages: straight to the app, cookies and all (the CSRF cookie must
   # reach the app, and its Set-Cookie the browser)
-  - match: {path: ["/admin/*", "/accounts/*", "/contact/*"]}
+  - match: {path: ["/admin", "/admin/*", "/accounts/*", "/contact/*"]}
     pass: true
   # public pages that send no caching headers (Django's default)
   - match: {path: ["/", "/articles/*"]}

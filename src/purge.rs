@@ -105,8 +105,11 @@ pub async fn run(
             PurgeScope::Ban(_) => "ban",
         };
         let n = storage.purge_scope(scope, soft).await;
-        // a purged URL starts afresh: its next answer decides, not its last uncacheable one
+        // a purged URL starts afresh: its next answer decides, not its last uncacheable one;
+        // not after an unsafe request (a form's POST says nothing about its page's GET, and
+        // the page must keep getting its visitors' CSRF cookies)
         match scope {
+            _ if source == PurgeSource::Unsafe => {}
             PurgeScope::Url(h) => cache.forget_uncacheable(*h),
             PurgeScope::AnySchemeUrl(hashes) => {
                 hashes.iter().for_each(|h| cache.forget_uncacheable(*h))

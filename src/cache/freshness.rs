@@ -18,8 +18,8 @@
 use std::time::{Duration, SystemTime};
 
 use super::directives::{parse_delta_seconds, Directives};
-use crate::config::TtlTable;
 use super::http_date;
+use crate::config::TtlTable;
 use pingora_http::ResponseHeader;
 
 /// Why a response is not stored. Reaches `Cache-Status` (`detail=`) and metric labels.

@@ -71,9 +71,14 @@ impl LacquerProxy {
         let trace = Span::inactive().handle();
         let mut found = storage.lookup(&key, &trace).await.ok().flatten();
         if let Some((meta, _)) = &found {
-            if let Some(variance) = vary::variance(meta.response_header(), session.req_header()) {
+            // the variant this HEAD asks for: pingora keeps a URL's first variant under the
+            // plain key, the others under their variance
+            let variance = vary::variance(meta.response_header(), session.req_header());
+            if variance.is_some() && variance != meta.variance() {
                 let mut variant = key.clone();
-                variant.set_variance_key(variance);
+                if let Some(v) = variance {
+                    variant.set_variance_key(v);
+                }
                 found = storage.lookup(&variant, &trace).await.ok().flatten();
             }
         }

@@ -189,13 +189,25 @@ async fn two_forms_in_two_tabs_keep_one_csrf_cookie() {
         );
         assert!(!r.cache_status().contains("stored"));
     }
+    // someone submits the form (which invalidates the URL): its page still gets its cookies
+    let post = c
+        .send(
+            "POST",
+            &proxy.url("/contact/"),
+            &cookie,
+            Some(b"msg=hi".to_vec()),
+        )
+        .await;
+    assert_eq!(post.status, 200);
+    let after = c.get_with(&proxy.url("/contact/"), &cookie).await;
+    assert_eq!(after.text(), "form token=fresh", "{}", after.cache_status());
     let seen = origin.seen();
     assert_eq!(
         seen.iter()
-            .filter(|s| s.header("cookie") == Some("csrftoken=fresh"))
+            .filter(|s| s.method == "GET" && s.header("cookie") == Some("csrftoken=fresh"))
             .count(),
-        2,
-        "the app saw the visitor's cookie on both tabs"
+        3,
+        "the app saw the visitor's cookie on every tab"
     );
 }
 

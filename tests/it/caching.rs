@@ -69,6 +69,9 @@ async fn a_cold_head_then_get_is_one_origin_request_when_the_app_writes_the_body
         "/uncacheable" => Reply::ok("private bytes")
             .header("Cache-Control", "private")
             .stall_after(0, Duration::from_millis(30)),
+        "/vary" => cacheable("body-bytes")
+            .header("Vary", "Accept-Encoding, Cookie")
+            .stall_after(0, Duration::from_millis(30)),
         _ => cacheable("body-bytes").stall_after(0, Duration::from_millis(30)),
     })
     .await;
@@ -90,6 +93,26 @@ async fn a_cold_head_then_get_is_one_origin_request_when_the_app_writes_the_body
         assert_eq!(get.text(), "body-bytes");
         assert_eq!(origin.hits(&path), 1, "{path}");
     }
+    // a page that varies (Django's Vary: Cookie, Accept-Encoding) is answered from its fill
+    // too, never asked of the app a second time
+    let head = c
+        .send(
+            "HEAD",
+            &proxy.url("/vary"),
+            &[("Accept-Encoding", "gzip")],
+            None,
+        )
+        .await;
+    assert!(
+        head.cache_status().ends_with("stored"),
+        "{}",
+        head.cache_status()
+    );
+    assert_eq!(
+        origin.seen().iter().filter(|s| s.method == "HEAD").count(),
+        0
+    );
+    assert_eq!(origin.hits("/vary"), 1);
     // what cannot be stored is not said to be, and the HEAD still gets its answer
     let head = c.send("HEAD", &proxy.url("/uncacheable"), &[], None).await;
     assert_eq!(head.status, 200);
@@ -99,7 +122,7 @@ async fn a_cold_head_then_get_is_one_origin_request_when_the_app_writes_the_body
         "{}",
         head.cache_status()
     );
-    assert_eq!(proxy.metric("lacquer_cache_inserts_total").await, 4.0);
+    assert_eq!(proxy.metric("lacquer_cache_inserts_total").await, 5.0);
 }
 
 #[tokio::test]
