@@ -6,7 +6,10 @@
 //! - lookups per second of unpurged objects, in five alternating pairs of 600 ms windows:
 //!   one without purges or removals under way, one that starts with a tag purge of 10,000
 //!   objects (`group5`..`group9`, with the background removal of what it purged); medians,
-//! - resident memory per object.
+//! - resident memory per object,
+//! - a Magento-style tag pattern naming 10 tags of about 1,000 objects each (read as exact
+//!   tags by `purge::wire`), a URL-regex ban (time to answer, lookups per second while it is
+//!   swept, and how long the sweep takes), and the memory of 1,000 bans.
 //!
 //! `cargo run --release --example purge_bench -- --objects 1000000 --tags 2`
 //! (`bench/purge.sh` runs it with and without tags and derives the tag index cost.)
@@ -14,7 +17,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use lacquer::cache::key::UrlHash;
+use lacquer::cache::ban::{self, Ban};
+use lacquer::cache::key::{RequestKey, UrlHash};
 use lacquer::cache::storage::{MemoryStorage, PurgeScope, StorageSettings};
 use pingora_cache::storage::Storage;
 use pingora_cache::trace::Span;
@@ -203,4 +207,81 @@ async fn main() {
             b / q * 100.0
         );
     }
+
+    if tags > 0 && objects > TAGGED {
+        magento_pattern(storage).await;
+        url_ban(storage, objects - sample).await;
+    }
+    ban_memory();
+}
+
+/// A Magento purge of ten category tags, as its client writes the pattern.
+async fn magento_pattern(storage: &'static MemoryStorage) {
+    let pattern: Vec<String> = (1..=10).map(|k| format!("((^|,)cat0-{k}(,|$))")).collect();
+    let mut req = pingora_http::RequestHeader::build("PURGE", b"/", None).expect("request");
+    req.insert_header("Host", "127.0.0.1:6081").expect("header");
+    req.insert_header("X-Magento-Tags-Pattern", pattern.join("|"))
+        .expect("header");
+    let key = RequestKey::from_request("http", &req, &[]).expect("key");
+    let t = Instant::now();
+    let order = lacquer::purge::wire::parse(&req, &key).expect("a Magento pattern");
+    let mut n = 0;
+    for scope in &order.scopes {
+        n += storage.purge_scope(scope, false).await;
+    }
+    println!(
+        "Magento tag pattern (10 tags) purging {n} objects: {:.2} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+}
+
+/// A URL-regex ban over a tenth of the cache: time to answer, lookups while it is swept.
+async fn url_ban(storage: &'static MemoryStorage, objects: usize) {
+    let window = Duration::from_millis(300);
+    settle(storage).await;
+    let quiet = lookups_per_sec(storage, objects, window).await;
+    let t = Instant::now();
+    storage.ban(
+        Ban {
+            host: None,
+            url: Some(ban::pattern("^/obj/[0-9]*3$").expect("pattern")),
+            content_type: None,
+            headers: Vec::new(),
+            tags: None,
+        },
+        false,
+    );
+    let answer = t.elapsed();
+    let busy = lookups_per_sec(storage, objects, window).await;
+    let overlapped = storage.outstanding_bans() > 0;
+    while storage.outstanding_bans() > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "URL-regex ban over {objects} objects: answered in {:.3} ms; swept in {:.2} s; lookups {quiet:.0}/s quiet, {busy:.0}/s while sweeping{} = {:.1}%",
+        answer.as_secs_f64() * 1000.0,
+        t.elapsed().as_secs_f64(),
+        if overlapped { "" } else { " (the sweep ended within the window)" },
+        busy / quiet * 100.0
+    );
+}
+
+/// What 1,000 bans of the usual shape (a URL pattern and a host) hold in memory.
+fn ban_memory() {
+    let before = rss_bytes();
+    let bans: Vec<Ban> = (0..1000)
+        .map(|i| Ban {
+            host: Some(ban::pattern(&format!("^site{i}\\.example$")).expect("pattern")),
+            url: Some(ban::pattern(&format!("^/news/{i}/.*")).expect("pattern")),
+            content_type: None,
+            headers: Vec::new(),
+            tags: None,
+        })
+        .collect();
+    let after = rss_bytes();
+    println!(
+        "1,000 bans: {} KiB resident ({} bytes each)",
+        (after.saturating_sub(before)) >> 10,
+        after.saturating_sub(before) / bans.len() as u64
+    );
 }

@@ -585,10 +585,12 @@ impl ProxyHttp for LacquerProxy {
         // app's: pingora's HTTP/1 writer would put its clock there (RFC 9110 section 6.6.1).
         // Its clock stays for a Date that is no HTTP-date (as for a response without one).
         // Last, so that nothing fails between this and the writing of the header.
+        // (a stored Date was checked when it was stored: only a relayed one is read here)
+        let from_app = !outcome.served_from_memory();
         if let Some(date) = upstream_response
             .headers
             .get(http::header::DATE)
-            .filter(|d| http_date::parse(d.as_bytes(), SystemTime::now()).is_some())
+            .filter(|d| !from_app || http_date::parse(d.as_bytes(), SystemTime::now()).is_some())
         {
             guard::keep_date(session.as_downstream_mut(), date);
         }

@@ -1,19 +1,20 @@
 //! Invalidation requests and their authorisation.
 //!
-//! - `PURGE /path` on the proxy listener (Varnish's convention) removes every variant of that
-//!   URL; with `xkey-purge: tag1 tag2` (Varnish xkey's convention) it purges by tag instead;
-//!   with `Soft-Purge: 1` it marks stale instead of removing.
+//! - `PURGE`, `BAN` and `PURGEKEYS` on the proxy listener, in the forms of Varnish's purge
+//!   clients (WordPress, Magento, Drupal, FOSHttpCache, Shopware, TYPO3; read by
+//!   `purge/wire.rs`): URLs (the request's host), tags (every host), tag patterns, bans.
 //! - `POST /purge` on the admin listener takes JSON:
 //!   `{"urls": [...], "tags": [...], "prefixes": [...], "all": false, "soft": false}`.
 //! - Both are accepted from `purge.allow` networks or with `Authorization: Bearer <token>`.
 //! - A successful unsafe request (POST, PUT, PATCH, DELETE, or any method RFC 9110 does not
-//!   call safe, such as `M-SEARCH`) invalidates its URL and the same-host URLs in its
-//!   `Location` and `Content-Location` (RFC 9111 section 4.4).
+//!   call safe, such as `M-SEARCH`) invalidates its URL, and with
+//!   `purge.invalidate_locations` the same-host URLs in its `Location` and `Content-Location`
+//!   (RFC 9111 section 4.4).
 //!
-//! Parts: `purge/gate.rs` (who may purge, how often), `purge/api.rs` (the admin API's body);
-//! here running purges, the proxy listener's `PURGE` and unsafe-method invalidation. Room for
-//! the Varnish purge clients' wire formats and bans is `purge/` too. The storage side
-//! (indexes, purge log, soft expiry) is `cache/storage.rs`.
+//! Parts: `purge/gate.rs` (who may purge, how often), `purge/api.rs` (the admin API's body),
+//! `purge/wire.rs` (the purge clients' requests); here running purges and unsafe-method
+//! invalidation. The storage side (indexes, purge log, bans, soft expiry) is
+//! `cache/storage.rs`.
 
 mod api;
 mod gate;

@@ -279,45 +279,68 @@ class Checks:
                     f"bypass {bypassed}/{len(paths)}, app got {len(seen)}/{len(paths)}, leak: {leak}",
                     "bypass 6/6, app got 6/6, no leak")
 
-    def two_tabs_once(self, base, tab_b):
-        """Same cookie jar: GET form A, GET form B, POST A, POST B."""
+    def two_tabs_once(self, base, tab_a, tab_b, other_first=False):
+        """Same cookie jar: GET form A, GET form B, POST both. With other_first, another
+        visitor submits /contact/ just before (which must not make lacquer forget that
+        /contact/ is hit-for-miss)."""
+        if other_first:
+            other = Browser(base, cookies=analytics_cookies())
+            page = other.get("/contact/")
+            other.request("POST", "/contact/", form={
+                "csrfmiddlewaretoken": form_token(page) or "", "name": "Other",
+                "message": "hello from another visitor"})
         b = Browser(base, cookies=analytics_cookies())
         mark = self.log.mark()
-        a_page = b.get("/contact/")
+        a_page = b.get(tab_a)
         cookie_a = b.jar.get("csrftoken")
         mark_b = self.log.mark()
         b_page = b.get(tab_b)
         got_b = [line["cookies"] for line in self.log.since(mark_b) if line["method"] == "GET"]
         rotated = b.jar.get("csrftoken") != cookie_a
-        ta, tb = form_token(a_page), form_token(b_page)
-        ra = b.request("POST", "/contact/", form={
-            "csrfmiddlewaretoken": ta or "", "name": "Tab A", "message": "hello from tab A"})
-        if tab_b == "/contact/":
-            form = {"csrfmiddlewaretoken": tb or "", "name": "Tab B", "message": "hello from tab B"}
-        else:
-            form = {"csrfmiddlewaretoken": tb or "", "username": self.user,
+
+        def form(path, page, who):
+            if path == "/contact/":
+                return {"csrfmiddlewaretoken": form_token(page) or "", "name": who,
+                        "message": f"hello from {who.lower()}"}
+            return {"csrfmiddlewaretoken": form_token(page) or "", "username": self.user,
                     "password": self.password, "next": "/"}
-        rb = b.request("POST", tab_b, form=form)
+
+        # login() rotates the CSRF token: the login form is submitted last
+        posts = [("A", tab_a, a_page), ("B", tab_b, b_page)]
+        if tab_a == "/accounts/login/":
+            posts.reverse()
+        got = {tab: b.request("POST", path, form=form(path, page, "Tab " + tab))
+               for tab, path, page in posts}
         reasons = [line["csrf_failure"] for line in self.log.since(mark) if line["csrf_failure"]]
-        return a_page, b_page, ra, rb, reasons, (got_b[0] if got_b else None), rotated
+        return (a_page, b_page, got["A"], got["B"], reasons, (got_b[0] if got_b else None),
+                rotated, [tab for tab, _, _ in posts])
 
     def two_tabs(self):
         self.say("\n[4] two forms open in two tabs (one cookie jar: GET A, GET B, POST A, POST B)")
         outcomes = []
-        for tab_b in ["/contact/", "/accounts/login/"]:
-            label = f"/contact/ + {tab_b}"
+        cases = [("/contact/", "/contact/", False), ("/contact/", "/accounts/login/", False),
+                 ("/accounts/login/", "/contact/", True)]
+        for tab_a, tab_b, other_first in cases:
+            label = f"{tab_a} + {tab_b}"
+            if other_first:
+                self.say("  (then: another visitor submits /contact/ just before; the login "
+                         "form is submitted last, as login() rotates the token)")
             for where, base in [("direct to app", self.app), ("via lacquer", self.proxy)]:
-                a, bp, ra, rb, reasons, got_b, rotated = self.two_tabs_once(base, tab_b)
+                a, bp, ra, rb, reasons, got_b, rotated, order = self.two_tabs_once(
+                    base, tab_a, tab_b, other_first)
                 ok = ra.status == 302 and rb.status == 302
                 self.say(f"  {label:<28} {where:<13}: GET A {a.status} ({a.cache_status}), "
                          f"GET B {bp.status} ({bp.cache_status})")
                 self.say(f"  {'':<28} {'':<13}  cookies the app got with GET B: "
                          f"{', '.join(got_b) if got_b else 'none'}; GET B replaced the "
                          f"csrftoken cookie: {'yes' if rotated else 'no'}")
-                self.say(f"  {'':<28} {'':<13}  POST A {ra.status}, POST B {rb.status}"
+                res = {"A": ra.status, "B": rb.status}
+                self.say(f"  {'':<28} {'':<13}  "
+                         + ", ".join(f"POST {t} {res[t]}" for t in order)
                          + (f"; CSRF failures: {'; '.join(reasons)}" if reasons else ""))
                 if where == "via lacquer":
-                    outcomes.append((label, ok, ra.status, rb.status))
+                    outcomes.append((label + (" after another's POST" if other_first else ""),
+                                     ok, ra.status, rb.status))
         passed = all(o[1] for o in outcomes)
         measured = ", ".join(f"{lbl}: POST A {a} / POST B {b}" for lbl, _, a, b in outcomes)
         self.record("two tabs, both forms submit", passed, measured, "302 / 302 (no 403)")

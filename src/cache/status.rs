@@ -141,6 +141,15 @@ impl Outcome {
         o
     }
 
+    /// Whether the response comes from memory without a word from the app (a hit, fresh
+    /// or stale; not a revalidation, whose 304 updated the header).
+    pub(crate) fn served_from_memory(&self) -> bool {
+        matches!(
+            self.status,
+            CacheStatus::Hit | CacheStatus::StaleWhileRevalidate | CacheStatus::StaleIfError
+        )
+    }
+
     /// Record that the key is remembered as uncacheable and this answer was not stored either.
     pub(crate) fn mark_hit_for_miss(&mut self) {
         self.status = CacheStatus::HitForMiss;

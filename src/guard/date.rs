@@ -31,11 +31,20 @@ pub(super) fn head(bytes: &[u8]) -> Head {
     if !status.iter().all(u8::is_ascii_digit) {
         return Head::Other;
     }
-    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+    let Some(end) = memchr::memmem::find(bytes, b"\r\n\r\n") else {
         return Head::Other;
     };
     if status[0] == b'1' {
         return Head::Interim;
+    }
+    // pingora writes `Date: ` as this: one vectorised search (the hit path) before the
+    // line-by-line reading of any other spelling
+    if let Some(at) = memchr::memmem::find(&bytes[..end], b"\r\nDate: ") {
+        let from = at + b"\r\nDate: ".len();
+        let line_end = memchr::memchr(b'\r', &bytes[from..end + 2]).map_or(end, |i| from + i);
+        let value = &bytes[from..line_end];
+        let trail = value.len() - value.trim_ascii_end().len();
+        return Head::Final(Some(from..line_end - trail));
     }
     let mut date = None;
     // each header line starts after a CRLF; the status line is skipped
