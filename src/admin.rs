@@ -7,8 +7,10 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
 use crate::cache::CacheRuntime;
+use crate::cluster::Cluster;
 use crate::live::SharedLive;
 use crate::metrics::metrics;
+use crate::purge::wire::PurgeOrder;
 use crate::purge::{self, PurgeApiRequest, PurgeSource};
 
 /// The largest purge API body accepted.
@@ -18,12 +20,22 @@ const MAX_BODY: usize = 1 << 20;
 pub(crate) struct AdminApp {
     cache: &'static CacheRuntime,
     live: SharedLive,
+    cluster: Option<&'static Cluster>,
 }
 
 impl AdminApp {
-    /// An admin app for `cache`, following `live`'s config (purge rules, listeners).
-    pub(crate) fn new(cache: &'static CacheRuntime, live: SharedLive) -> AdminApp {
-        AdminApp { cache, live }
+    /// An admin app for `cache`, following `live`'s config (purge rules, listeners), and
+    /// publishing its purges to `cluster`'s other nodes.
+    pub(crate) fn new(
+        cache: &'static CacheRuntime,
+        live: SharedLive,
+        cluster: Option<&'static Cluster>,
+    ) -> AdminApp {
+        AdminApp {
+            cache,
+            live,
+            cluster,
+        }
     }
 
     async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -58,13 +70,29 @@ impl AdminApp {
             Err(message) => return error(StatusCode::BAD_REQUEST, &message),
         };
         let report = purge::run(self.cache, &scopes, req.soft, PurgeSource::Request).await;
-        match serde_json::to_string(&report) {
-            Ok(text) => json(StatusCode::OK, text),
-            Err(_) => error(
+        let Ok(mut answer) = serde_json::to_value(&report) else {
+            return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "could not encode the report",
-            ),
+            );
+        };
+        let mut status = StatusCode::OK;
+        if let Some(cluster) = self.cluster {
+            let order = PurgeOrder {
+                scopes,
+                tag_patterns: Vec::new(),
+                bans: Vec::new(),
+                soft: req.soft,
+            };
+            let replication = cluster.replicate(&order).await;
+            if !replication.replicated {
+                // applied here only: the app's purge queue should try again
+                status = StatusCode::SERVICE_UNAVAILABLE;
+            }
+            answer["replicated"] = replication.replicated.into();
+            answer["nodes"] = serde_json::json!(replication.nodes);
         }
+        json(status, answer.to_string())
     }
 }
 
@@ -158,6 +186,10 @@ impl ServeHttp for AdminApp {
                 )
             }
             ("POST", "/purge") => self.purge(session).await,
+            (_, "/cluster") => match self.cluster {
+                Some(c) => json(StatusCode::OK, c.view().await.to_string()),
+                None => error(StatusCode::NOT_FOUND, "no cluster: configure cluster.redis"),
+            },
             (_, "/purge") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
             _ => text(StatusCode::NOT_FOUND, "not found\n".to_string()),
         }
@@ -186,7 +218,7 @@ mod tests {
         let live: SharedLive = Arc::new(arc_swap::ArcSwap::from_pointee(
             crate::live::Live::new(config).unwrap(),
         ));
-        let resp = AdminApp::new(cache, live).healthz().await;
+        let resp = AdminApp::new(cache, live, None).healthz().await;
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             String::from_utf8(resp.into_body()).unwrap(),

@@ -7,6 +7,7 @@
 //! per section, raw to typed), `values.rs` (networks and globs), `units.rs` (sizes and
 //! durations). Not here: building pingora's `ServerConf` (see `server.rs`).
 
+pub mod cluster;
 pub mod raw;
 pub mod routes;
 pub mod units;
@@ -18,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+pub use cluster::ClusterConfig;
 use raw::RawConfig;
 pub use routes::{Rule, TtlTable};
 pub use values::{load_certificate, Cidr, NamePattern};
@@ -62,6 +64,8 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// Named pools of app servers that rules route to.
     pub pools: Vec<(String, Vec<Upstream>)>,
+    /// Other nodes sharing purges through Redis; `None`: this node alone.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `access_log.target`: where access log lines go.

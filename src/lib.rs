@@ -14,6 +14,8 @@
 //! - `purge`: running purges, `PURGE` on the proxy listener, unsafe-method invalidation;
 //!   `purge/gate.rs` who may purge and how often, `purge/api.rs` the admin API body (the
 //!   Varnish purge clients' formats and bans belong in `purge/` too)
+//! - `cluster`: several nodes on Redis: purges published to a stream, followed, acknowledged
+//!   (`cluster/codec.rs` the purge on the stream, `cluster/follow.rs` following it)
 //! - `upstream`: the app servers: round robin with weights, health checks, peers and timeouts
 //! - `live`: the reloadable generation (config, app servers, purge gate) requests snapshot
 //! - `access_log`: one line per client request
@@ -25,7 +27,6 @@
 //! - `proxy`: the one `ProxyHttp` impl, thin, delegating to the modules above
 //! - `admin`: the admin listener; `services`: health-check loop, SIGHUP reload, SIGTERM drain
 //! - `server`: pingora's server and services assembled from the config
-//! - the Redis cluster tier (`cluster/`) will sit between `cache` and `proxy`
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![warn(missing_docs)]
@@ -33,6 +34,7 @@
 pub mod access_log;
 pub(crate) mod admin;
 pub mod cache;
+pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod edge;
 pub(crate) mod guard;

@@ -95,6 +95,7 @@ impl Live {
         keep!("purge.soft_grace", purge.soft_grace);
         keep!("access_log.target", access_log_target);
         keep!("access_log.format", access_log_format);
+        keep!("cluster", cluster);
         changed
     }
 }

@@ -70,6 +70,16 @@ pub(crate) struct Metrics {
     pub(crate) unsafe_invalidations_limited: IntCounter,
     /// `lacquer_rule_requests_total{rule}`.
     pub(crate) rule_requests: IntCounterVec,
+    /// `lacquer_cluster_redis_up`.
+    pub(crate) cluster_redis_up: IntGauge,
+    /// `lacquer_cluster_purges_published_total{result}`.
+    pub(crate) cluster_purges_published: IntCounterVec,
+    /// `lacquer_cluster_purges_applied_total`.
+    pub(crate) cluster_purges_applied: IntCounter,
+    /// `lacquer_cluster_purge_delay_seconds`.
+    pub(crate) cluster_purge_delay: Histogram,
+    /// `lacquer_cluster_memory_drops_total`.
+    pub(crate) cluster_memory_drops: IntCounter,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -195,6 +205,40 @@ impl Metrics {
             "The cache budget (cache.max_size).",
         );
         let cache_inserts = counter(&r, "lacquer_cache_inserts_total", "Objects stored.");
+        let cluster_redis_up = gauge(
+            &r,
+            "lacquer_cluster_redis_up",
+            "Whether the last call to the cluster's Redis succeeded (1) or not (0).",
+        );
+        let cluster_purges_published = counter_vec(
+            &r,
+            "lacquer_cluster_purges_published_total",
+            "Purges this node published to the other nodes, by result (error: not replicated).",
+            &["result"],
+        );
+        let cluster_purges_applied = counter(
+            &r,
+            "lacquer_cluster_purges_applied_total",
+            "Purges other nodes published that this node applied.",
+        );
+        let cluster_purge_delay = Histogram::with_opts(
+            HistogramOpts::new(
+                "lacquer_cluster_purge_delay_seconds",
+                "From a purge's publication by another node to its application here.",
+            )
+            .buckets(SECONDS_BUCKETS.to_vec()),
+        )
+        .unwrap_or_else(|e| unreachable_metric("lacquer_cluster_purge_delay_seconds", e));
+        register(
+            &r,
+            "lacquer_cluster_purge_delay_seconds",
+            Box::new(cluster_purge_delay.clone()),
+        );
+        let cluster_memory_drops = counter(
+            &r,
+            "lacquer_cluster_memory_drops_total",
+            "Times this node dropped its memory cache because it could not know which purges it missed.",
+        );
         let rule_requests = counter_vec(
             &r,
             "lacquer_rule_requests_total",
@@ -287,6 +331,11 @@ impl Metrics {
             fills_over_memory,
             unsafe_invalidations_limited,
             rule_requests,
+            cluster_redis_up,
+            cluster_purges_published,
+            cluster_purges_applied,
+            cluster_purge_delay,
+            cluster_memory_drops,
         }
     }
 

@@ -29,6 +29,7 @@ use crate::cache::status::{CacheStatus, Outcome};
 use crate::cache::storage::FetchStamp;
 use crate::cache::stored_header::{build_meta, merge_not_modified};
 use crate::cache::{conditional, http_date, range, vary, CacheRuntime};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::edge::{self, Client};
 use crate::guard;
@@ -53,6 +54,8 @@ pub(crate) struct LacquerProxy {
     live: SharedLive,
     cache: &'static CacheRuntime,
     access_log: Arc<AccessLog>,
+    /// The other nodes purges are published to, when `cluster` is set.
+    cluster: Option<&'static Cluster>,
 }
 
 impl LacquerProxy {
@@ -61,11 +64,13 @@ impl LacquerProxy {
         live: SharedLive,
         cache: &'static CacheRuntime,
         access_log: Arc<AccessLog>,
+        cluster: Option<&'static Cluster>,
     ) -> LacquerProxy {
         LacquerProxy {
             live,
             cache,
             access_log,
+            cluster,
         }
     }
 

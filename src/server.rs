@@ -67,8 +67,15 @@ pub fn build(config: Config, path: PathBuf) -> Result<Server> {
             )
         })?;
     let cache = CacheRuntime::leak(&config);
+    let cluster = match &config.cluster {
+        Some(c) => Some(
+            crate::cluster::Cluster::leak(c, cache)
+                .map_err(|e| Error::explain(ErrorType::InternalError, e))?,
+        ),
+        None => None,
+    };
     let live: SharedLive = Arc::new(ArcSwap::from_pointee(Live::new(config.clone())?));
-    let proxy = LacquerProxy::new(live.clone(), cache, Arc::new(access_log));
+    let proxy = LacquerProxy::new(live.clone(), cache, Arc::new(access_log), cluster);
     // every client connection is held to `limits:` (header time, size, count, URL length,
     // idle keep-alive) before pingora parses it: see guard.rs
     // one service for plain listeners, one for those whose connections open with a PROXY
@@ -115,7 +122,11 @@ pub fn build(config: Config, path: PathBuf) -> Result<Server> {
     }
 
     let admin_app = LimitedApp::new(
-        pingora_core::apps::http_app::HttpServer::new_app(AdminApp::new(cache, live.clone())),
+        pingora_core::apps::http_app::HttpServer::new_app(AdminApp::new(
+            cache,
+            live.clone(),
+            cluster,
+        )),
         live.clone(),
         false,
     );
@@ -127,6 +138,12 @@ pub fn build(config: Config, path: PathBuf) -> Result<Server> {
         "lacquer health checks",
         HealthChecker::new(live.clone()),
     ));
+    if let Some(c) = cluster {
+        server.add_service(background_service(
+            "lacquer cluster",
+            crate::cluster::Follower::new(c),
+        ));
+    }
     server.add_service(background_service(
         "lacquer reload",
         Reloader::new(path, live),

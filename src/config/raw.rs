@@ -55,6 +55,9 @@ pub struct RawConfig {
     /// `rules` (docs/configuration.md).
     #[serde(default)]
     pub rules: Vec<super::routes::RawRule>,
+    /// `cluster` (docs/configuration.md): nodes that share purges through Redis.
+    #[serde(default)]
+    pub cluster: Option<super::cluster::RawCluster>,
     /// `pools` (docs/configuration.md): named lists of app servers for rules.
     #[serde(default)]
     pub pools: std::collections::BTreeMap<String, Vec<RawUpstream>>,

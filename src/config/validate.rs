@@ -33,6 +33,10 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let pool_names: Vec<&str> = raw.pools.keys().map(String::as_str).collect();
     let rules = super::routes::rules(e, &raw.rules, &pool_names);
+    let cluster = raw
+        .cluster
+        .as_ref()
+        .map(|c| super::cluster::cluster(e, c, listen.first().map(|l| l.addr)));
     let timeouts = timeouts(e, &raw.timeouts);
     let cache = cache(e, &raw.cache);
     let mut purge = purge(e, &raw.purge);
@@ -77,6 +81,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         upstream_ca_file,
         rules,
         pools,
+        cluster,
     })
 }
 

@@ -51,9 +51,18 @@ impl LacquerProxy {
         let n = report.urls + report.tags + report.all;
         // 200 even when nothing was stored: the URL is not in the cache, which is what the
         // client asked for (Varnish answers 200 too; purge clients count a 404 as a failure)
-        let body =
-            serde_json::json!({ "purged": n, "soft": order.soft, "bans": report.bans }).to_string();
-        respond_json(session, 200, body).await
+        let mut body = serde_json::json!({ "purged": n, "soft": order.soft, "bans": report.bans });
+        let mut status = 200;
+        if let Some(cluster) = self.cluster {
+            let replication = cluster.replicate(&order).await;
+            if !replication.replicated {
+                // applied on this node only: a purge client retries a 503
+                status = 503;
+            }
+            body["replicated"] = replication.replicated.into();
+            body["nodes"] = serde_json::json!(replication.nodes);
+        }
+        respond_json(session, status, body.to_string()).await
     }
 
     /// RFC 9111 section 4.4: a successful unsafe request invalidates its URL, and with
@@ -103,5 +112,17 @@ impl LacquerProxy {
             }
         }
         purge::run(self.cache, &scopes, false, PurgeSource::Unsafe).await;
+        if let Some(cluster) = self.cluster {
+            // the response does not wait for the other nodes
+            let order = purge::wire::PurgeOrder {
+                scopes,
+                tag_patterns: Vec::new(),
+                bans: Vec::new(),
+                soft: false,
+            };
+            tokio::spawn(async move {
+                cluster.replicate(&order).await;
+            });
+        }
     }
 }

@@ -7,6 +7,7 @@ mod support;
 mod broken_origin;
 mod bypass;
 mod caching;
+mod cluster;
 mod coalescing;
 mod config;
 mod edge;

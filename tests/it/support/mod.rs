@@ -5,6 +5,7 @@ pub mod client;
 pub mod origin;
 pub mod proxy;
 pub mod raw;
+pub mod redis;
 
 pub use client::{Client, Resp};
 pub use origin::{Counter, Origin, Reply};

@@ -1,0 +1,241 @@
+//! Following the purge stream: apply what the other nodes published, acknowledge it, announce
+//! this node (heartbeats), and drop the memory cache when the stream cannot say what was missed.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use redis::aio::MultiplexedConnection;
+use redis::streams::StreamReadReply;
+
+use super::{codec, unix_ms, Cluster, MEMBERS, STREAM};
+use crate::cache::storage::PurgeScope;
+use crate::metrics::metrics;
+use crate::purge::{self, PurgeSource};
+
+/// How long one read waits for new entries.
+const BLOCK: Duration = Duration::from_millis(500);
+/// Entries read at once.
+const BATCH: usize = 256;
+/// How often this node announces itself.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// The background service that follows the stream.
+pub(crate) struct Follower {
+    cluster: &'static Cluster,
+}
+
+impl Follower {
+    /// A follower for `cluster`.
+    pub(crate) fn new(cluster: &'static Cluster) -> Follower {
+        Follower { cluster }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Follower {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            _ = self.cluster.follow() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Where a stream id was made (its milliseconds part).
+fn id_ms(id: &str) -> u64 {
+    id.split('-')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Cluster {
+    /// Follow the stream until the process stops.
+    async fn follow(&'static self) {
+        // the last entry applied; None: not known (start, or after a gap)
+        let mut last: Option<String> = None;
+        let mut conn: Option<MultiplexedConnection> = None;
+        let mut beat = Instant::now() - HEARTBEAT;
+        loop {
+            if beat.elapsed() >= HEARTBEAT {
+                self.heartbeat(last.as_deref().unwrap_or("-")).await;
+                beat = Instant::now();
+            }
+            if conn.is_none() {
+                let opened = tokio::time::timeout(
+                    self.config.redis_timeout,
+                    self.client.get_multiplexed_async_connection(),
+                )
+                .await;
+                let Ok(Ok(mut c)) = opened else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                match self.resume(&mut c, last.clone()).await {
+                    Some(from) => {
+                        last = Some(from);
+                        conn = Some(c);
+                    }
+                    None => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = conn.as_mut() else {
+                continue;
+            };
+            let from = last.clone().unwrap_or_else(|| "$".to_string());
+            let read = tokio::time::timeout(
+                BLOCK + self.config.redis_timeout,
+                redis::cmd("XREAD")
+                    .arg("BLOCK")
+                    .arg(BLOCK.as_millis() as u64)
+                    .arg("COUNT")
+                    .arg(BATCH)
+                    .arg("STREAMS")
+                    .arg(STREAM)
+                    .arg(&from)
+                    .query_async::<Option<StreamReadReply>>(c),
+            )
+            .await;
+            let reply = match read {
+                Ok(Ok(r)) => r,
+                _ => {
+                    // reconnect, and check on the way back that nothing was missed
+                    conn = None;
+                    continue;
+                }
+            };
+            for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+                let node: Option<String> = entry.get("node");
+                if node.as_deref() != Some(self.config.node.as_str()) {
+                    self.apply(&entry.id, entry.get::<String>("order")).await;
+                }
+                last = Some(entry.id);
+            }
+        }
+    }
+
+    /// After (re)connecting: the entry to read from. A known position must still be in the
+    /// stream, or purges may have been missed (trimmed away, or Redis lost its data): then
+    /// the memory cache is dropped. `None`: Redis did not answer.
+    async fn resume(
+        &'static self,
+        c: &mut MultiplexedConnection,
+        last: Option<String>,
+    ) -> Option<String> {
+        let bound = self.config.redis_timeout;
+        if let Some(id) = &last {
+            let found = tokio::time::timeout(
+                bound,
+                redis::cmd("XRANGE")
+                    .arg(STREAM)
+                    .arg(id)
+                    .arg(id)
+                    .query_async::<redis::Value>(c),
+            )
+            .await;
+            match found {
+                Ok(Ok(redis::Value::Array(v))) if !v.is_empty() => return last,
+                Ok(Ok(_)) => {
+                    log::warn!(
+                        "cluster: purges since {id} are no longer in Redis; dropping the memory cache"
+                    );
+                    self.drop_memory().await;
+                }
+                _ => return None,
+            }
+        }
+        // from the newest entry on: what came before is in no memory cache of this node
+        let newest = tokio::time::timeout(
+            bound,
+            redis::cmd("XREVRANGE")
+                .arg(STREAM)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async::<redis::streams::StreamRangeReply>(c),
+        )
+        .await;
+        match newest {
+            Ok(Ok(r)) => Some(
+                r.ids
+                    .first()
+                    .map_or_else(|| "0-0".to_string(), |e| e.id.clone()),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Apply one entry another node published, and acknowledge it.
+    async fn apply(&'static self, id: &str, order: Option<String>) {
+        let m = metrics();
+        match order.as_deref().map(codec::decode) {
+            Some(Ok(order)) => {
+                purge::run_order(self.cache, &order).await;
+                m.cluster_purges_applied.inc();
+            }
+            other => {
+                // a purge this node cannot read may have covered anything it holds
+                log::warn!("cluster: unreadable purge {id} ({other:?}); dropping the memory cache");
+                self.drop_memory().await;
+            }
+        }
+        let delay = unix_ms().saturating_sub(id_ms(id));
+        m.cluster_purge_delay
+            .observe(Duration::from_millis(delay).as_secs_f64());
+        if let Ok(mut p) = self.position.lock() {
+            *p = (id.to_string(), delay);
+        }
+        self.acknowledge(id).await;
+    }
+
+    async fn drop_memory(&'static self) {
+        purge::run(self.cache, &[PurgeScope::All], false, PurgeSource::Request).await;
+        metrics().cluster_memory_drops.inc();
+    }
+
+    /// Announce this node: live (for acknowledgements), its last purge and its lag.
+    async fn heartbeat(&self, last: &str) {
+        let (applied, lag) = self
+            .position
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_else(|_| ("-".to_string(), 0));
+        let applied = if applied == "-" {
+            last.to_string()
+        } else {
+            applied
+        };
+        let node = self.config.node.clone();
+        let key = format!("lacquer:node:{node}");
+        let now = unix_ms();
+        let _: Option<()> = self
+            .call("heartbeat", |mut c| async move {
+                redis::pipe()
+                    .cmd("ZADD")
+                    .arg(MEMBERS)
+                    .arg(now)
+                    .arg(&node)
+                    .ignore()
+                    .cmd("HSET")
+                    .arg(&key)
+                    .arg("last_purge")
+                    .arg(&applied)
+                    .arg("lag_ms")
+                    .arg(lag)
+                    .ignore()
+                    .cmd("EXPIRE")
+                    .arg(&key)
+                    .arg(60)
+                    .ignore()
+                    .query_async(&mut c)
+                    .await
+            })
+            .await;
+    }
+}
