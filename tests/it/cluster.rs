@@ -92,10 +92,7 @@ async fn a_purge_on_any_node_reaches_every_node_with_acknowledgements() {
         .await;
     assert_eq!(json(&r)["nodes"]["c"], true);
     for n in &cluster {
-        assert!(
-            get(&c, n, "/t").await.fetched(),
-            "tag purged on every node"
-        );
+        assert!(get(&c, n, "/t").await.fetched(), "tag purged on every node");
     }
     // a soft purge on c: every node serves the page stale once while it is refreshed
     warm(&c, &cluster, "/s").await;
