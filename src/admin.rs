@@ -84,7 +84,7 @@ impl AdminApp {
                 bans: Vec::new(),
                 soft: req.soft,
             };
-            let replication = cluster.replicate(&order).await;
+            let replication = cluster.replicate(&order, PurgeSource::Request).await;
             if !replication.replicated {
                 // applied here only: the app's purge queue should try again
                 status = StatusCode::SERVICE_UNAVAILABLE;

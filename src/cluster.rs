@@ -28,6 +28,7 @@ use crate::cache::CacheRuntime;
 use crate::config::ClusterConfig;
 use crate::metrics::metrics;
 use crate::purge::wire::PurgeOrder;
+use crate::purge::PurgeSource;
 
 pub(crate) use follow::Follower;
 
@@ -36,6 +37,8 @@ const STREAM: &str = "lacquer:purges";
 /// Entries kept in the stream (approximately): a node away for longer than this many purges
 /// drops its memory cache when it comes back.
 const STREAM_LEN: usize = 100_000;
+/// Set once per Redis dataset: a new value means Redis lost what it held (the stream included).
+const EPOCH: &str = "lacquer:epoch";
 /// The live nodes, scored by their last heartbeat (Unix milliseconds).
 const MEMBERS: &str = "lacquer:members";
 /// A node whose last heartbeat is older than this is not waited for.
@@ -50,6 +53,8 @@ pub(crate) struct Cluster {
     up: AtomicBool,
     /// The last stream entry this node applied, and when (what `GET /cluster` shows).
     position: Mutex<(String, u64)>,
+    /// When this process started (Unix milliseconds): it follows the stream from there.
+    started_ms: u64,
 }
 
 /// What became of a purge on the other nodes.
@@ -84,7 +89,7 @@ impl Cluster {
         cache: &'static CacheRuntime,
     ) -> Result<&'static Cluster, String> {
         let client = redis::Client::open(config.redis.as_str())
-            .map_err(|e| format!("cluster.redis: {e}"))?;
+            .map_err(|e| format!("cluster.redis: not a usable Redis URL ({:?})", e.kind()))?;
         Ok(Box::leak(Box::new(Cluster {
             config: config.clone(),
             client,
@@ -92,6 +97,7 @@ impl Cluster {
             cache,
             up: AtomicBool::new(false),
             position: Mutex::new(("-".to_string(), 0)),
+            started_ms: unix_ms(),
         })))
     }
 
@@ -148,9 +154,9 @@ impl Cluster {
     }
 
     /// Publish a purge this node has applied, and wait for the other live nodes to apply it.
-    pub(crate) async fn replicate(&self, order: &PurgeOrder) -> Replication {
+    pub(crate) async fn replicate(&self, order: &PurgeOrder, source: PurgeSource) -> Replication {
         let m = metrics();
-        let body = codec::encode(order);
+        let body = codec::encode(order, source);
         let node = self.config.node.clone();
         let id: Option<String> = self
             .call("publish", |mut c| async move {

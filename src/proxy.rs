@@ -570,6 +570,14 @@ impl ProxyHttp for LacquerProxy {
         }
         upstream_response.insert_header("Cache-Status", outcome.header_value())?;
         ctx.status = Some(outcome.status);
+        if ctx.upstream_status.is_some() && !outcome.stored && head::is_head_fill(session) {
+            // the GET filling for a HEAD has nothing to store: its body is not fetched for
+            // nothing, and the HEAD (holding the lock) is released at once
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "the fill for a HEAD is not storable",
+            ));
+        }
         // (a hit never went to the app, so it has nothing to undo)
         if ctx.upstream_status.is_some() && !outcome.stored {
             guard::fill_only_for_client(session.as_downstream_mut());

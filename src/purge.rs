@@ -141,8 +141,12 @@ pub fn count_refused(result: &'static str) {
 
 /// Run what a Varnish purge client's request asks for (`wire::parse`): its URL, tag and
 /// "everything" purges, its tag patterns over the index's distinct tags, and its bans.
-pub async fn run_order(cache: &'static CacheRuntime, order: &wire::PurgeOrder) -> PurgeReport {
-    let mut report = run(cache, &order.scopes, order.soft, PurgeSource::Request).await;
+pub async fn run_order(
+    cache: &'static CacheRuntime,
+    order: &wire::PurgeOrder,
+    source: PurgeSource,
+) -> PurgeReport {
+    let mut report = run(cache, &order.scopes, order.soft, source).await;
     let m = metrics();
     for pattern in &order.tag_patterns {
         // checked when the request was read

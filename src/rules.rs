@@ -38,7 +38,16 @@ pub(crate) fn find(rules: &[Rule], req: &RequestHeader) -> Option<usize> {
 /// The host a rule is matched against: the authority of an absolute target or HTTP/2's
 /// `:authority`, else `Host`; lower-case, without a port or a trailing dot.
 fn request_host(req: &RequestHeader) -> String {
-    let raw = match req.uri.host() {
+    // pingora leaves an absolute-form target's authority in the raw path, not on the `Uri`
+    let raw_path = std::str::from_utf8(req.raw_path()).unwrap_or("");
+    let from_target = ["http://", "https://"].iter().find_map(|scheme| {
+        let rest = raw_path
+            .get(..scheme.len())?
+            .eq_ignore_ascii_case(scheme)
+            .then(|| &raw_path[scheme.len()..])?;
+        Some(rest.split(['/', '?']).next().unwrap_or(rest))
+    });
+    let raw = match req.uri.host().or(from_target) {
         Some(h) => h,
         None => req
             .headers
@@ -135,6 +144,11 @@ rules:
             );
         }
         assert_eq!(find(&[], &req("GET", "/", None)), None);
+        // an absolute target as pingora leaves it: the authority in the raw path only
+        let mut raw = RequestHeader::build("GET", b"/", None).unwrap();
+        raw.set_raw_path(b"http://www.example.com/articles/3")
+            .unwrap();
+        assert_eq!(find(&set, &raw), Some(1));
     }
 
     #[test]

@@ -8,12 +8,13 @@ use crate::cache::ban::{self, Ban};
 use crate::cache::key::UrlHash;
 use crate::cache::storage::PurgeScope;
 use crate::purge::wire::PurgeOrder;
+use crate::purge::PurgeSource;
 
 /// The encoding's version.
 const VERSION: u64 = 1;
 
-/// Encode a purge order.
-pub(crate) fn encode(order: &PurgeOrder) -> String {
+/// Encode a purge order and where it came from.
+pub(crate) fn encode(order: &PurgeOrder, source: PurgeSource) -> String {
     let scopes: Vec<Value> = order.scopes.iter().map(scope).collect();
     let bans: Vec<Value> = order.bans.iter().map(ban_value).collect();
     json!({
@@ -22,6 +23,7 @@ pub(crate) fn encode(order: &PurgeOrder) -> String {
         "scopes": scopes,
         "tag_patterns": order.tag_patterns,
         "bans": bans,
+        "unsafe": source == PurgeSource::Unsafe,
     })
     .to_string()
 }
@@ -55,8 +57,9 @@ fn ban_value(b: &Ban) -> Value {
     })
 }
 
-/// Decode a purge order; `Err` for anything this version cannot read exactly.
-pub(crate) fn decode(text: &str) -> Result<PurgeOrder, String> {
+/// Decode a purge order and where it came from; `Err` for anything this version cannot read
+/// exactly.
+pub(crate) fn decode(text: &str) -> Result<(PurgeOrder, PurgeSource), String> {
     let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     if v.get("v").and_then(Value::as_u64) != Some(VERSION) {
         return Err(format!("unknown version {:?}", v.get("v")));
@@ -91,12 +94,20 @@ pub(crate) fn decode(text: &str) -> Result<PurgeOrder, String> {
     {
         bans.push(decode_ban(b)?);
     }
-    Ok(PurgeOrder {
-        scopes,
-        tag_patterns,
-        bans,
-        soft,
-    })
+    let source = if v.get("unsafe").and_then(Value::as_bool) == Some(true) {
+        PurgeSource::Unsafe
+    } else {
+        PurgeSource::Request
+    };
+    Ok((
+        PurgeOrder {
+            scopes,
+            tag_patterns,
+            bans,
+            soft,
+        },
+        source,
+    ))
 }
 
 fn hash(v: &Value) -> Result<UrlHash, String> {
@@ -185,7 +196,20 @@ mod tests {
             }],
             soft: true,
         };
-        assert_eq!(decode(&encode(&order)).unwrap(), order);
+        assert_eq!(
+            decode(&encode(&order, PurgeSource::Request)).unwrap(),
+            (order, PurgeSource::Request)
+        );
+        let unsafe_one = PurgeOrder {
+            scopes: vec![PurgeScope::All],
+            tag_patterns: Vec::new(),
+            bans: Vec::new(),
+            soft: false,
+        };
+        assert_eq!(
+            decode(&encode(&unsafe_one, PurgeSource::Unsafe)).unwrap().1,
+            PurgeSource::Unsafe
+        );
         assert!(
             decode("{\"v\": 2, \"scopes\": []}").is_err(),
             "another version"

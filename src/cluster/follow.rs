@@ -9,7 +9,7 @@ use pingora_core::services::background::BackgroundService;
 use redis::aio::MultiplexedConnection;
 use redis::streams::StreamReadReply;
 
-use super::{codec, unix_ms, Cluster, MEMBERS, STREAM};
+use super::{codec, unix_ms, Cluster, EPOCH, MEMBERS, STREAM};
 use crate::cache::storage::PurgeScope;
 use crate::metrics::metrics;
 use crate::purge::{self, PurgeSource};
@@ -20,6 +20,14 @@ const BLOCK: Duration = Duration::from_millis(500);
 const BATCH: usize = 256;
 /// How often this node announces itself.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// What a reconnect found.
+enum Resume {
+    /// Nothing can have been missed: go on from where it was.
+    Continue,
+    /// Purges may have been missed: the memory cache was dropped.
+    Dropped,
+}
 
 /// The background service that follows the stream.
 pub(crate) struct Follower {
@@ -54,18 +62,23 @@ fn id_ms(id: &str) -> u64 {
 impl Cluster {
     /// Follow the stream until the process stops.
     async fn follow(&'static self) {
-        // the last entry applied; None: not known (start, or after a gap)
-        let mut last: Option<String> = None;
+        // where to read from: entries after this id (this process's start at first, so that
+        // nothing published while it was already serving and not yet connected is skipped)
+        let mut cursor = format!("{}-0", self.started_ms);
+        // whether `cursor` is an entry this node applied (then it must still be in the stream)
+        let mut applied_any = false;
+        // the Redis dataset this node follows (`lacquer:epoch`, set once per dataset)
+        let mut epoch: Option<String> = None;
         let mut conn: Option<MultiplexedConnection> = None;
         let mut beat = Instant::now() - HEARTBEAT;
         loop {
             if beat.elapsed() >= HEARTBEAT {
-                self.heartbeat(last.as_deref().unwrap_or("-")).await;
+                self.heartbeat(&cursor).await;
                 beat = Instant::now();
             }
             if conn.is_none() {
                 let opened = tokio::time::timeout(
-                    self.config.redis_timeout,
+                    self.config.redis_timeout * 10,
                     self.client.get_multiplexed_async_connection(),
                 )
                 .await;
@@ -73,9 +86,12 @@ impl Cluster {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 };
-                match self.resume(&mut c, last.clone()).await {
-                    Some(from) => {
-                        last = Some(from);
+                match self.resume(&mut c, &cursor, applied_any, &mut epoch).await {
+                    Some(Resume::Continue) => conn = Some(c),
+                    Some(Resume::Dropped) => {
+                        // the memory is empty: what came before does not matter
+                        cursor = format!("{}-0", unix_ms());
+                        applied_any = false;
                         conn = Some(c);
                     }
                     None => {
@@ -87,7 +103,6 @@ impl Cluster {
             let Some(c) = conn.as_mut() else {
                 continue;
             };
-            let from = last.clone().unwrap_or_else(|| "$".to_string());
             let read = tokio::time::timeout(
                 BLOCK + self.config.redis_timeout,
                 redis::cmd("XREAD")
@@ -97,7 +112,7 @@ impl Cluster {
                     .arg(BATCH)
                     .arg("STREAMS")
                     .arg(STREAM)
-                    .arg(&from)
+                    .arg(&cursor)
                     .query_async::<Option<StreamReadReply>>(c),
             )
             .await;
@@ -114,59 +129,68 @@ impl Cluster {
                 if node.as_deref() != Some(self.config.node.as_str()) {
                     self.apply(&entry.id, entry.get::<String>("order")).await;
                 }
-                last = Some(entry.id);
+                cursor = entry.id;
+                applied_any = true;
             }
         }
     }
 
-    /// After (re)connecting: the entry to read from. A known position must still be in the
-    /// stream, or purges may have been missed (trimmed away, or Redis lost its data): then
-    /// the memory cache is dropped. `None`: Redis did not answer.
+    /// After (re)connecting: whether this node can go on from `cursor`. A Redis that lost its
+    /// data (its epoch changed) or a stream trimmed past the last entry applied may have lost
+    /// purges: then the memory cache is dropped. `None`: Redis did not answer.
     async fn resume(
         &'static self,
         c: &mut MultiplexedConnection,
-        last: Option<String>,
-    ) -> Option<String> {
+        cursor: &str,
+        applied_any: bool,
+        epoch: &mut Option<String>,
+    ) -> Option<Resume> {
         let bound = self.config.redis_timeout;
-        if let Some(id) = &last {
-            let found = tokio::time::timeout(
-                bound,
-                redis::cmd("XRANGE")
-                    .arg(STREAM)
-                    .arg(id)
-                    .arg(id)
-                    .query_async::<redis::Value>(c),
-            )
-            .await;
-            match found {
-                Ok(Ok(redis::Value::Array(v))) if !v.is_empty() => return last,
-                Ok(Ok(_)) => {
-                    log::warn!(
-                        "cluster: purges since {id} are no longer in Redis; dropping the memory cache"
-                    );
-                    self.drop_memory().await;
-                }
-                _ => return None,
-            }
-        }
-        // from the newest entry on: what came before is in no memory cache of this node
-        let newest = tokio::time::timeout(
+        let mine = format!("{}-{}", self.config.node, unix_ms());
+        let now_epoch = tokio::time::timeout(
             bound,
-            redis::cmd("XREVRANGE")
-                .arg(STREAM)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query_async::<redis::streams::StreamRangeReply>(c),
+            redis::pipe()
+                .cmd("SET")
+                .arg(EPOCH)
+                .arg(&mine)
+                .arg("NX")
+                .ignore()
+                .cmd("GET")
+                .arg(EPOCH)
+                .query_async::<(Option<String>,)>(c),
         )
         .await;
-        match newest {
-            Ok(Ok(r)) => Some(
-                r.ids
-                    .first()
-                    .map_or_else(|| "0-0".to_string(), |e| e.id.clone()),
-            ),
+        let Ok(Ok((Some(now_epoch),))) = now_epoch else {
+            return None;
+        };
+        let lost = epoch.as_ref().is_some_and(|e| *e != now_epoch);
+        *epoch = Some(now_epoch);
+        if lost {
+            log::warn!("cluster: Redis lost its data (a new epoch); dropping the memory cache");
+            self.drop_memory().await;
+            return Some(Resume::Dropped);
+        }
+        if !applied_any {
+            return Some(Resume::Continue);
+        }
+        let found = tokio::time::timeout(
+            bound,
+            redis::cmd("XRANGE")
+                .arg(STREAM)
+                .arg(cursor)
+                .arg(cursor)
+                .query_async::<redis::Value>(c),
+        )
+        .await;
+        match found {
+            Ok(Ok(redis::Value::Array(v))) if !v.is_empty() => Some(Resume::Continue),
+            Ok(Ok(_)) => {
+                log::warn!(
+                    "cluster: purges since {cursor} are no longer in Redis; dropping the memory cache"
+                );
+                self.drop_memory().await;
+                Some(Resume::Dropped)
+            }
             _ => None,
         }
     }
@@ -175,8 +199,9 @@ impl Cluster {
     async fn apply(&'static self, id: &str, order: Option<String>) {
         let m = metrics();
         match order.as_deref().map(codec::decode) {
-            Some(Ok(order)) => {
-                purge::run_order(self.cache, &order).await;
+            Some(Ok((order, source))) => {
+                // an unsafe request's invalidation keeps hit-for-miss marks here too
+                purge::run_order(self.cache, &order, source).await;
                 m.cluster_purges_applied.inc();
             }
             other => {

@@ -57,10 +57,11 @@ pub(super) fn cluster(
         .iter()
         .any(|s| raw.redis.starts_with(s));
     if !ok_scheme {
-        errors.push(format!(
-            "cluster.redis: expected a URL like \"redis://127.0.0.1:6379/0\", got \"{}\"",
-            raw.redis
-        ));
+        // (the URL may hold a password: not repeated)
+        errors.push(
+            "cluster.redis: expected a URL like \"redis://127.0.0.1:6379/0\" (or rediss://)"
+                .to_string(),
+        );
     }
     let node = match &raw.node {
         Some(n) => {
@@ -131,7 +132,7 @@ mod tests {
         assert_eq!(
             e,
             vec![
-                "cluster.redis: expected a URL like \"redis://127.0.0.1:6379/0\", got \"127.0.0.1:6379\"",
+                "cluster.redis: expected a URL like \"redis://127.0.0.1:6379/0\" (or rediss://)",
                 "cluster.node: expected letters, digits, '-', '_', '.' or ':' (at most 64), got \"a b\"",
                 "cluster.purge_ack_timeout: expected a duration longer than 0 like \"250ms\", got \"0s\"",
             ]

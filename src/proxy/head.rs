@@ -56,6 +56,14 @@ impl LacquerProxy {
         // would for any miss; the fill itself takes no lock (pingora hands a lock to a
         // subrequest only for an expired object, and a miss's subrequest would wait on it)
         let key = session.cache.cache_key().clone();
+        // a URL whose last answer was not storable would be downloaded for nothing: the HEAD
+        // goes to the app as it is
+        if self
+            .cache
+            .remembered_uncacheable(crate::cache::key::UrlHash::of(&key))
+        {
+            return Ok(false);
+        }
         let sub = subrequest::Ctx::builder()
             .user_ctx(Box::new(HeadFill))
             .build();
@@ -63,9 +71,13 @@ impl LacquerProxy {
             return Ok(false);
         };
         let fill = spawner.spawn_background_subrequest(session.as_ref(), sub);
-        // the fill is bounded by the upstream timeouts; a failed one leaves nothing stored
-        if let Err(e) = fill.await {
-            log::warn!("the GET filling the cache for a HEAD failed: {e}");
+        // no longer than a waiter would wait for any fill; a fill whose answer is not storable
+        // ends at its header (see `response_filter`), a failed one leaves nothing stored
+        let bound = ctx.live.config.cache.lock_timeout;
+        match tokio::time::timeout(bound, fill).await {
+            Ok(Err(e)) => log::warn!("the GET filling the cache for a HEAD failed: {e}"),
+            Err(_) => log::debug!("the GET filling the cache for a HEAD took over {bound:?}"),
+            Ok(Ok(())) => {}
         }
         let storage = self.cache.storage;
         let trace = Span::inactive().handle();

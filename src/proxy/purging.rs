@@ -47,14 +47,20 @@ impl LacquerProxy {
                 return respond_json(session, 400, body).await;
             }
         };
-        let report = purge::run_order(self.cache, &order).await;
+        if !self.cache.storage.may_ban(order.bans.len()) {
+            // each outstanding ban is checked on every hit until its sweep retires it
+            purge::count_refused("rate_limited");
+            let body = serde_json::json!({ "error": "too many bans outstanding, try again" });
+            return respond_json(session, 429, body.to_string()).await;
+        }
+        let report = purge::run_order(self.cache, &order, PurgeSource::Request).await;
         let n = report.urls + report.tags + report.all;
         // 200 even when nothing was stored: the URL is not in the cache, which is what the
         // client asked for (Varnish answers 200 too; purge clients count a 404 as a failure)
         let mut body = serde_json::json!({ "purged": n, "soft": order.soft, "bans": report.bans });
         let mut status = 200;
         if let Some(cluster) = self.cluster {
-            let replication = cluster.replicate(&order).await;
+            let replication = cluster.replicate(&order, PurgeSource::Request).await;
             if !replication.replicated {
                 // applied on this node only: a purge client retries a 503
                 status = 503;
@@ -121,7 +127,7 @@ impl LacquerProxy {
                 soft: false,
             };
             tokio::spawn(async move {
-                cluster.replicate(&order).await;
+                cluster.replicate(&order, PurgeSource::Unsafe).await;
             });
         }
     }

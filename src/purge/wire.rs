@@ -58,10 +58,32 @@ const BAN_TAG_HEADERS: [&str; 4] = [
 /// Read a purge request (`method` is `PURGE`, `BAN` or `PURGEKEYS`); `url` is the key of its
 /// target. `Err` says what is wrong, for a 400.
 pub fn parse(req: &RequestHeader, url: &RequestKey) -> Result<PurgeOrder, String> {
+    // every line of a field: a client may send its tags in several (`xkey-purge: a`,
+    // `xkey-purge: b`); lines of a pattern field are joined the same way and then refused
+    // as a pattern unless they read as one list
+    let joined: Vec<(String, String)> = req
+        .headers
+        .keys()
+        .map(|name| {
+            let lines: Vec<&str> = req
+                .headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+                .collect();
+            let sep = if name.as_str().starts_with("xkey") {
+                " "
+            } else {
+                "|"
+            };
+            (name.as_str().to_string(), lines.join(sep))
+        })
+        .collect();
     let header = |name: &str| -> Option<&str> {
-        req.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+        joined
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     };
     let flag = |name: &str| header(name).is_some_and(|v| v.trim() == "1");
     let mut order = PurgeOrder {
@@ -478,6 +500,22 @@ mod tests {
         assert_eq!(typo3.bans[0].headers.len(), 2);
         assert!(typo3.bans[0].headers[1].1.is_match("12"));
         assert!(!typo3.bans[0].headers[1].1.is_match("123"));
+    }
+
+    #[test]
+    fn tags_in_several_lines_are_all_read() {
+        let two = order("PURGE", "/", &[("xkey-purge", "a b"), ("xkey-purge", "c")]).unwrap();
+        assert_eq!(two.scopes, tags(&["a", "b", "c"]));
+        let drupal = order(
+            "BAN",
+            "/",
+            &[
+                ("Purge-Cache-Tags", "node:1"),
+                ("Purge-Cache-Tags", "node:2"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(drupal.scopes, tags(&["node:1", "node:2"]));
     }
 
     #[test]

@@ -69,6 +69,9 @@ async fn a_cold_head_then_get_is_one_origin_request_when_the_app_writes_the_body
         "/uncacheable" => Reply::ok("private bytes")
             .header("Cache-Control", "private")
             .stall_after(0, Duration::from_millis(30)),
+        "/private-slow" => Reply::ok("private bytes")
+            .header("Cache-Control", "private")
+            .stall_after(0, Duration::from_millis(1500)),
         "/vary" => cacheable("body-bytes")
             .header("Vary", "Accept-Encoding, Cookie")
             .stall_after(0, Duration::from_millis(30)),
@@ -122,6 +125,27 @@ async fn a_cold_head_then_get_is_one_origin_request_when_the_app_writes_the_body
         "{}",
         head.cache_status()
     );
+    // the fill of an answer that cannot be stored ends at its header: the HEAD does not
+    // wait for a body nobody will keep
+    let started = std::time::Instant::now();
+    let slow = c.send("HEAD", &proxy.url("/private-slow"), &[], None).await;
+    assert_eq!(slow.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        started.elapsed()
+    );
+    // a URL remembered as not storable gets no background fill for a HEAD again: one
+    // request (pingora asks with GET, as for any HEAD through the cache)
+    let again = c.send("HEAD", &proxy.url("/uncacheable"), &[], None).await;
+    assert_eq!(again.status, 200);
+    let methods: Vec<String> = origin
+        .seen()
+        .iter()
+        .filter(|s| s.path() == "/uncacheable")
+        .map(|s| s.method.clone())
+        .collect();
+    assert_eq!(methods, ["GET", "HEAD", "GET"], "the app saw {methods:?}");
     assert_eq!(proxy.metric("lacquer_cache_inserts_total").await, 5.0);
 }
 

@@ -16,6 +16,9 @@ use crate::cache::ban::Ban;
 use crate::cache::key::VariantHash;
 use crate::cache::purge_log::PurgeScope;
 
+/// Bans waiting for their sweeps at once; more are refused (429) until some retire.
+pub const MAX_OUTSTANDING_BANS: usize = 256;
+
 /// Objects a sweep tests before it lets other tasks run.
 const SWEEP_BATCH: usize = 512;
 /// How long a sweep pauses between batches, so hits keep their pace on a big cache.
@@ -171,6 +174,12 @@ impl MemoryStorage {
             );
         }
         self.apply_purge(targets, seq, soft)
+    }
+
+    /// Whether `n` more bans may be added: at most [`MAX_OUTSTANDING_BANS`] wait for their
+    /// sweeps at once (each is checked on every hit until then).
+    pub fn may_ban(&self, n: usize) -> bool {
+        self.bans.len() + n <= MAX_OUTSTANDING_BANS
     }
 
     /// Outstanding bans (the admin's view and tests).
