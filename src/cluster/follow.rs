@@ -258,6 +258,12 @@ impl Cluster {
                     .arg(&key)
                     .arg(60)
                     .ignore()
+                    // nodes gone for a day leave the member list
+                    .cmd("ZREMRANGEBYSCORE")
+                    .arg(MEMBERS)
+                    .arg("-inf")
+                    .arg(now.saturating_sub(86_400_000))
+                    .ignore()
                     .query_async(&mut c)
                     .await
             })

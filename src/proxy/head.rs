@@ -111,9 +111,14 @@ impl LacquerProxy {
             collapsed: false,
             detail: None,
         };
-        header.insert_header(http::header::AGE, "0")?;
+        // as a hit on the object would say: its age (the origin's Age counted in) and the
+        // Date it was stored with, which pingora's writer would otherwise replace
+        header.insert_header(http::header::AGE, meta.age().as_secs().to_string())?;
         header.insert_header("Cache-Status", outcome.header_value())?;
         super::strip_cache_only_fields(&mut header, &ctx.live.config.purge);
+        if let Some(date) = header.headers.get(http::header::DATE) {
+            crate::guard::keep_date(session.as_downstream_mut(), date);
+        }
         ctx.status = Some(CacheStatus::Miss);
         ctx.upstream_status = Some(status);
         session
