@@ -7,6 +7,7 @@
 //! per section, raw to typed), `values.rs` (networks and globs), `units.rs` (sizes and
 //! durations). Not here: building pingora's `ServerConf` (see `server.rs`).
 
+pub mod bypass;
 pub mod cluster;
 pub mod raw;
 pub mod routes;

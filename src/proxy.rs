@@ -1,7 +1,10 @@
 //! The one `impl ProxyHttp`: lacquer's path through pingora's phases. Each hook is thin and
 //! delegates: who may use the cache to `cache::policy`, the key to `cache::key`, storability to
 //! `cache::freshness`, Vary to `cache::vary`, the header to `cache::status`, app servers to
-//! `upstream`. See docs/ARCHITECTURE.md for the phase-by-phase walk.
+//! `upstream`, rules to `rules`. Parts: `proxy/ctx.rs` (the request context), `proxy/head.rs`
+//! (a HEAD answered from its fill), `proxy/purging.rs` (purge requests, unsafe invalidation),
+//! `proxy/report.rs` (metrics and the access log), `proxy/respond.rs` (lacquer's own answers).
+//! See docs/ARCHITECTURE.md for the phase-by-phase walk.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -20,9 +23,12 @@ mod ctx;
 mod head;
 mod purging;
 mod report;
+mod respond;
+
+use respond::{respond_json, strip_cache_only_fields};
 
 use crate::access_log::AccessLog;
-use crate::cache::freshness::{self, FreshnessDefaults, NoStoreReason, Storability};
+use crate::cache::freshness::{self, NoStoreReason, Storability};
 use crate::cache::key::RequestKey;
 use crate::cache::policy::{self, BypassReason, RequestDecision};
 use crate::cache::status::{CacheStatus, Outcome};
@@ -30,7 +36,6 @@ use crate::cache::storage::FetchStamp;
 use crate::cache::stored_header::{build_meta, merge_not_modified};
 use crate::cache::{conditional, http_date, range, vary, CacheRuntime};
 use crate::cluster::Cluster;
-use crate::config::Config;
 use crate::edge::{self, Client};
 use crate::guard;
 use crate::live::SharedLive;
@@ -73,91 +78,6 @@ impl LacquerProxy {
             cluster,
         }
     }
-
-    /// lacquer's own answer to a request that failed before any response: `code`, no body,
-    /// and a `Cache-Status` saying why (`detail`).
-    async fn respond_failure(
-        &self,
-        session: &mut Session,
-        ctx: &RequestCtx,
-        code: u16,
-        detail: &'static str,
-    ) {
-        let outcome = Outcome {
-            status: ctx.bypass.map_or(CacheStatus::Miss, CacheStatus::Bypass),
-            ttl: None,
-            fwd_status: None,
-            stored: false,
-            collapsed: false,
-            detail: Some(detail),
-        };
-        let Ok(mut resp) = ResponseHeader::build(code, Some(4)) else {
-            return;
-        };
-        let headers = [
-            ("Cache-Status", outcome.header_value()),
-            ("Cache-Control", "private, no-store".to_string()),
-            ("Content-Length", "0".to_string()),
-            ("Connection", "close".to_string()),
-        ];
-        for (name, value) in headers {
-            let _ = resp.insert_header(name, value);
-        }
-        session.set_keepalive(None);
-        if let Err(err) = session.write_response_header(Box::new(resp), true).await {
-            log::debug!("could not send the {code} for a failed request: {err}");
-        }
-    }
-
-    /// The freshness policy for a response: the config's, with the request's rule applied.
-    fn freshness_defaults(config: &Config, rule: Option<usize>) -> FreshnessDefaults<'_> {
-        let c = &config.cache;
-        let rule = rule.and_then(|i| config.rules.get(i));
-        let grace = rule.and_then(|r| r.grace);
-        FreshnessDefaults {
-            default_ttl: Some(rule.and_then(|r| r.ttl.as_ref()).unwrap_or(&c.default_ttl)),
-            force_ttl: rule.and_then(|r| r.force_ttl.as_ref()),
-            strip_set_cookie: rule.is_some_and(|r| r.strip_set_cookie),
-            stale_while_revalidate: grace.unwrap_or(c.stale_while_revalidate),
-            stale_if_error: grace.unwrap_or(c.stale_if_error),
-            max_object_size: c.max_object_size,
-        }
-    }
-}
-
-/// Remove what is meant for this cache only from a response to a client, in one pass over its
-/// own few names (a removal parses and hashes a name): the tag headers, and
-/// `CDN-Cache-Control`, which is addressed to this cache (RFC 9213) and would otherwise reach
-/// browsers and every cache after lacquer.
-fn strip_cache_only_fields(resp: &mut ResponseHeader, purge: &crate::config::PurgeConfig) {
-    let (mut tags, mut targeted) = (false, false);
-    for name in resp.headers.keys() {
-        let n = name.as_str();
-        targeted |= n == "cdn-cache-control";
-        tags |= purge.strip_tag_headers && purge.tag_headers.iter().any(|t| t == n);
-    }
-    if tags {
-        for name in &purge.tag_headers {
-            resp.remove_header(name.as_str());
-        }
-    }
-    if targeted {
-        resp.remove_header("cdn-cache-control");
-    }
-}
-
-/// Send a small JSON response from lacquer itself.
-async fn respond_json(session: &mut Session, status: u16, body: String) -> Result<()> {
-    let mut header = ResponseHeader::build(status, Some(3))?;
-    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session
-        .write_response_body(Some(bytes::Bytes::from(body)), true)
-        .await
 }
 
 #[async_trait]

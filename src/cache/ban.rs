@@ -22,8 +22,9 @@ pub fn pattern(text: &str) -> Result<Regex, String> {
         .map_err(|e| format!("invalid regular expression {text:?}: {e}"))
 }
 
-/// Every condition of one ban; an absent condition holds for every object.
-#[derive(Debug, Clone)]
+/// Every condition of one ban; an absent condition holds for every object (the default:
+/// a ban on everything).
+#[derive(Debug, Clone, Default)]
 pub struct Ban {
     /// The host of the object's URL (Varnish's `req.http.host`).
     pub host: Option<Regex>,
@@ -131,13 +132,7 @@ mod tests {
     use super::*;
 
     fn ban() -> Ban {
-        Ban {
-            host: None,
-            url: None,
-            content_type: None,
-            headers: Vec::new(),
-            tags: None,
-        }
+        Ban::default()
     }
 
     #[test]

@@ -139,7 +139,7 @@ fn purge_request<'a>(
                 order.bans.push(Ban {
                     headers: vec![("x-pool".to_string(), ban::pattern(pool.trim())?)],
                     tags: tags_condition(&tags)?,
-                    ..empty_ban()
+                    ..Ban::default()
                 });
             }
             _ => add_tags(order, tags),
@@ -152,7 +152,7 @@ fn purge_request<'a>(
             order.bans.push(Ban {
                 host: Some(ban::pattern(&format!("^{}$", regex::escape(&url.host)))?),
                 url: Some(ban::pattern(&url.path_and_query)?),
-                ..empty_ban()
+                ..Ban::default()
             });
             named = true;
         }
@@ -243,16 +243,6 @@ fn ban_request<'a>(
         }
     }
     Ok(())
-}
-
-fn empty_ban() -> Ban {
-    Ban {
-        host: None,
-        url: None,
-        content_type: None,
-        headers: Vec::new(),
-        tags: None,
-    }
 }
 
 fn add_tags(order: &mut PurgeOrder, tags: TagSet) {

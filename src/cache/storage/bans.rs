@@ -155,11 +155,8 @@ impl MemoryStorage {
     pub fn purge_tag_pattern(&'static self, pattern: &regex::Regex, soft: bool) -> usize {
         let seq = self.stamp();
         let ban = Ban {
-            host: None,
-            url: None,
-            content_type: None,
-            headers: Vec::new(),
             tags: Some(pattern.clone()),
+            ..Ban::default()
         };
         self.log.record(seq, PurgeScope::Ban(Arc::new(ban)), soft);
         let mut targets = Vec::new();
