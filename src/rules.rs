@@ -63,32 +63,53 @@ fn request_host(req: &RequestHeader) -> String {
     without_port.trim_end_matches('.').to_ascii_lowercase()
 }
 
-/// The path as an app reads it for matching: percent-encoded unreserved characters decoded
-/// (`/%61dmin/` is `/admin/` to Django, Rails and PHP alike, so it must not slip past a pass
-/// rule); everything else as sent.
+/// The path as an app reads it for matching, so that no spelling slips past a pass rule:
+/// percent-encoded unreserved characters and `/` decoded (`/%61dmin/` and `/admin%2Fusers`
+/// reach Django, Rails and PHP as `/admin/...`), repeated slashes collapsed (Rails squeezes
+/// them), `.` and `..` segments resolved (as nginx and browsers do). Matching only: the
+/// request goes on as sent.
 fn match_path(path: &str) -> Cow<'_, str> {
-    if !path.contains('%') {
+    if !path.contains('%') && !path.contains("//") && !path.contains("/.") {
         return Cow::Borrowed(path);
     }
     let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+    let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
             let hex = |b: u8| (b as char).to_digit(16);
             if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
                 let c = (h * 16 + l) as u8;
-                if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
-                    out.push(c);
+                if c.is_ascii_alphanumeric() || b"-._~/".contains(&c) {
+                    decoded.push(c);
                     i += 3;
                     continue;
                 }
             }
         }
-        out.push(bytes[i]);
+        decoded.push(bytes[i]);
         i += 1;
     }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+    let decoded = String::from_utf8_lossy(&decoded);
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || decoded.ends_with('/') {
+        out.push('/');
+    }
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -134,7 +155,10 @@ rules:
             ("HEAD", "/articles/1", Some("www.example.com"), Some(2)),
             ("GET", "/articles/1", Some("example.org"), Some(2)),
             ("GET", "http://www.example.com/articles/2", None, Some(1)),
-            ("GET", "/admin%2F", Some("a.test"), Some(2)),
+            ("GET", "/admin%2Fusers", Some("a.test"), Some(0)),
+            ("GET", "//admin/x", Some("a.test"), Some(0)),
+            ("GET", "/static/../admin/", Some("a.test"), Some(0)),
+            ("GET", "/.well-known/x", Some("a.test"), Some(2)),
         ];
         for (method, target, host, want) in cases {
             assert_eq!(
@@ -149,6 +173,22 @@ rules:
         raw.set_raw_path(b"http://www.example.com/articles/3")
             .unwrap();
         assert_eq!(find(&set, &raw), Some(1));
+    }
+
+    #[test]
+    fn paths_are_matched_as_apps_read_them() {
+        for (path, want) in [
+            ("/a/b", "/a/b"),
+            ("/", "/"),
+            ("/admin/", "/admin/"),
+            ("//admin//x", "/admin/x"),
+            ("/a/./b/../c/", "/a/c/"),
+            ("/../..", "/"),
+            ("/%61dmin%2Fusers", "/admin/users"),
+            ("/a%20b", "/a%20b"),
+        ] {
+            assert_eq!(match_path(path), want, "{path}");
+        }
     }
 
     #[test]
