@@ -71,6 +71,7 @@ impl Cluster {
         let mut epoch: Option<String> = None;
         let mut conn: Option<MultiplexedConnection> = None;
         let mut beat = Instant::now() - HEARTBEAT;
+        let mut checked = Instant::now();
         loop {
             if beat.elapsed() >= HEARTBEAT {
                 self.heartbeat(&cursor).await;
@@ -103,6 +104,22 @@ impl Cluster {
             let Some(c) = conn.as_mut() else {
                 continue;
             };
+            if checked.elapsed() >= HEARTBEAT {
+                // while connected too: a stream trimmed past this node (which fell behind by
+                // the stream's length) or a Redis that restarted between two reads
+                checked = Instant::now();
+                match self.resume(c, &cursor, applied_any, &mut epoch).await {
+                    Some(Resume::Continue) => {}
+                    Some(Resume::Dropped) => {
+                        cursor = format!("{}-0", unix_ms());
+                        applied_any = false;
+                    }
+                    None => {
+                        conn = None;
+                        continue;
+                    }
+                }
+            }
             let read = tokio::time::timeout(
                 BLOCK + self.config.redis_timeout,
                 redis::cmd("XREAD")

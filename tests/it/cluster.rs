@@ -187,3 +187,31 @@ async fn redis_down_costs_no_client_error_and_a_node_that_missed_purges_drops_it
     assert!(replicated, "purges reach the other node again");
     assert!(get(&c, &cluster[0], "/r").await.fetched());
 }
+
+#[tokio::test]
+async fn a_node_whose_place_in_the_stream_is_trimmed_away_drops_its_memory() {
+    let redis = Redis::start().await;
+    let origin = Origin::start(tagged_origin()).await;
+    let cluster = nodes(&redis, &origin, &["a", "b"]).await;
+    let c = Client::new();
+    warm(&c, &cluster, "/z").await;
+    // b applies one purge from a: its place in the stream is that entry
+    let r = c.send("PURGE", &cluster[0].url("/y"), &[SITE], None).await;
+    assert_eq!(json(&r)["nodes"]["b"], true);
+    // the stream loses it while b stays connected (as when b fell behind by the whole stream)
+    let trimmed = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.addr.port().to_string()])
+        .args(["XTRIM", "lacquer:purges", "MAXLEN", "0"])
+        .output()
+        .expect("redis-cli");
+    assert!(trimmed.status.success());
+    let mut dropped = false;
+    for _ in 0..60 {
+        if get(&c, &cluster[1], "/z").await.fetched() {
+            dropped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(dropped, "b cannot know what it missed: it drops its memory");
+}
