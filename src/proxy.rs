@@ -121,6 +121,7 @@ impl ProxyHttp for LacquerProxy {
             purge: false,
             rule: None,
             refresh: false,
+            head_fill_ended: false,
         }
     }
 
@@ -493,6 +494,7 @@ impl ProxyHttp for LacquerProxy {
         if ctx.upstream_status.is_some() && !outcome.stored && head::is_head_fill(session) {
             // the GET filling for a HEAD has nothing to store: its body is not fetched for
             // nothing, and the HEAD (holding the lock) is released at once
+            ctx.head_fill_ended = true;
             return Err(Error::explain(
                 ErrorType::InternalError,
                 "the fill for a HEAD is not storable",
@@ -528,6 +530,11 @@ impl ProxyHttp for LacquerProxy {
             guard::keep_date(session.as_downstream_mut(), date);
         }
         Ok(())
+    }
+
+    /// The fill for a HEAD that ends itself at an unstorable header is no failure.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        ctx.head_fill_ended
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {

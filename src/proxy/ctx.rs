@@ -58,6 +58,8 @@ pub(crate) struct RequestCtx {
     pub(crate) rule: Option<usize>,
     /// Fetch anew and replace the stored copy (a refresh from a client allowed to purge).
     pub(crate) refresh: bool,
+    /// The fill for a HEAD ended itself at a header with nothing to store (not an error to log).
+    pub(crate) head_fill_ended: bool,
 }
 
 impl RequestCtx {
