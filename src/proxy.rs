@@ -165,7 +165,9 @@ impl ProxyHttp for LacquerProxy {
             RequestDecision::Purge => {
                 ctx.purge = true;
                 let live = ctx.live.clone();
-                self.handle_purge(session, &live, ctx.client).await?;
+                // boxed: a purge's state (parsing, bans, the cluster's acknowledgements) must
+                // not enlarge every request's future, which pingora moves on each request
+                Box::pin(self.handle_purge(session, &live, ctx.client)).await?;
                 return Ok(true);
             }
             RequestDecision::Cache {
@@ -322,7 +324,10 @@ impl ProxyHttp for LacquerProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
-        if self.answer_head_from_fill(session, ctx).await? {
+        // boxed, as purges are: only a HEAD holds this state
+        if session.req_header().method == http::Method::HEAD
+            && Box::pin(self.answer_head_from_fill(session, ctx)).await?
+        {
             return Ok(false);
         }
         if session.cache.enabled() {
@@ -513,7 +518,7 @@ impl ProxyHttp for LacquerProxy {
         strip_cache_only_fields(upstream_response, &ctx.live.config.purge);
         if ctx.bypass == Some(BypassReason::Method) && session.subrequest_ctx.is_none() {
             let live = ctx.live.clone();
-            self.invalidate_after_unsafe(session, upstream_response, &live, ctx.client)
+            Box::pin(self.invalidate_after_unsafe(session, upstream_response, &live, ctx.client))
                 .await;
         }
         // a stored response goes out with the Date it was stored with, a relayed one with the
