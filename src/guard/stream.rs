@@ -338,6 +338,9 @@ impl GuardedStream {
         let (Some(kept), Some(range)) = (slot.take(), range) else {
             return false;
         };
+        // one allocation for the whole head, not one per growth step
+        self.held
+            .reserve(data.len() - range.len() + kept.as_bytes().len());
         self.held.extend_from_slice(&data[..range.start]);
         self.held.extend_from_slice(kept.as_bytes());
         self.held.extend_from_slice(&data[range.end..]);
