@@ -103,6 +103,32 @@ fn forwarded_scheme(req: &RequestHeader) -> Option<&'static str> {
     }
 }
 
+/// The `X-Forwarded-For` the app is sent: the chain a trusted proxy sent, plus that proxy;
+/// from anyone else only the peer, so an app that reads the left-most address never sees one
+/// a client made up. `None` without a peer address.
+pub(crate) fn forwarded_for(
+    peer: Option<std::net::IpAddr>,
+    req: &RequestHeader,
+    via_trusted: bool,
+) -> Option<String> {
+    let ip = peer?.to_string();
+    let prev: Vec<&str> = if via_trusted {
+        req.headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter(|v| !v.trim().is_empty())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Some(if prev.is_empty() {
+        ip
+    } else {
+        format!("{}, {ip}", prev.join(", "))
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::type_complexity)]
 mod tests {

@@ -413,29 +413,11 @@ impl ProxyHttp for LacquerProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        // the chain a trusted proxy sent, plus that proxy; from anyone else only the peer:
-        // an app that reads the left-most address must never see one a client made up
-        if let Some(ip) = session
+        let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string())
-        {
-            let prev: Vec<&str> = if ctx.client.via_trusted {
-                upstream_request
-                    .headers
-                    .get_all("x-forwarded-for")
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .filter(|v| !v.trim().is_empty())
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let value = if prev.is_empty() {
-                ip
-            } else {
-                format!("{}, {ip}", prev.join(", "))
-            };
+            .map(|a| a.ip());
+        if let Some(value) = edge::forwarded_for(peer, upstream_request, ctx.client.via_trusted) {
             upstream_request.insert_header("X-Forwarded-For", value)?;
         }
         // set, never passed through from an untrusted client: nobody may make the app believe
