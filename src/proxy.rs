@@ -122,6 +122,7 @@ impl ProxyHttp for LacquerProxy {
             rule: None,
             refresh: false,
             head_fill_ended: false,
+            url_hash: None,
         }
     }
 
@@ -149,10 +150,12 @@ impl ProxyHttp for LacquerProxy {
             listener_scheme,
         );
         let config = &ctx.live.config;
-        if !matches!(
-            session.req_header().method.as_str(),
-            "PURGE" | "BAN" | "PURGEKEYS"
-        ) {
+        if !config.rules.is_empty()
+            && !matches!(
+                session.req_header().method.as_str(),
+                "PURGE" | "BAN" | "PURGEKEYS"
+            )
+        {
             ctx.rule = rules::find(&config.rules, session.req_header());
         }
         let rule = ctx.rule.and_then(|i| config.rules.get(i));
@@ -199,9 +202,14 @@ impl ProxyHttp for LacquerProxy {
         // cookies only matter for what the cache serves: a URL whose last answer was not
         // storable goes to the app with all of them (Django's csrftoken, a flash message), and
         // its answer, rendered for them, is never stored
-        if strip_cookies && self.cache.remembered_uncacheable(key.primary_hash()) {
-            ctx.bypass = Some(BypassReason::HitForMissCookies);
-            return Ok(false);
+        if strip_cookies {
+            // (hashed once: cache_key_callback takes this hash)
+            let url = key.primary_hash();
+            ctx.url_hash = Some(url);
+            if self.cache.remembered_uncacheable(url) {
+                ctx.bypass = Some(BypassReason::HitForMissCookies);
+                return Ok(false);
+            }
         }
         ctx.original_target = request::prepare_for_cache(
             session.req_header_mut(),
@@ -240,8 +248,12 @@ impl ProxyHttp for LacquerProxy {
             Error::explain(ErrorType::InternalError, "cache enabled without a key")
         })?;
         let mut key = CacheKey::new(key.primary(), "");
-        // hash once: the predictor, the lock and the storage all ask for it
-        let primary = key.primary_bin();
+        // hash once: the predictor, the lock and the storage all ask for it (and
+        // request_filter may have hashed it already)
+        let primary = match ctx.url_hash {
+            Some(h) => h.0.to_be_bytes(),
+            None => key.primary_bin(),
+        };
         key.set_primary_bin_override(primary);
         // the fetch's place in time relative to purges: a fill stamped before a purge that
         // covers it is not stored (compare before set, see cache/storage.rs)

@@ -48,6 +48,16 @@ pub(crate) struct ObjectFacts<'a> {
     pub(crate) meta: &'a StoredMeta,
 }
 
+impl ObjectFacts<'_> {
+    /// Whether `ban` matches this object (its stored header decoded only if a condition
+    /// needs it).
+    pub(crate) fn banned_by(&self, ban: &Ban) -> bool {
+        ban.matches(self.url, self.tags, || {
+            self.meta.to_meta().ok().map(|m| m.response_header_copy())
+        })
+    }
+}
+
 impl PurgeScope {
     /// Whether this purge covers the object.
     pub(crate) fn matches(&self, o: &ObjectFacts<'_>) -> bool {
@@ -57,9 +67,7 @@ impl PurgeScope {
             PurgeScope::Tag(t) => o.tags.iter().any(|x| **x == **t),
             PurgeScope::Prefix(p) => o.url.starts_with(p.as_str()),
             PurgeScope::All => true,
-            PurgeScope::Ban(b) => b.matches(o.url, o.tags, || {
-                o.meta.to_meta().ok().map(|m| m.response_header_copy())
-            }),
+            PurgeScope::Ban(b) => o.banned_by(b),
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::units::parse_duration;
+use super::validate::duration;
 use super::NamePattern;
 
 /// One entry of `rules:` as written.
@@ -378,15 +378,6 @@ fn valid_name(n: &str) -> bool {
         && n.len() <= 64
         && n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-fn duration(errors: &mut Vec<String>, path: &str, text: &str) -> Duration {
-    parse_duration(text).unwrap_or_else(|| {
-        errors.push(format!(
-            "{path}: expected a duration like \"30s\", \"250ms\" or \"5m\", got \"{text}\""
-        ));
-        Duration::ZERO
-    })
 }
 
 #[cfg(test)]

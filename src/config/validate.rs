@@ -453,7 +453,8 @@ fn size(errors: &mut Vec<String>, path: &str, text: &str) -> u64 {
     })
 }
 
-fn duration(errors: &mut Vec<String>, path: &str, text: &str) -> Duration {
+/// A duration, or an error naming `path` (and zero).
+pub(super) fn duration(errors: &mut Vec<String>, path: &str, text: &str) -> Duration {
     parse_duration(text).unwrap_or_else(|| {
         errors.push(format!(
             "{path}: expected a duration like \"30s\", \"250ms\" or \"5m\", got \"{text}\""

@@ -70,10 +70,7 @@ impl Bans {
 }
 
 fn covers(b: &ActiveBan, object: &StoredObject) -> bool {
-    object.fill_seq < b.seq
-        && b.ban.matches(&object.url, &object.tags, || {
-            object.meta.to_meta().ok().map(|m| m.response_header_copy())
-        })
+    object.fill_seq < b.seq && object.facts().banned_by(&b.ban)
 }
 
 impl MemoryStorage {
