@@ -69,7 +69,20 @@ impl AdminApp {
             Ok(parsed) => parsed,
             Err(message) => return error(StatusCode::BAD_REQUEST, &message),
         };
-        let report = purge::run(self.cache, &scopes, req.soft, PurgeSource::Request).await;
+        let order = PurgeOrder {
+            scopes,
+            tag_patterns: Vec::new(),
+            bans: Vec::new(),
+            soft: req.soft,
+        };
+        let local = purge::run(self.cache, &order.scopes, req.soft, PurgeSource::Request);
+        let (report, replication) = match self.cluster {
+            Some(cluster) => {
+                let (r, rep) = cluster.purge(&order, PurgeSource::Request, local).await;
+                (r, Some(rep))
+            }
+            None => (local.await, None),
+        };
         let Ok(mut answer) = serde_json::to_value(&report) else {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -77,14 +90,7 @@ impl AdminApp {
             );
         };
         let mut status = StatusCode::OK;
-        if let Some(cluster) = self.cluster {
-            let order = PurgeOrder {
-                scopes,
-                tag_patterns: Vec::new(),
-                bans: Vec::new(),
-                soft: req.soft,
-            };
-            let replication = cluster.replicate(&order, PurgeSource::Request).await;
+        if let Some(replication) = replication {
             if !replication.replicated {
                 // applied here only: the app's purge queue should try again
                 status = StatusCode::SERVICE_UNAVAILABLE;

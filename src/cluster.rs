@@ -8,15 +8,23 @@
 //! serve a purged page. Redis down or slow costs no client error: every call is bounded by
 //! `cluster.redis_timeout`, purges still apply locally and are reported as not replicated.
 //!
+//! With the shared tier on (`cluster.shared_max_object_size` above 0), a purge is applied to
+//! the tier and appended to the stream in one atomic step, before this node applies it to its
+//! memory: no node can copy a purged object back from the tier once it has applied the purge.
+//!
+//! Redis calls go through a circuit breaker: after a few failures in a row, calls are not
+//! tried for a moment (nodes serve from memory and the app without waiting on timeouts).
+//!
 //! Parts: `cluster/codec.rs` (a purge on the stream), `cluster/follow.rs` (following the stream,
-//! heartbeats). Not here: the shared object tier (docs/cluster.md says what is built).
+//! heartbeats), `cluster/tier.rs` (the shared tier, with its Lua scripts in `cluster/scripts/`).
 
 mod codec;
 mod follow;
+mod tier;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +32,7 @@ use redis::aio::ConnectionManager;
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
+use crate::cache::storage::PurgeScope;
 use crate::cache::CacheRuntime;
 use crate::config::ClusterConfig;
 use crate::metrics::metrics;
@@ -31,6 +40,7 @@ use crate::purge::wire::PurgeOrder;
 use crate::purge::PurgeSource;
 
 pub(crate) use follow::Follower;
+pub(crate) use tier::RedisTier;
 
 /// The stream every purge goes through.
 const STREAM: &str = "lacquer:purges";
@@ -43,6 +53,12 @@ const EPOCH: &str = "lacquer:epoch";
 const MEMBERS: &str = "lacquer:members";
 /// A node whose last heartbeat is older than this is not waited for.
 const LIVE_FOR: Duration = Duration::from_secs(3);
+/// Failed Redis calls in a row that open the circuit breaker...
+const BREAKER_FAILURES: u32 = 3;
+/// ...for this long: calls fail at once, without waiting for `cluster.redis_timeout`.
+const BREAKER_OPEN: Duration = Duration::from_secs(1);
+/// How long the tier's purge marks live (the longest a fetch may take).
+const DEFAULT_HORIZON: Duration = Duration::from_secs(600);
 
 /// This node's part in the cluster (one per process, leaked at start-up).
 pub(crate) struct Cluster {
@@ -55,6 +71,12 @@ pub(crate) struct Cluster {
     position: Mutex<(String, u64)>,
     /// When this process started (Unix milliseconds): it follows the stream from there.
     started_ms: u64,
+    /// Failed calls in a row, and until when (Unix ms) the breaker stays open.
+    failures: AtomicU32,
+    open_until_ms: AtomicU64,
+    /// How long the tier's purge marks live.
+    horizon: Duration,
+    publish: redis::Script,
 }
 
 /// What became of a purge on the other nodes.
@@ -98,6 +120,10 @@ impl Cluster {
             up: AtomicBool::new(false),
             position: Mutex::new(("-".to_string(), 0)),
             started_ms: unix_ms(),
+            failures: AtomicU32::new(0),
+            open_until_ms: AtomicU64::new(0),
+            horizon: cache.storage.purge_horizon().max(DEFAULT_HORIZON),
+            publish: redis::Script::new(include_str!("cluster/scripts/purge.lua")),
         })))
     }
 
@@ -107,6 +133,9 @@ impl Cluster {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        if unix_ms() < self.open_until_ms.load(Ordering::Acquire) {
+            return None;
+        }
         let bound = self.config.redis_timeout;
         let conn = match tokio::time::timeout(
             bound,
@@ -132,6 +161,12 @@ impl Cluster {
     }
 
     fn down<T>(&self, what: &str, why: &str) -> Option<T> {
+        if self.failures.fetch_add(1, Ordering::AcqRel) + 1 >= BREAKER_FAILURES {
+            self.open_until_ms.store(
+                unix_ms() + BREAKER_OPEN.as_millis() as u64,
+                Ordering::Release,
+            );
+        }
         if self.up.swap(false, Ordering::AcqRel) {
             log::warn!(
                 "cluster: Redis unreachable ({what}: {why}); serving from memory and the app"
@@ -142,6 +177,9 @@ impl Cluster {
     }
 
     fn set_up(&self, up: bool) {
+        if up {
+            self.failures.store(0, Ordering::Release);
+        }
         if up && !self.up.swap(true, Ordering::AcqRel) {
             log::info!("cluster: Redis reachable");
         }
@@ -153,61 +191,91 @@ impl Cluster {
         self.up.load(Ordering::Acquire)
     }
 
-    /// Publish a purge this node has applied, and wait for the other live nodes to apply it.
-    pub(crate) async fn replicate(&self, order: &PurgeOrder, source: PurgeSource) -> Replication {
+    /// Apply a purge across the cluster: to the shared tier and the stream first (one atomic
+    /// script), then to this node's memory (`local`), then wait for the other live nodes to
+    /// apply it (not for an unsafe request's invalidation: its response does not wait).
+    pub(crate) async fn purge<T>(
+        &self,
+        order: &PurgeOrder,
+        source: PurgeSource,
+        local: impl Future<Output = T>,
+    ) -> (T, Replication) {
         let m = metrics();
-        let body = codec::encode(order, source);
-        let node = self.config.node.clone();
-        let id: Option<String> = self
-            .call("publish", |mut c| async move {
-                redis::cmd("XADD")
-                    .arg(STREAM)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(STREAM_LEN)
-                    .arg("*")
-                    .arg("node")
-                    .arg(&node)
-                    .arg("order")
-                    .arg(&body)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await;
+        let id = self.publish(order, source).await;
+        let applied = local.await;
         let Some(id) = id else {
             m.cluster_purges_published
                 .with_label_values(&["error"])
                 .inc();
-            return Replication {
-                replicated: false,
-                nodes: BTreeMap::from([(self.config.node.clone(), true)]),
-            };
+            let nodes = BTreeMap::from([(self.config.node.clone(), true)]);
+            let replicated = false;
+            return (applied, Replication { replicated, nodes });
         };
         m.cluster_purges_published.with_label_values(&["ok"]).inc();
         // this node applied it already
         self.acknowledge(&id).await;
+        let mut nodes = BTreeMap::from([(self.config.node.clone(), true)]);
+        if source == PurgeSource::Unsafe {
+            let replicated = true;
+            return (applied, Replication { replicated, nodes });
+        }
         let deadline = Instant::now() + self.config.purge_ack_timeout;
-        let mut nodes: BTreeMap<String, bool>;
         loop {
             let live = self.live_nodes().await.unwrap_or_default();
             let acks = self.acks(&id).await.unwrap_or_default();
-            nodes = live
-                .into_iter()
-                .map(|n| {
-                    let acked = acks.contains(&n);
-                    (n, acked)
-                })
-                .collect();
+            for n in live {
+                let acked = acks.contains(&n);
+                nodes.insert(n, acked);
+            }
             nodes.insert(self.config.node.clone(), true);
             if nodes.values().all(|a| *a) || Instant::now() >= deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        Replication {
-            replicated: true,
-            nodes,
+        (
+            applied,
+            Replication {
+                replicated: true,
+                nodes,
+            },
+        )
+    }
+
+    /// Apply `order` to the shared tier and append it to the stream; the entry's id.
+    async fn publish(&self, order: &PurgeOrder, source: PurgeSource) -> Option<String> {
+        let mut inv = self.publish.prepare_invoke();
+        inv.arg(&self.config.node)
+            .arg(codec::encode(order, source))
+            .arg(STREAM_LEN)
+            .arg(u64::try_from(self.horizon.as_millis()).unwrap_or(u64::MAX))
+            .arg(if order.soft { "1" } else { "0" });
+        let mut everything = !order.tag_patterns.is_empty() || !order.bans.is_empty();
+        for scope in &order.scopes {
+            match scope {
+                PurgeScope::Url(h) => {
+                    inv.arg(format!("u{:032x}", h.0));
+                }
+                PurgeScope::AnySchemeUrl(hashes) => {
+                    for h in hashes {
+                        inv.arg(format!("u{:032x}", h.0));
+                    }
+                }
+                PurgeScope::Tag(t) => {
+                    inv.arg(format!("t{t}"));
+                }
+                // the tier cannot match these: everything in it is purged (docs/cluster.md)
+                PurgeScope::Prefix(_) | PurgeScope::All | PurgeScope::Ban(_) => everything = true,
+            }
         }
+        if everything {
+            inv.arg("a");
+        }
+        self.call(
+            "publish",
+            |mut c| async move { inv.invoke_async(&mut c).await },
+        )
+        .await
     }
 
     /// Record that this node applied stream entry `id`.

@@ -80,6 +80,12 @@ pub(crate) struct Metrics {
     pub(crate) cluster_purge_delay: Histogram,
     /// `lacquer_cluster_memory_drops_total`.
     pub(crate) cluster_memory_drops: IntCounter,
+    /// `lacquer_shared_lookups_total{result}`.
+    pub(crate) shared_lookups: IntCounterVec,
+    /// `lacquer_shared_stores_total{result}`.
+    pub(crate) shared_stores: IntCounterVec,
+    /// `lacquer_shared_seconds{op}`.
+    pub(crate) shared_seconds: HistogramVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -239,6 +245,24 @@ impl Metrics {
             "lacquer_cluster_memory_drops_total",
             "Times this node dropped its memory cache because it could not know which purges it missed.",
         );
+        let shared_lookups = counter_vec(
+            &r,
+            "lacquer_shared_lookups_total",
+            "Memory misses looked up in the shared tier, by result (hit, miss, error, unreadable).",
+            &["result"],
+        );
+        let shared_stores = counter_vec(
+            &r,
+            "lacquer_shared_stores_total",
+            "Writes to the shared tier, by result (stored; purged or older: refused by compare-and-set; error).",
+            &["result"],
+        );
+        let shared_seconds = histogram_vec(
+            &r,
+            "lacquer_shared_seconds",
+            "Time of a call to the shared tier, by operation (lookup, store).",
+            &["op"],
+        );
         let rule_requests = counter_vec(
             &r,
             "lacquer_rule_requests_total",
@@ -336,6 +360,9 @@ impl Metrics {
             cluster_purges_applied,
             cluster_purge_delay,
             cluster_memory_drops,
+            shared_lookups,
+            shared_stores,
+            shared_seconds,
         }
     }
 

@@ -25,16 +25,16 @@ mod purging;
 mod report;
 mod respond;
 
-use respond::{respond_json, strip_cache_only_fields};
+use respond::{keep_date, respond_json, strip_cache_only_fields};
 
 use crate::access_log::AccessLog;
 use crate::cache::freshness::{self, NoStoreReason, Storability};
 use crate::cache::key::RequestKey;
 use crate::cache::policy::{self, BypassReason, RequestDecision};
 use crate::cache::status::{CacheStatus, Outcome};
-use crate::cache::storage::FetchStamp;
+use crate::cache::storage::{self, FetchStamp};
 use crate::cache::stored_header::{build_meta, merge_not_modified};
-use crate::cache::{conditional, http_date, range, vary, CacheRuntime};
+use crate::cache::{conditional, range, vary, CacheRuntime};
 use crate::cluster::Cluster;
 use crate::edge::{self, Client};
 use crate::guard;
@@ -122,6 +122,7 @@ impl ProxyHttp for LacquerProxy {
             rule: None,
             refresh: false,
             head_fill_ended: false,
+            shared_hit: false,
             url_hash: None,
         }
     }
@@ -266,10 +267,11 @@ impl ProxyHttp for LacquerProxy {
         &self,
         _session: &mut Session,
         _meta: &CacheMeta,
-        _hit_handler: &mut pingora_cache::storage::HitHandler,
+        hit_handler: &mut pingora_cache::storage::HitHandler,
         _is_fresh: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<pingora_cache::ForcedFreshness>> {
+        ctx.shared_hit = storage::is_shared_hit(hit_handler);
         // a refresh from a client allowed to purge: fetched anew, and the answer replaces it
         Ok(ctx
             .refresh
@@ -325,6 +327,8 @@ impl ProxyHttp for LacquerProxy {
                 if let Some(k) = key {
                     // (the predictor's own filter leaves out errors: see cache/mod.rs)
                     self.cache.predictor.mark_uncacheable(k, pingora_reason);
+                    // the other nodes waiting for this fill stop waiting
+                    self.cache.storage.shared_pass(k);
                 }
                 Ok(RespCacheable::Uncacheable(pingora_reason))
             }
@@ -488,6 +492,9 @@ impl ProxyHttp for LacquerProxy {
         if ctx.hit_for_miss && !outcome.stored {
             outcome.mark_hit_for_miss();
         }
+        if ctx.shared_hit && outcome.status == CacheStatus::Hit {
+            outcome.detail = Some("shared");
+        }
         upstream_response.insert_header("Cache-Status", outcome.header_value())?;
         ctx.status = Some(outcome.status);
         if ctx.upstream_status.is_some() && !outcome.stored && head::is_head_fill(session) {
@@ -515,19 +522,8 @@ impl ProxyHttp for LacquerProxy {
             Box::pin(self.invalidate_after_unsafe(session, upstream_response, &live, ctx.client))
                 .await;
         }
-        // a stored response goes out with the Date it was stored with, a relayed one with the
-        // app's: pingora's HTTP/1 writer would put its clock there (RFC 9110 section 6.6.1).
-        // Its clock stays for a Date that is no HTTP-date (as for a response without one).
-        // Last, so that nothing fails between this and the writing of the header.
-        // (a stored Date was checked when it was stored: only a relayed one is read here)
-        let from_app = !outcome.served_from_memory();
-        if let Some(date) = upstream_response
-            .headers
-            .get(http::header::DATE)
-            .filter(|d| !from_app || http_date::parse(d.as_bytes(), SystemTime::now()).is_some())
-        {
-            guard::keep_date(session.as_downstream_mut(), date);
-        }
+        // last, so that nothing fails between this and the writing of the header
+        keep_date(session, upstream_response, !outcome.served_from_memory());
         Ok(())
     }
 

@@ -68,10 +68,20 @@ pub fn build(config: Config, path: PathBuf) -> Result<Server> {
         })?;
     let cache = CacheRuntime::leak(&config);
     let cluster = match &config.cluster {
-        Some(c) => Some(
-            crate::cluster::Cluster::leak(c, cache)
-                .map_err(|e| Error::explain(ErrorType::InternalError, e))?,
-        ),
+        Some(c) => {
+            let cluster = crate::cluster::Cluster::leak(c, cache)
+                .map_err(|e| Error::explain(ErrorType::InternalError, e))?;
+            if c.shared_max_object_size > 0 {
+                let tier = crate::cluster::RedisTier::leak(
+                    cluster,
+                    c.shared_max_object_size,
+                    config.cache.lock_timeout,
+                    cache.storage.purge_horizon(),
+                );
+                cache.storage.attach_shared(tier);
+            }
+            Some(cluster)
+        }
         None => None,
     };
     let live: SharedLive = Arc::new(ArcSwap::from_pointee(Live::new(config.clone())?));

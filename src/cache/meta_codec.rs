@@ -6,7 +6,7 @@
 //! (see docs/benchmarks.md). Rebuilding from these fields costs a header parse of a few
 //! hundred bytes and no decompression.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -133,10 +133,91 @@ impl StoredMeta {
         self.headers = Bytes::from(out);
     }
 
+    /// Append this to `out` in the shared tier's encoding (`shared/codec.rs` versions it):
+    /// times as Unix milliseconds, then the Vary variance, status, reason and header lines.
+    pub(crate) fn write_wire(&self, out: &mut Vec<u8>) {
+        for t in [self.fresh_until, self.created, self.epoch] {
+            out.extend_from_slice(&unix_ms(t).to_be_bytes());
+        }
+        out.extend_from_slice(&self.stale_while_revalidate.to_be_bytes());
+        out.extend_from_slice(&self.stale_if_error.to_be_bytes());
+        match self.variance {
+            Some(v) => {
+                out.push(1);
+                out.extend_from_slice(&v);
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(&self.status.to_be_bytes());
+        let reason = self.reason.as_deref().unwrap_or("").as_bytes();
+        out.extend_from_slice(&(reason.len() as u16).to_be_bytes());
+        out.extend_from_slice(reason);
+        out.extend_from_slice(&(self.headers.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.headers);
+    }
+
+    /// Read what [`StoredMeta::write_wire`] wrote from the front of `wire`; `None` when it is
+    /// cut short or does not make sense (bad bytes from the shared tier are a miss, never a
+    /// panic).
+    pub(crate) fn read_wire(wire: &mut Bytes) -> Option<StoredMeta> {
+        let mut times = [UNIX_EPOCH; 3];
+        for t in &mut times {
+            *t = UNIX_EPOCH + Duration::from_millis(take_u64(wire)?);
+        }
+        let stale_while_revalidate = take_u32(wire)?;
+        let stale_if_error = take_u32(wire)?;
+        let variance = match take(wire, 1)?[0] {
+            0 => None,
+            1 => Some(<HashBinary>::try_from(&take(wire, 16)?[..]).ok()?),
+            _ => return None,
+        };
+        let status = u16::from_be_bytes(take(wire, 2)?[..].try_into().ok()?);
+        if !(100..1000).contains(&status) {
+            return None;
+        }
+        let reason_len = u16::from_be_bytes(take(wire, 2)?[..].try_into().ok()?) as usize;
+        let reason = take(wire, reason_len)?;
+        let reason = match std::str::from_utf8(&reason).ok()? {
+            "" => None,
+            r => Some(r.into()),
+        };
+        let headers_len = take_u32(wire)? as usize;
+        let headers = take(wire, headers_len)?;
+        Some(StoredMeta {
+            fresh_until: times[0],
+            created: times[1],
+            epoch: times[2],
+            stale_while_revalidate,
+            stale_if_error,
+            variance,
+            status,
+            reason,
+            headers,
+        })
+    }
+
     /// Bytes this takes beyond its fixed fields.
     pub(crate) fn heap_size(&self) -> usize {
         self.headers.len() + self.reason.as_ref().map_or(0, |r| r.len())
     }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The first `n` bytes of `wire`, taken off it (shared, not copied).
+pub(crate) fn take(wire: &mut Bytes, n: usize) -> Option<Bytes> {
+    (wire.len() >= n).then(|| wire.split_to(n))
+}
+
+pub(crate) fn take_u32(wire: &mut Bytes) -> Option<u32> {
+    Some(u32::from_be_bytes(take(wire, 4)?[..].try_into().ok()?))
+}
+
+pub(crate) fn take_u64(wire: &mut Bytes) -> Option<u64> {
+    Some(u64::from_be_bytes(take(wire, 8)?[..].try_into().ok()?))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub(crate) mod meta_codec;
 pub(crate) mod policy;
 pub(crate) mod purge_log;
 pub(crate) mod range;
+pub(crate) mod shared;
 pub(crate) mod status;
 pub mod storage;
 pub(crate) mod stored_header;

@@ -32,6 +32,7 @@ mod fill;
 mod hit;
 mod object;
 mod purge;
+mod shared;
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -99,6 +100,8 @@ pub struct MemoryStorage {
     reaper: OnceLock<mpsc::Sender<(VariantHash, Arc<StoredObject>)>>,
     /// Bans not yet swept, checked at lookup.
     bans: bans::Bans,
+    /// The shared tier, with `cluster` (issue 17): asked on a memory miss, written by fills.
+    shared: OnceLock<shared::SharedLink>,
     /// Tests only: run between a fill's two purge-log verdicts (see `Fill::finish`).
     #[cfg(test)]
     between_verdicts: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
@@ -135,6 +138,7 @@ impl MemoryStorage {
             seq: AtomicU64::new(1),
             reaper: OnceLock::new(),
             bans: bans::Bans::default(),
+            shared: OnceLock::new(),
             #[cfg(test)]
             between_verdicts: std::sync::Mutex::new(None),
         }
@@ -143,6 +147,11 @@ impl MemoryStorage {
     /// A new sequence number: stamps a fetch or a purge.
     pub fn stamp(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// How long purges are remembered for fills in flight (the longest a fetch may take).
+    pub fn purge_horizon(&self) -> Duration {
+        self.settings.purge_horizon
     }
 
     /// Number of stored variants (eventually consistent; purged ones until they are removed).
@@ -216,6 +225,33 @@ impl MemoryStorage {
         meta.set_epoch_override(epoch);
     }
 
+    /// The shared tier's copy of `key`, as a hit (see `storage/shared.rs`).
+    async fn shared_hit(
+        &'static self,
+        link: &'static shared::SharedLink,
+        key: &CacheKey,
+        wait: bool,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let shared::Answer::Hit(d, soft_ms) = self.ask_shared(link, key, wait).await else {
+            return Ok(None);
+        };
+        let mut meta = d.meta.to_meta()?;
+        if soft_ms != 0 {
+            self.apply_soft_purge(&mut meta, soft_ms);
+        }
+        if !wait && !meta.is_fresh(SystemTime::now()) {
+            return Ok(None);
+        }
+        let hit = Hit {
+            body: d.body.clone(),
+            start: 0,
+            end: d.body.len(),
+            done: false,
+            shared: true,
+        };
+        Ok(Some((meta, Box::new(hit))))
+    }
+
     /// A copy of `object` with new metadata, sharing its body; neither dead nor soft-purged.
     fn with_meta(&self, object: &StoredObject, meta: &CacheMeta) -> Result<Arc<StoredObject>> {
         Ok(Arc::new(StoredObject {
@@ -263,26 +299,36 @@ impl Storage for MemoryStorage {
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = VariantHash::of(key);
-        let Some(object) = self.objects.get(&hash).await else {
-            return Ok(None);
-        };
-        if self.bans.any() {
+        let object = self.objects.get(&hash).await;
+        if let (Some(o), true) = (&object, self.bans.any()) {
             // a ban not yet swept covers what was stored before it
-            self.banned_at_lookup(hash, &object);
+            self.banned_at_lookup(hash, o);
         }
-        if object.is_dead() {
-            return Ok(None);
-        }
+        let Some(object) = object.filter(|o| !o.is_dead()) else {
+            return match self.shared.get() {
+                Some(link) => self.shared_hit(link, key, true).await,
+                None => Ok(None),
+            };
+        };
         let mut meta = object.meta.to_meta()?;
         let soft_at = object.soft_at.load(Ordering::Acquire);
         if soft_at != 0 {
             self.apply_soft_purge(&mut meta, soft_at);
+        }
+        if let Some(link) = self.shared.get() {
+            // another node may have refreshed it: a fresh shared copy beats a stale one here
+            if !meta.is_fresh(SystemTime::now()) {
+                if let Some(hit) = self.shared_hit(link, key, false).await? {
+                    return Ok(Some(hit));
+                }
+            }
         }
         let hit = Hit {
             body: object.body.clone(),
             start: 0,
             end: object.body.len(),
             done: false,
+            shared: false,
         };
         Ok(Some((meta, Box::new(hit))))
     }
@@ -299,10 +345,13 @@ impl Storage for MemoryStorage {
             .get::<FetchStamp>()
             .map_or_else(|| self.stamp(), |s| s.0);
         let tags = response_tags(meta.response_header(), &self.settings.tag_headers);
+        let primary = UrlHash::of(key);
         Ok(Box::new(Fill {
+            ticket: self.shared.get().and_then(|l| l.take_ticket(primary)),
+            soft_at: 0,
             storage: self,
             hash: VariantHash::of(key),
-            primary: UrlHash::of(key),
+            primary,
             url,
             tags: tags.into_boxed_slice(),
             meta: StoredMeta::from_meta(meta),
@@ -380,6 +429,11 @@ impl Storage for MemoryStorage {
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
         self
     }
+}
+
+/// Whether a hit was read from the shared tier (`Cache-Status: ...; detail=shared`).
+pub fn is_shared_hit(hit: &HitHandler) -> bool {
+    hit.as_any().downcast_ref::<Hit>().is_some_and(|h| h.shared)
 }
 
 #[cfg(test)]

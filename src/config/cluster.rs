@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::units::parse_duration;
+use super::units::{parse_duration, parse_size};
 
 /// `cluster:` as written.
 #[derive(Debug, Deserialize)]
@@ -24,6 +24,13 @@ pub struct RawCluster {
     /// `cluster.redis_timeout`: the bound on every Redis call.
     #[serde(default = "default_redis_timeout")]
     pub redis_timeout: String,
+    /// `cluster.shared_max_object_size`: the largest body kept in the shared tier.
+    #[serde(default = "default_shared_max")]
+    pub shared_max_object_size: String,
+}
+
+fn default_shared_max() -> String {
+    "1MiB".into()
 }
 
 fn default_ack_timeout() -> String {
@@ -45,6 +52,8 @@ pub struct ClusterConfig {
     pub purge_ack_timeout: Duration,
     /// The bound on every Redis call; past it the call counts as failed.
     pub redis_timeout: Duration,
+    /// The largest body kept in the shared tier (0: no shared tier, purges only).
+    pub shared_max_object_size: u64,
 }
 
 /// Validate `cluster:`; `listen` names the default node name's port.
@@ -92,6 +101,17 @@ pub(super) fn cluster(
         node,
         purge_ack_timeout: duration(errors, "purge_ack_timeout", &raw.purge_ack_timeout),
         redis_timeout: duration(errors, "redis_timeout", &raw.redis_timeout),
+        shared_max_object_size: match parse_size(&raw.shared_max_object_size) {
+            // (Redis takes values of up to 512 MB)
+            Some(n) if n <= 256 << 20 => n,
+            _ => {
+                errors.push(format!(
+                    "cluster.shared_max_object_size: expected a size of at most 256MiB like \"1MiB\" (0: no shared tier), got \"{}\"",
+                    raw.shared_max_object_size
+                ));
+                0
+            }
+        },
     }
 }
 

@@ -60,6 +60,8 @@ pub(crate) struct RequestCtx {
     pub(crate) refresh: bool,
     /// The fill for a HEAD ended itself at a header with nothing to store (not an error to log).
     pub(crate) head_fill_ended: bool,
+    /// The hit was read from the shared tier (`detail=shared`).
+    pub(crate) shared_hit: bool,
     /// The URL's primary key hash, when request_filter needed it before the cache key.
     pub(crate) url_hash: Option<crate::cache::key::UrlHash>,
 }

@@ -53,14 +53,20 @@ impl LacquerProxy {
             let body = serde_json::json!({ "error": "too many bans outstanding, try again" });
             return respond_json(session, 429, body.to_string()).await;
         }
-        let report = purge::run_order(self.cache, &order, PurgeSource::Request).await;
+        let local = purge::run_order(self.cache, &order, PurgeSource::Request);
+        let (report, replication) = match self.cluster {
+            Some(cluster) => {
+                let (r, rep) = cluster.purge(&order, PurgeSource::Request, local).await;
+                (r, Some(rep))
+            }
+            None => (local.await, None),
+        };
         let n = report.urls + report.tags + report.all;
         // 200 even when nothing was stored: the URL is not in the cache, which is what the
         // client asked for (Varnish answers 200 too; purge clients count a 404 as a failure)
         let mut body = serde_json::json!({ "purged": n, "soft": order.soft, "bans": report.bans });
         let mut status = 200;
-        if let Some(cluster) = self.cluster {
-            let replication = cluster.replicate(&order, PurgeSource::Request).await;
+        if let Some(replication) = replication {
             if !replication.replicated {
                 // applied on this node only: a purge client retries a 503
                 status = 503;
@@ -117,18 +123,21 @@ impl LacquerProxy {
                 scopes.push(PurgeScope::AnySchemeUrl(k.both_scheme_hashes()));
             }
         }
-        purge::run(self.cache, &scopes, false, PurgeSource::Unsafe).await;
-        if let Some(cluster) = self.cluster {
-            // the response does not wait for the other nodes
-            let order = purge::wire::PurgeOrder {
-                scopes,
-                tag_patterns: Vec::new(),
-                bans: Vec::new(),
-                soft: false,
-            };
-            tokio::spawn(async move {
-                cluster.replicate(&order, PurgeSource::Unsafe).await;
-            });
+        let local = purge::run(self.cache, &scopes, false, PurgeSource::Unsafe);
+        match self.cluster {
+            // (the response does not wait for the other nodes' acknowledgements)
+            Some(cluster) => {
+                let order = purge::wire::PurgeOrder {
+                    scopes: scopes.clone(),
+                    tag_patterns: Vec::new(),
+                    bans: Vec::new(),
+                    soft: false,
+                };
+                cluster.purge(&order, PurgeSource::Unsafe, local).await;
+            }
+            None => {
+                local.await;
+            }
         }
     }
 }

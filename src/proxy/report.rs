@@ -24,6 +24,7 @@ impl LacquerProxy {
         match ctx.status {
             Some(CacheStatus::Bypass(reason)) => ("bypass", reason.as_str()),
             Some(CacheStatus::HitForMiss) => ("hit_for_miss", ctx.no_store.unwrap_or("")),
+            Some(CacheStatus::Hit) if ctx.shared_hit => ("hit", "shared"),
             Some(s @ (CacheStatus::Miss | CacheStatus::Expired)) => {
                 (s.as_str(), ctx.no_store.unwrap_or(""))
             }
@@ -39,6 +40,12 @@ impl LacquerProxy {
         e: Option<&Error>,
         ctx: &mut RequestCtx,
     ) {
+        if e.is_some() && ctx.upstream_started.is_some() {
+            // a failed fetch frees the cluster's fill lock: the other nodes try for themselves
+            self.cache
+                .storage
+                .shared_abandon(session.cache.maybe_cache_key());
+        }
         ctx.count_upstream_failure();
         let m = metrics();
         if super::head::is_head_fill(session) {

@@ -2,14 +2,18 @@
 //! what it removes from responses meant for this cache only, and the freshness policy a
 //! response is judged by (the config's, with the request's rule).
 
+use std::time::SystemTime;
+
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 use super::{LacquerProxy, RequestCtx};
 use crate::cache::freshness::FreshnessDefaults;
+use crate::cache::http_date;
 use crate::cache::status::{CacheStatus, Outcome};
 use crate::config::Config;
+use crate::guard;
 
 impl LacquerProxy {
     /// lacquer's own answer to a request that failed before any response: `code`, no body,
@@ -102,4 +106,18 @@ pub(super) async fn respond_json(session: &mut Session, status: u16, body: Strin
     session
         .write_response_body(Some(bytes::Bytes::from(body)), true)
         .await
+}
+
+/// A stored response goes out with the Date it was stored with, a relayed one (`from_app`)
+/// with the app's: pingora's HTTP/1 writer would put its clock there (RFC 9110 section 6.6.1).
+/// Its clock stays for a Date that is no HTTP-date (as for a response without one). (A stored
+/// Date was checked when it was stored: only a relayed one is read here.)
+pub(super) fn keep_date(session: &mut Session, resp: &ResponseHeader, from_app: bool) {
+    if let Some(date) = resp
+        .headers
+        .get(http::header::DATE)
+        .filter(|d| !from_app || http_date::parse(d.as_bytes(), SystemTime::now()).is_some())
+    {
+        guard::keep_date(session.as_downstream_mut(), date);
+    }
 }

@@ -8,6 +8,7 @@ mod broken_origin;
 mod bypass;
 mod caching;
 mod cluster;
+mod cluster_tier;
 mod coalescing;
 mod config;
 mod edge;

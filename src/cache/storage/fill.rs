@@ -34,6 +34,10 @@ pub(super) struct Fill {
     /// Bytes of `chunks` counted in the storage's in-flight bound.
     pub(super) buffered: u64,
     pub(super) overflow: bool,
+    /// Soft-purged at this time before it was stored (Unix ms; 0: not): a shared copy's.
+    pub(super) soft_at: u64,
+    /// Its right to write to the shared tier, when there is one (`storage/shared.rs`).
+    pub(super) ticket: Option<Arc<super::shared::Ticket>>,
 }
 
 impl Drop for Fill {
@@ -106,7 +110,7 @@ impl HandleMiss for Fill {
             // again and fetch the post-purge object
             Verdict::Drop => return Ok(MissFinishType::Created(0)),
             Verdict::StoreStale => unix_millis(SystemTime::now()),
-            Verdict::Store => 0,
+            Verdict::Store => self.soft_at,
         };
         #[cfg(test)]
         if let Some(hook) = storage
@@ -160,6 +164,10 @@ impl HandleMiss for Fill {
             CompResult::Inserted(_) | CompResult::ReplacedWith(_)
         ) {
             return Ok(MissFinishType::Created(0));
+        }
+        if let Some(ticket) = &self.ticket {
+            // the tier compares and sets on its own: its clock, its purges
+            storage.share(ticket.clone(), &self, &object.body);
         }
         metrics().cache_inserts.inc();
         storage

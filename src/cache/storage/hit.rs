@@ -15,6 +15,8 @@ pub(super) struct Hit {
     pub(super) start: usize,
     pub(super) end: usize,
     pub(super) done: bool,
+    /// Read from the shared tier.
+    pub(super) shared: bool,
 }
 
 #[async_trait]

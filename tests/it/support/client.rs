@@ -40,6 +40,20 @@ impl Resp {
             && parts.all(|p| !p.starts_with("fwd") && !p.starts_with("detail="))
     }
 
+    /// Served fresh from the cluster's shared tier (`lacquer; hit; ttl=N; detail=shared`): not
+    /// from this node's memory, not from the app.
+    pub fn is_shared_hit(&self) -> bool {
+        let mut parts = self.cache_status().split("; ");
+        parts.next() == Some("lacquer")
+            && parts.next() == Some("hit")
+            && parts
+                .next()
+                .and_then(|p| p.strip_prefix("ttl="))
+                .is_some_and(|t| t.parse::<u64>().is_ok())
+            && parts.next() == Some("detail=shared")
+            && parts.next().is_none()
+    }
+
     /// Served stale from memory (stale-while-revalidate or stale-if-error).
     pub fn is_stale_hit(&self) -> bool {
         let v = self.cache_status();

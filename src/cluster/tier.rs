@@ -1,0 +1,186 @@
+//! The shared tier on Redis: the objects every node reads on a memory miss and writes after a
+//! fetch, compared and set in Lua scripts run atomically by Redis (`scripts/*.lua`).
+//!
+//! Layout (all under `lacquer:`):
+//! - `o:<url hash>`: a hash per URL, one field per variant (its encoding, `cache/shared/codec.rs`)
+//!   and `<variant>:t`, the tier's clock when that variant's fetch began; `soft`, when the URL
+//!   was last soft-purged. Expires with the longest-lived variant (freshness, stale windows,
+//!   keep), so Redis never holds an object longer than a node would.
+//! - `lock:<url hash>`: the cluster's fill lock, `<node>#<n>`, expiring after
+//!   `cache.lock_timeout`; `pass:<url hash>`: the URL's last answer was not storable.
+//! - `tag:<tag>`: the URLs stored with a tag.
+//! - `purged:<url hash>`, `purged:tag:<tag>`, `soft:tag:<tag>`, `purged:all`, `soft:all`:
+//!   when purges were applied, on the tier's clock (microseconds from Redis's `TIME`, one
+//!   clock for the whole cluster). A write whose fetch began before a purge that covers it is
+//!   refused; so is one that an object fetched later already replaced.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::Script;
+
+use super::Cluster;
+use crate::cache::key::{UrlHash, VariantHash};
+use crate::cache::shared::{Found, Lock, Put, SharedTier, Stored};
+
+/// The tier, as this node uses it.
+pub(crate) struct RedisTier {
+    cluster: &'static Cluster,
+    max_object_size: usize,
+    lock_timeout: Duration,
+    /// How long purge marks live: longer than any fetch can take.
+    horizon: Duration,
+    locks_taken: AtomicU64,
+    lookup: Script,
+    store: Script,
+    release: Script,
+}
+
+fn hex(h: u128) -> String {
+    format!("{h:032x}")
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl RedisTier {
+    /// The tier for `cluster`; objects over `max_object_size` stay in memory only.
+    pub(crate) fn leak(
+        cluster: &'static Cluster,
+        max_object_size: u64,
+        lock_timeout: Duration,
+        horizon: Duration,
+    ) -> &'static RedisTier {
+        Box::leak(Box::new(RedisTier {
+            cluster,
+            max_object_size: usize::try_from(max_object_size).unwrap_or(usize::MAX),
+            lock_timeout,
+            horizon,
+            locks_taken: AtomicU64::new(0),
+            lookup: Script::new(include_str!("scripts/lookup.lua")),
+            store: Script::new(include_str!("scripts/store.lua")),
+            release: Script::new(include_str!("scripts/release.lua")),
+        }))
+    }
+
+    fn object_key(primary: UrlHash) -> String {
+        format!("lacquer:o:{}", hex(primary.0))
+    }
+
+    /// How long waiters elsewhere skip waiting for a URL whose answer was not storable.
+    fn pass_for(&self) -> Duration {
+        self.lock_timeout
+            .clamp(Duration::from_secs(1), Duration::from_secs(10))
+    }
+}
+
+#[async_trait]
+impl SharedTier for RedisTier {
+    async fn lookup(&self, primary: UrlHash, variant: VariantHash, claim: bool) -> Found {
+        let p = hex(primary.0);
+        let node = &self.cluster.config.node;
+        let token = format!(
+            "{node}#{}",
+            self.locks_taken.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut inv = self.lookup.prepare_invoke();
+        inv.key(Self::object_key(primary))
+            .key(format!("lacquer:lock:{p}"))
+            .key(format!("lacquer:pass:{p}"))
+            .key("lacquer:purged:all")
+            .key("lacquer:soft:all")
+            .arg(hex(variant.0))
+            .arg(if claim { "1" } else { "0" })
+            .arg(&token)
+            .arg(ms(self.lock_timeout));
+        let answer: Option<(String, Vec<u8>, String, String, String)> = self
+            .cluster
+            .call("shared lookup", |mut c| async move {
+                inv.invoke_async(&mut c).await
+            })
+            .await;
+        let Some((kind, blob, soft, now, holder)) = answer else {
+            return Found::Unavailable;
+        };
+        let Ok(now) = now.parse::<u64>() else {
+            return Found::Unavailable;
+        };
+        let lock = match kind.as_str() {
+            "hit" => {
+                let soft_us: u64 = soft.parse().unwrap_or(0);
+                return Found::Hit {
+                    blob: Bytes::from(blob),
+                    soft_ms: soft_us / 1000,
+                };
+            }
+            "pass" => Lock::Pass,
+            "claimed" => Lock::Claimed(token),
+            "locked" if holder.starts_with(&format!("{node}#")) => Lock::HeldHere,
+            "locked" => Lock::HeldByOther,
+            _ => Lock::NotAsked,
+        };
+        Found::Miss { now, lock }
+    }
+
+    async fn store(&self, put: Put) -> Stored {
+        if put.ttl.is_zero() {
+            return Stored::Older;
+        }
+        let p = hex(put.primary.0);
+        let mut inv = self.store.prepare_invoke();
+        inv.key(Self::object_key(put.primary))
+            .key(format!("lacquer:lock:{p}"))
+            .key(format!("lacquer:purged:{p}"))
+            .key("lacquer:purged:all")
+            .key(format!("lacquer:pass:{p}"))
+            .arg(hex(put.variant.0))
+            .arg(put.blob)
+            .arg(put.start)
+            .arg(put.token.unwrap_or_default())
+            .arg(ms(put.ttl))
+            .arg(u64::try_from(self.horizon.as_micros()).unwrap_or(u64::MAX))
+            .arg(&p);
+        for t in &put.tags {
+            inv.arg(&**t);
+        }
+        let result: Option<String> = self
+            .cluster
+            .call("shared store", |mut c| async move {
+                inv.invoke_async(&mut c).await
+            })
+            .await;
+        match result.as_deref() {
+            Some("stored") => Stored::Stored,
+            Some("purged") => Stored::Purged,
+            Some("older") => Stored::Older,
+            _ => Stored::Failed,
+        }
+    }
+
+    async fn release(&self, primary: UrlHash, token: String, pass: bool) {
+        let p = hex(primary.0);
+        let mut inv = self.release.prepare_invoke();
+        inv.key(format!("lacquer:lock:{p}"))
+            .key(format!("lacquer:pass:{p}"))
+            .arg(token)
+            .arg(if pass { "1" } else { "0" })
+            .arg(ms(self.pass_for()));
+        let _: Option<i64> = self
+            .cluster
+            .call("shared release", |mut c| async move {
+                inv.invoke_async(&mut c).await
+            })
+            .await;
+    }
+
+    fn max_object_size(&self) -> usize {
+        self.max_object_size
+    }
+
+    fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
+    }
+}
