@@ -420,6 +420,7 @@ impl Storage for MemoryStorage {
         {
             self.index
                 .register(replaced.primary, hash, &replaced, &replaced.tags);
+            self.share_revalidated(hash, &replaced);
             Ok(true)
         } else {
             Ok(false)

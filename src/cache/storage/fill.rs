@@ -167,7 +167,7 @@ impl HandleMiss for Fill {
         }
         if let Some(ticket) = &self.ticket {
             // the tier compares and sets on its own: its clock, its purges
-            storage.share(ticket.clone(), &self, &object.body);
+            storage.share(ticket.clone(), self.hash, &object);
         }
         metrics().cache_inserts.inc();
         storage

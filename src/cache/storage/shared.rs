@@ -15,12 +15,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use pingora_cache::CacheKey;
 use tokio::sync::OnceCell;
 
 use super::fill::Fill;
-use super::{FetchStamp, MemoryStorage};
+use super::{FetchStamp, MemoryStorage, StoredObject};
 use crate::cache::key::{UrlHash, VariantHash};
 use crate::cache::shared::codec::{self, Decoded};
 use crate::cache::shared::{Found, Lock, Put, SharedTier};
@@ -267,23 +266,28 @@ impl MemoryStorage {
     }
 
     /// Write a stored object to the tier under its fill's ticket, in the background.
-    pub(super) fn share(&'static self, ticket: Arc<Ticket>, fill: &Fill, body: &Bytes) {
+    pub(super) fn share(
+        &'static self,
+        ticket: Arc<Ticket>,
+        hash: VariantHash,
+        object: &StoredObject,
+    ) {
         let Some(link) = self.shared.get() else {
             return;
         };
-        if body.len() > link.tier.max_object_size() {
+        if object.body.len() > link.tier.max_object_size() {
             // stays in this node's memory; the other nodes fetch it themselves
             ticket.release(true);
             return;
         }
         let put = Put {
-            primary: fill.primary,
-            variant: fill.hash,
-            blob: codec::encode(&fill.url, &fill.tags, &fill.meta, body),
+            primary: object.primary,
+            variant: hash,
+            blob: codec::encode(&object.url, &object.tags, &object.meta, &object.body),
             start: ticket.start,
             token: ticket.take_token(),
-            ttl: fill.drop_at.saturating_duration_since(Instant::now()),
-            tags: fill.tags.to_vec(),
+            ttl: object.drop_at.saturating_duration_since(Instant::now()),
+            tags: object.tags.to_vec(),
         };
         let tier = link.tier;
         spawn(async move {
@@ -295,6 +299,19 @@ impl MemoryStorage {
                 .observe(asked.elapsed().as_secs_f64());
             m.shared_stores.with_label_values(&[result.as_str()]).inc();
         });
+    }
+
+    /// A revalidated object (the app said 304) goes to the tier too, if this node holds the
+    /// URL's ticket: the other nodes need not revalidate it, nor wait for a fill that would
+    /// never come.
+    pub(super) fn share_revalidated(&'static self, hash: VariantHash, object: &StoredObject) {
+        if let Some(ticket) = self
+            .shared
+            .get()
+            .and_then(|l| l.take_ticket(object.primary))
+        {
+            self.share(ticket, hash, object);
+        }
     }
 
     /// The answer for `primary` turned out not storable: free its fill lock and tell the
