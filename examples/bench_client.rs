@@ -2,6 +2,8 @@
 //! - `fill BASE_URL PREFIX N CONCURRENCY`: GET `BASE_URL/PREFIX/i` for i in 0..N (fills a cache);
 //! - `stampede URL N`: N simultaneous GETs of one cold URL; latency of each.
 //!
+//! With `BENCH_HOST` set, every request says that `Host` (several nodes serving one site).
+//!
 //! `cargo run --release --example bench_client -- stampede http://127.0.0.1:6090/slow/x 200`
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +13,12 @@ use std::time::{Duration, Instant};
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(host) = std::env::var("BENCH_HOST") {
+        headers.insert(reqwest::header::HOST, host.parse().expect("BENCH_HOST"));
+    }
     let client = reqwest::Client::builder()
+        .default_headers(headers)
         .no_proxy()
         .pool_max_idle_per_host(256)
         .timeout(Duration::from_secs(30))

@@ -271,7 +271,7 @@ impl ProxyHttp for LacquerProxy {
         _is_fresh: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<pingora_cache::ForcedFreshness>> {
-        ctx.shared_hit = storage::is_shared_hit(hit_handler);
+        ctx.shared_hit = self.cluster.is_some() && storage::is_shared_hit(hit_handler);
         // a refresh from a client allowed to purge: fetched anew, and the answer replaces it
         Ok(ctx
             .refresh

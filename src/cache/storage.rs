@@ -306,7 +306,8 @@ impl Storage for MemoryStorage {
         }
         let Some(object) = object.filter(|o| !o.is_dead()) else {
             return match self.shared.get() {
-                Some(link) => self.shared_hit(link, key, true).await,
+                // boxed: a memory hit's future does not carry the shared tier's state
+                Some(link) => Box::pin(self.shared_hit(link, key, true)).await,
                 None => Ok(None),
             };
         };
@@ -318,7 +319,7 @@ impl Storage for MemoryStorage {
         if let Some(link) = self.shared.get() {
             // another node may have refreshed it: a fresh shared copy beats a stale one here
             if !meta.is_fresh(SystemTime::now()) {
-                if let Some(hit) = self.shared_hit(link, key, false).await? {
+                if let Some(hit) = Box::pin(self.shared_hit(link, key, false)).await? {
                     return Ok(Some(hit));
                 }
             }

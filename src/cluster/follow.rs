@@ -72,6 +72,7 @@ impl Cluster {
         let mut conn: Option<MultiplexedConnection> = None;
         let mut beat = Instant::now() - HEARTBEAT;
         let mut checked = Instant::now();
+        let mut policy_checked = false;
         loop {
             if beat.elapsed() >= HEARTBEAT {
                 self.heartbeat(&cursor).await;
@@ -87,6 +88,9 @@ impl Cluster {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 };
+                if !policy_checked {
+                    policy_checked = self.check_eviction_policy(&mut c).await;
+                }
                 match self.resume(&mut c, &cursor, applied_any, &mut epoch).await {
                     Some(Resume::Continue) => conn = Some(c),
                     Some(Resume::Dropped) => {
@@ -150,6 +154,31 @@ impl Cluster {
                 applied_any = true;
             }
         }
+    }
+
+    /// Warn about a Redis eviction policy that could evict the purge stream or the purge marks
+    /// (docs/cluster.md). Whether the policy could be read (a managed Redis may refuse CONFIG).
+    async fn check_eviction_policy(&self, c: &mut MultiplexedConnection) -> bool {
+        let asked = tokio::time::timeout(
+            self.config.redis_timeout,
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxmemory-policy")
+                .query_async::<Vec<String>>(c),
+        )
+        .await;
+        let Ok(Ok(answer)) = asked else {
+            return false;
+        };
+        if let Some(policy) = answer.get(1) {
+            if policy.starts_with("allkeys") {
+                log::warn!(
+                    "cluster: Redis's maxmemory-policy is {policy}: it may evict the purge stream \
+                     and purge marks; use volatile-lru (docs/cluster.md)"
+                );
+            }
+        }
+        true
     }
 
     /// After (re)connecting: whether this node can go on from `cursor`. A Redis that lost its

@@ -2,17 +2,19 @@
 //! fetch, compared and set in Lua scripts run atomically by Redis (`scripts/*.lua`).
 //!
 //! Layout (all under `lacquer:`):
-//! - `o:<url hash>`: a hash per URL, one field per variant (its encoding, `cache/shared/codec.rs`)
-//!   and `<variant>:t`, the tier's clock when that variant's fetch began; `soft`, when the URL
-//!   was last soft-purged. Expires with the longest-lived variant (freshness, stale windows,
-//!   keep), so Redis never holds an object longer than a node would.
+//! - `o:<url hash>`: a hash per URL, per variant its encoding (`cache/shared/codec.rs`),
+//!   `<variant>:t`, the tier's clock when its fetch began, and `<variant>:g`, its tags. Expires
+//!   with the longest-lived variant (freshness, stale windows, keep), so Redis never holds an
+//!   object longer than a node would.
 //! - `lock:<url hash>`: the cluster's fill lock, `<node>#<n>`, expiring after
 //!   `cache.lock_timeout`; `pass:<url hash>`: the URL's last answer was not storable.
-//! - `tag:<tag>`: the URLs stored with a tag.
-//! - `purged:<url hash>`, `purged:tag:<tag>`, `soft:tag:<tag>`, `purged:all`, `soft:all`:
-//!   when purges were applied, on the tier's clock (microseconds from Redis's `TIME`, one
-//!   clock for the whole cluster). A write whose fetch began before a purge that covers it is
-//!   refused; so is one that an object fetched later already replaced.
+//! - `marks`, `softmarks`: sorted sets of purges (`u<url hash>`, `t<tag>`, `a` for everything)
+//!   scored by when they were applied, on the tier's clock (microseconds from Redis's `TIME`:
+//!   one clock for the whole cluster). An object whose fetch began before a mark that covers it
+//!   is not served (or served stale, for a soft mark), and a write whose fetch began before one
+//!   is refused; so is a write that an object fetched later already replaced. Marks are kept as
+//!   long as the longest-lived object written (`maxlife`), so they hold whatever Redis evicts:
+//!   with a `volatile-*` policy only objects, locks and pass marks can go, never a purge.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -37,6 +39,10 @@ pub(crate) struct RedisTier {
     store: Script,
     release: Script,
 }
+
+/// Purges, scored by when they were applied (see `scripts/purge.lua`).
+const MARKS: &str = "lacquer:marks";
+const SOFT_MARKS: &str = "lacquer:softmarks";
 
 fn hex(h: u128) -> String {
     format!("{h:032x}")
@@ -90,12 +96,13 @@ impl SharedTier for RedisTier {
         inv.key(Self::object_key(primary))
             .key(format!("lacquer:lock:{p}"))
             .key(format!("lacquer:pass:{p}"))
-            .key("lacquer:purged:all")
-            .key("lacquer:soft:all")
+            .key(MARKS)
+            .key(SOFT_MARKS)
             .arg(hex(variant.0))
             .arg(if claim { "1" } else { "0" })
             .arg(&token)
-            .arg(ms(self.lock_timeout));
+            .arg(ms(self.lock_timeout))
+            .arg(&p);
         let answer: Option<(String, Vec<u8>, String, String, String)> = self
             .cluster
             .call("shared lookup", |mut c| async move {
@@ -133,9 +140,9 @@ impl SharedTier for RedisTier {
         let mut inv = self.store.prepare_invoke();
         inv.key(Self::object_key(put.primary))
             .key(format!("lacquer:lock:{p}"))
-            .key(format!("lacquer:purged:{p}"))
-            .key("lacquer:purged:all")
+            .key(MARKS)
             .key(format!("lacquer:pass:{p}"))
+            .key("lacquer:maxlife")
             .arg(hex(put.variant.0))
             .arg(put.blob)
             .arg(put.start)

@@ -298,24 +298,28 @@ mod scripts {
         client.get_multiplexed_async_connection().await.unwrap()
     }
 
-    /// A lookup that misses: the tier's clock, the fetch's start.
-    async fn start(c: &mut redis::aio::MultiplexedConnection) -> String {
+    /// A lookup: what it found, and the tier's clock (a fetch's start).
+    async fn lookup(c: &mut redis::aio::MultiplexedConnection) -> (String, String) {
         let (kind, _, _, now, _): (String, Vec<u8>, String, String, String) =
             redis::Script::new(LOOKUP)
                 .key(format!("lacquer:o:{URL}"))
                 .key(format!("lacquer:lock:{URL}"))
                 .key(format!("lacquer:pass:{URL}"))
-                .key("lacquer:purged:all")
-                .key("lacquer:soft:all")
+                .key("lacquer:marks")
+                .key("lacquer:softmarks")
                 .arg(VARIANT)
                 .arg("0")
                 .arg("")
                 .arg(1000)
+                .arg(URL)
                 .invoke_async(c)
                 .await
                 .unwrap();
-        let _ = kind;
-        now
+        (kind, now)
+    }
+
+    async fn start(c: &mut redis::aio::MultiplexedConnection) -> String {
+        lookup(c).await.1
     }
 
     async fn store(
@@ -327,9 +331,9 @@ mod scripts {
         let mut s = script.prepare_invoke();
         s.key(format!("lacquer:o:{URL}"))
             .key(format!("lacquer:lock:{URL}"))
-            .key(format!("lacquer:purged:{URL}"))
-            .key("lacquer:purged:all")
+            .key("lacquer:marks")
             .key(format!("lacquer:pass:{URL}"))
+            .key("lacquer:maxlife")
             .arg(VARIANT)
             .arg("blob")
             .arg(start)
@@ -377,6 +381,10 @@ mod scripts {
             assert_eq!(store(&mut c, &before, &tags).await, "purged", "{op}");
             let after = start(&mut c).await;
             assert_eq!(store(&mut c, &after, &tags).await, "stored", "{op}");
+            // and what was stored before a purge is not served after it
+            assert_eq!(lookup(&mut c).await.0, "hit", "{op}");
+            purge(&mut c, &op).await;
+            assert_ne!(lookup(&mut c).await.0, "hit", "{op}: purged");
         }
     }
 }

@@ -1,5 +1,5 @@
 -- A fill writes its variant: compare and set (see cluster/tier.rs).
--- KEYS: object hash, fill lock, purged:<url>, purged:all, pass mark
+-- KEYS: object hash, fill lock, purge marks, pass mark, longest lifetime
 -- ARGV: variant, blob, fetch start (us), lock token ("" none), lifetime (ms), horizon (us),
 --       url hash, tags...
 -- Returns stored, purged (a purge that covers it came after the fetch began) or older (a
@@ -11,27 +11,23 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local start = tonumber(ARGV[3])
--- a fetch older than the purge marks' lifetime cannot be compared: not stored
+-- a fetch older than the purge marks are surely kept cannot be compared: not stored
 if not start or now - start > tonumber(ARGV[6]) then unlock() return 'purged' end
-local purged = math.max(num(redis.call('GET', KEYS[3])), num(redis.call('GET', KEYS[4])))
-local soft = 0
+local targets = {'a', 'u' .. ARGV[7]}
+local tags = {}
 for i = 8, #ARGV do
-  purged = math.max(purged, num(redis.call('GET', 'lacquer:purged:tag:' .. ARGV[i])))
-  soft = math.max(soft, num(redis.call('GET', 'lacquer:soft:tag:' .. ARGV[i])))
+  targets[#targets + 1] = 't' .. ARGV[i]
+  tags[#tags + 1] = ARGV[i]
 end
+local purged = 0
+for _, m in ipairs(targets) do purged = math.max(purged, num(redis.call('ZSCORE', KEYS[3], m))) end
 if purged >= start then unlock() return 'purged' end
 if num(redis.call('HGET', KEYS[1], ARGV[1] .. ':t')) > start then unlock() return 'older' end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], ARGV[1] .. ':t', ARGV[3])
-if soft > start and soft > num(redis.call('HGET', KEYS[1], 'soft')) then
-  redis.call('HSET', KEYS[1], 'soft', string.format('%.0f', soft))
-end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], ARGV[1] .. ':t', ARGV[3], ARGV[1] .. ':g', table.concat(tags, '\n'))
 local life = tonumber(ARGV[5])
 if redis.call('PTTL', KEYS[1]) < life then redis.call('PEXPIRE', KEYS[1], life) end
-for i = 8, #ARGV do
-  local k = 'lacquer:tag:' .. ARGV[i]
-  redis.call('SADD', k, ARGV[7])
-  if redis.call('PTTL', k) < life then redis.call('PEXPIRE', k, life) end
-end
-redis.call('DEL', KEYS[5])
+-- purge marks are kept as long as the longest-lived object could be
+if life > num(redis.call('GET', KEYS[5])) then redis.call('SET', KEYS[5], life) end
+redis.call('DEL', KEYS[4])
 unlock()
 return 'stored'
