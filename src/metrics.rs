@@ -80,6 +80,8 @@ pub(crate) struct Metrics {
     pub(crate) cluster_purge_delay: Histogram,
     /// `lacquer_cluster_memory_drops_total`.
     pub(crate) cluster_memory_drops: IntCounter,
+    /// `lacquer_cluster_nodes`.
+    pub(crate) cluster_nodes: IntGauge,
     /// `lacquer_shared_lookups_total{result}`.
     pub(crate) shared_lookups: IntCounterVec,
     /// `lacquer_shared_stores_total{result}`.
@@ -245,6 +247,11 @@ impl Metrics {
             "lacquer_cluster_memory_drops_total",
             "Times this node dropped its memory cache because it could not know which purges it missed.",
         );
+        let cluster_nodes = gauge(
+            &r,
+            "lacquer_cluster_nodes",
+            "Nodes with a heartbeat in the last 3 s, this one included (as this node last saw).",
+        );
         let shared_lookups = counter_vec(
             &r,
             "lacquer_shared_lookups_total",
@@ -360,6 +367,7 @@ impl Metrics {
             cluster_purges_applied,
             cluster_purge_delay,
             cluster_memory_drops,
+            cluster_nodes,
             shared_lookups,
             shared_stores,
             shared_seconds,

@@ -285,7 +285,8 @@ impl Cluster {
         let node = self.config.node.clone();
         let key = format!("lacquer:node:{node}");
         let now = unix_ms();
-        let _: Option<()> = self
+        let live_since = now.saturating_sub(super::LIVE_FOR.as_millis() as u64);
+        let live: Option<(u64,)> = self
             .call("heartbeat", |mut c| async move {
                 redis::pipe()
                     .cmd("ZADD")
@@ -310,9 +311,18 @@ impl Cluster {
                     .arg("-inf")
                     .arg(now.saturating_sub(86_400_000))
                     .ignore()
+                    .cmd("ZCOUNT")
+                    .arg(MEMBERS)
+                    .arg(live_since)
+                    .arg("+inf")
                     .query_async(&mut c)
                     .await
             })
             .await;
+        if let Some((n,)) = live {
+            metrics()
+                .cluster_nodes
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 }

@@ -140,6 +140,46 @@ async fn an_older_fetch_never_overwrites_a_newer_one_across_nodes() {
 }
 
 #[tokio::test]
+async fn a_slow_fetch_that_began_before_a_purge_never_lands_on_any_node() {
+    let redis = Redis::start().await;
+    let calls = Counter::default();
+    let origin = Origin::start(move |s| {
+        let n = calls.bump(s.path());
+        let r = Reply::ok(format!("v{n}")).header("Cache-Control", "max-age=60");
+        if n == 1 {
+            r.delay(Duration::from_millis(1500))
+        } else {
+            r
+        }
+    })
+    .await;
+    let cluster = nodes(&redis, &origin, &["a", "b", "c"], "").await;
+    let c = Client::new();
+    let a = cluster[0].url("/late");
+    let c2 = c.clone();
+    let slow = tokio::spawn(async move { c2.get_with(&a, &[SITE]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // the app changed the page while a was still fetching the old one
+    let r = c
+        .send("PURGE", &cluster[1].url("/late"), &[SITE], None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        slow.await.unwrap().text(),
+        "v1",
+        "its own client still gets it"
+    );
+    for n in &cluster {
+        assert_eq!(
+            get(&c, n, "/late").await.text(),
+            "v2",
+            "no node keeps the old page"
+        );
+    }
+    assert_eq!(origin.hits("/late"), 2);
+}
+
+#[tokio::test]
 async fn a_purge_on_any_node_clears_the_shared_tier_too() {
     let redis = Redis::start().await;
     let origin = Origin::start(numbered_origin()).await;
