@@ -23,8 +23,9 @@ mod follow;
 mod tier;
 
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -57,6 +58,8 @@ const LIVE_FOR: Duration = Duration::from_secs(3);
 const BREAKER_FAILURES: u32 = 3;
 /// ...for this long: calls fail at once, without waiting for `cluster.redis_timeout`.
 const BREAKER_OPEN: Duration = Duration::from_secs(1);
+/// Purges kept for publication while Redis is away; past it, one purge of everything.
+const MAX_DEFERRED: usize = 10_000;
 /// How long the tier's purge marks live (the longest a fetch may take).
 const DEFAULT_HORIZON: Duration = Duration::from_secs(600);
 
@@ -77,6 +80,10 @@ pub(crate) struct Cluster {
     /// How long the tier's purge marks live.
     horizon: Duration,
     publish: redis::Script,
+    /// Purges applied here that could not be published (Redis down), in order, published
+    /// when Redis is back; meanwhile this node does not read from the shared tier.
+    deferred: Mutex<VecDeque<(PurgeOrder, PurgeSource)>>,
+    deferred_count: AtomicUsize,
 }
 
 /// What became of a purge on the other nodes.
@@ -124,6 +131,8 @@ impl Cluster {
             open_until_ms: AtomicU64::new(0),
             horizon: cache.storage.purge_horizon().max(DEFAULT_HORIZON),
             publish: redis::Script::new(include_str!("cluster/scripts/purge.lua")),
+            deferred: Mutex::new(VecDeque::new()),
+            deferred_count: AtomicUsize::new(0),
         })))
     }
 
@@ -133,10 +142,32 @@ impl Cluster {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        if unix_ms() < self.open_until_ms.load(Ordering::Acquire) {
+        self.call_within(what, self.config.redis_timeout, f).await
+    }
+
+    /// Run one Redis call within `bound`, through the circuit breaker: while it is open, calls
+    /// fail at once; when it is due to close, one call tries (the others still fail at once).
+    async fn call_within<T, F, Fut>(&self, what: &str, bound: Duration, f: F) -> Option<T>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let until = self.open_until_ms.load(Ordering::Acquire);
+        let now = unix_ms();
+        if now < until {
             return None;
         }
-        let bound = self.config.redis_timeout;
+        if self.failures.load(Ordering::Acquire) >= BREAKER_FAILURES {
+            // half open: this call is the one that tries
+            let next = now + BREAKER_OPEN.as_millis() as u64;
+            if self
+                .open_until_ms
+                .compare_exchange(until, next, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return None;
+            }
+        }
         let conn = match tokio::time::timeout(
             bound,
             self.conn.get_or_try_init(|| {
@@ -177,8 +208,8 @@ impl Cluster {
     }
 
     fn set_up(&self, up: bool) {
-        if up {
-            self.failures.store(0, Ordering::Release);
+        if up && self.failures.swap(0, Ordering::AcqRel) > 0 {
+            self.open_until_ms.store(0, Ordering::Release);
         }
         if up && !self.up.swap(true, Ordering::AcqRel) {
             log::info!("cluster: Redis reachable");
@@ -207,6 +238,7 @@ impl Cluster {
             m.cluster_purges_published
                 .with_label_values(&["error"])
                 .inc();
+            self.defer(order, source);
             let nodes = BTreeMap::from([(self.config.node.clone(), true)]);
             let replicated = false;
             return (applied, Replication { replicated, nodes });
@@ -240,6 +272,54 @@ impl Cluster {
                 nodes,
             },
         )
+    }
+
+    /// Keep a purge that could not be published, to publish when Redis is back. Past
+    /// [`MAX_DEFERRED`], one purge of everything stands for them all.
+    fn defer(&self, order: &PurgeOrder, source: PurgeSource) {
+        let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        if deferred.len() >= MAX_DEFERRED {
+            deferred.clear();
+            let all = PurgeOrder {
+                scopes: vec![PurgeScope::All],
+                tag_patterns: Vec::new(),
+                bans: Vec::new(),
+                soft: false,
+            };
+            deferred.push_back((all, PurgeSource::Request));
+        } else {
+            deferred.push_back((order.clone(), source));
+        }
+        self.deferred_count.store(deferred.len(), Ordering::Release);
+    }
+
+    /// Whether purges applied here still wait to be published (then the shared tier may still
+    /// hold what they purged).
+    pub(crate) fn purges_pending(&self) -> bool {
+        self.deferred_count.load(Ordering::Acquire) > 0
+    }
+
+    /// Publish the deferred purges, oldest first, while Redis takes them.
+    async fn publish_deferred(&self) {
+        while self.purges_pending() {
+            let next = {
+                let deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+                deferred.front().cloned()
+            };
+            let Some((order, source)) = next else {
+                break;
+            };
+            if self.publish(&order, source).await.is_none() {
+                return;
+            }
+            metrics()
+                .cluster_purges_published
+                .with_label_values(&["ok"])
+                .inc();
+            let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+            deferred.pop_front();
+            self.deferred_count.store(deferred.len(), Ordering::Release);
+        }
     }
 
     /// Apply `order` to the shared tier and append it to the stream; the entry's id.

@@ -196,6 +196,11 @@ impl StoredMeta {
         })
     }
 
+    /// Until when it is fresh (Unix ms).
+    pub(crate) fn fresh_until_ms(&self) -> u64 {
+        unix_ms(self.fresh_until)
+    }
+
     /// Bytes this takes beyond its fixed fields.
     pub(crate) fn heap_size(&self) -> usize {
         self.headers.len() + self.reason.as_ref().map_or(0, |r| r.len())

@@ -26,8 +26,9 @@ use super::key::{UrlHash, VariantHash};
 /// What the shared tier holds for one variant.
 #[derive(Debug, Clone)]
 pub(crate) enum Found {
-    /// The encoded variant (`codec.rs`) and when it was soft-purged (Unix ms; 0: never).
-    Hit { blob: Bytes, soft_ms: u64 },
+    /// The encoded variant (`codec.rs`), when it was soft-purged (Unix ms; 0: never), and
+    /// the tier's clock (the start of a revalidation that follows).
+    Hit { blob: Bytes, soft_ms: u64, now: u64 },
     /// Nothing usable; `now` is the tier's clock, the fetch's start.
     Miss { now: u64, lock: Lock },
     /// The tier could not be asked (down, slow, circuit open): memory and the app only.
@@ -37,15 +38,13 @@ pub(crate) enum Found {
 /// The state of a URL's fill lock after a lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Lock {
-    /// Not asked for.
-    NotAsked,
-    /// This node holds it now, under this token.
+    /// This node holds it now, under this token (taken, or taken over from an earlier fill of
+    /// this node's).
     Claimed(String),
     /// Another node is fetching the URL: wait for its fill to land.
     HeldByOther,
-    /// This node holds it already (a fill of its own is under way).
-    HeldHere,
-    /// The URL's last answer was not storable: no one waits for it.
+    /// The URL's last answer was not storable: no one waits for it. Or only a fresh copy was
+    /// asked for and the tier's is stale.
     Pass,
 }
 
@@ -61,6 +60,8 @@ pub(crate) struct Put {
     pub(crate) token: Option<String>,
     /// How long the tier keeps it: freshness, stale windows and keep.
     pub(crate) ttl: Duration,
+    /// Until when it is fresh (Unix ms).
+    pub(crate) fresh_until_ms: u64,
     pub(crate) tags: Vec<Box<str>>,
 }
 
@@ -89,13 +90,19 @@ impl Stored {
 /// A shared tier backend.
 #[async_trait]
 pub(crate) trait SharedTier: Send + Sync {
-    /// The stored variant of `primary`, or a miss (taking the fill lock when `claim`).
-    async fn lookup(&self, primary: UrlHash, variant: VariantHash, claim: bool) -> Found;
-    /// Write a variant (compare and set).
-    async fn store(&self, put: Put) -> Stored;
+    /// The stored variant of `primary` (`fresh_only`: only a fresh one), or a miss, taking
+    /// the URL's fill lock when it is free.
+    async fn lookup(
+        &'static self,
+        primary: UrlHash,
+        variant: VariantHash,
+        fresh_only: bool,
+    ) -> Found;
+    /// Write a variant (compare and set), freeing the lock its token names.
+    async fn store(&'static self, put: Put) -> Stored;
     /// Free the fill lock held under `token`; with `pass`, tell the waiters on other nodes
     /// that the answer was not storable, so they stop waiting at once.
-    async fn release(&self, primary: UrlHash, token: String, pass: bool);
+    async fn release(&'static self, primary: UrlHash, token: String, pass: bool);
     /// The largest body written to the tier; larger objects stay in memory only.
     fn max_object_size(&self) -> usize;
     /// How long a node waits for another node's fill (`cache.lock_timeout`).

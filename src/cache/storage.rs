@@ -230,16 +230,16 @@ impl MemoryStorage {
         &'static self,
         link: &'static shared::SharedLink,
         key: &CacheKey,
-        wait: bool,
+        fresh_only: bool,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let shared::Answer::Hit(d, soft_ms) = self.ask_shared(link, key, wait).await else {
+        let Some((d, soft_ms)) = self.ask_shared(link, key, fresh_only).await else {
             return Ok(None);
         };
         let mut meta = d.meta.to_meta()?;
         if soft_ms != 0 {
             self.apply_soft_purge(&mut meta, soft_ms);
         }
-        if !wait && !meta.is_fresh(SystemTime::now()) {
+        if fresh_only && !meta.is_fresh(SystemTime::now()) {
             return Ok(None);
         }
         let hit = Hit {
@@ -307,7 +307,7 @@ impl Storage for MemoryStorage {
         let Some(object) = object.filter(|o| !o.is_dead()) else {
             return match self.shared.get() {
                 // boxed: a memory hit's future does not carry the shared tier's state
-                Some(link) => Box::pin(self.shared_hit(link, key, true)).await,
+                Some(link) => Box::pin(self.shared_hit(link, key, false)).await,
                 None => Ok(None),
             };
         };
@@ -319,7 +319,7 @@ impl Storage for MemoryStorage {
         if let Some(link) = self.shared.get() {
             // another node may have refreshed it: a fresh shared copy beats a stale one here
             if !meta.is_fresh(SystemTime::now()) {
-                if let Some(hit) = Box::pin(self.shared_hit(link, key, false)).await? {
+                if let Some(hit) = Box::pin(self.shared_hit(link, key, true)).await? {
                     return Ok(Some(hit));
                 }
             }
@@ -348,8 +348,9 @@ impl Storage for MemoryStorage {
         let tags = response_tags(meta.response_header(), &self.settings.tag_headers);
         let primary = UrlHash::of(key);
         Ok(Box::new(Fill {
-            ticket: self.shared.get().and_then(|l| l.take_ticket(primary)),
+            ticket: self.take_ticket(key),
             soft_at: 0,
+            copy: false,
             storage: self,
             hash: VariantHash::of(key),
             primary,
@@ -407,6 +408,11 @@ impl Storage for MemoryStorage {
         if object.is_dead() {
             return Ok(false);
         }
+        if !same_representation(&object, meta) {
+            // not the object this revalidation looked up (a newer one replaced it since): its
+            // header must not be put on another body
+            return Ok(false);
+        }
         // a revalidation that began before a purge of this object must not make it fresh again:
         // the origin's 304 describes its state before the purge
         if let Some(stamp) = key.extensions.get::<FetchStamp>() {
@@ -421,7 +427,10 @@ impl Storage for MemoryStorage {
         {
             self.index
                 .register(replaced.primary, hash, &replaced, &replaced.tags);
-            self.share_revalidated(hash, &replaced);
+            if let Some(ticket) = self.take_ticket(key) {
+                // to the shared tier too: the other nodes need not revalidate it
+                self.share(ticket, hash, &replaced);
+            }
             Ok(true)
         } else {
             Ok(false)
@@ -431,6 +440,26 @@ impl Storage for MemoryStorage {
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
         self
     }
+}
+
+/// Whether `meta` (a revalidated header) describes `object`'s body: the same length and the
+/// same validators.
+fn same_representation(object: &StoredObject, meta: &CacheMeta) -> bool {
+    let new = &meta.response_header().headers;
+    let Ok(old) = object.meta.to_meta() else {
+        return false;
+    };
+    let old = &old.response_header().headers;
+    let length_ok = new
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_none_or(|n| n == object.body.len());
+    let same = |name| match (old.get(&name), new.get(&name)) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    };
+    length_ok && same(http::header::ETAG) && same(http::header::LAST_MODIFIED)
 }
 
 /// Whether a hit was read from the shared tier (`Cache-Status: ...; detail=shared`).

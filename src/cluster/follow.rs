@@ -76,6 +76,8 @@ impl Cluster {
         loop {
             if beat.elapsed() >= HEARTBEAT {
                 self.heartbeat(&cursor).await;
+                // purges this node applied while Redis was away reach the others now
+                self.publish_deferred().await;
                 beat = Instant::now();
             }
             if conn.is_none() {

@@ -85,11 +85,20 @@ impl RedisTier {
 
 #[async_trait]
 impl SharedTier for RedisTier {
-    async fn lookup(&self, primary: UrlHash, variant: VariantHash, claim: bool) -> Found {
+    async fn lookup(
+        &'static self,
+        primary: UrlHash,
+        variant: VariantHash,
+        fresh_only: bool,
+    ) -> Found {
+        if self.cluster.purges_pending() {
+            // this node applied purges the tier has not had yet: it must not copy from it
+            return Found::Unavailable;
+        }
         let p = hex(primary.0);
-        let node = &self.cluster.config.node;
+        let prefix = format!("{}#", self.cluster.config.node);
         let token = format!(
-            "{node}#{}",
+            "{prefix}{}",
             self.locks_taken.fetch_add(1, Ordering::Relaxed)
         );
         let mut inv = self.lookup.prepare_invoke();
@@ -99,17 +108,20 @@ impl SharedTier for RedisTier {
             .key(MARKS)
             .key(SOFT_MARKS)
             .arg(hex(variant.0))
-            .arg(if claim { "1" } else { "0" })
+            .arg(if fresh_only { "1" } else { "0" })
             .arg(&token)
             .arg(ms(self.lock_timeout))
-            .arg(&p);
+            .arg(&p)
+            .arg(&prefix);
         let answer: Option<(String, Vec<u8>, String, String, String)> = self
             .cluster
             .call("shared lookup", |mut c| async move {
                 inv.invoke_async(&mut c).await
             })
             .await;
-        let Some((kind, blob, soft, now, holder)) = answer else {
+        let Some((kind, blob, soft, now, _holder)) = answer else {
+            // the lock may have been taken before the answer was lost: free it (or it expires)
+            tokio::spawn(async move { self.release(primary, token, false).await });
             return Found::Unavailable;
         };
         let Ok(now) = now.parse::<u64>() else {
@@ -121,22 +133,19 @@ impl SharedTier for RedisTier {
                 return Found::Hit {
                     blob: Bytes::from(blob),
                     soft_ms: soft_us / 1000,
+                    now,
                 };
             }
-            "pass" => Lock::Pass,
             "claimed" => Lock::Claimed(token),
-            "locked" if holder.starts_with(&format!("{node}#")) => Lock::HeldHere,
             "locked" => Lock::HeldByOther,
-            _ => Lock::NotAsked,
+            _ => Lock::Pass,
         };
         Found::Miss { now, lock }
     }
 
-    async fn store(&self, put: Put) -> Stored {
-        if put.ttl.is_zero() {
-            return Stored::Older;
-        }
+    async fn store(&'static self, put: Put) -> Stored {
         let p = hex(put.primary.0);
+        let (primary, token) = (put.primary, put.token.clone());
         let mut inv = self.store.prepare_invoke();
         inv.key(Self::object_key(put.primary))
             .key(format!("lacquer:lock:{p}"))
@@ -149,25 +158,34 @@ impl SharedTier for RedisTier {
             .arg(put.token.unwrap_or_default())
             .arg(ms(put.ttl))
             .arg(u64::try_from(self.horizon.as_micros()).unwrap_or(u64::MAX))
-            .arg(&p);
+            .arg(&p)
+            .arg(put.fresh_until_ms);
         for t in &put.tags {
             inv.arg(&**t);
         }
+        // (a large body takes longer than a lookup: a write runs in the background)
         let result: Option<String> = self
             .cluster
-            .call("shared store", |mut c| async move {
-                inv.invoke_async(&mut c).await
-            })
+            .call_within(
+                "shared store",
+                self.cluster.config.redis_timeout * 10,
+                |mut c| async move { inv.invoke_async(&mut c).await },
+            )
             .await;
         match result.as_deref() {
             Some("stored") => Stored::Stored,
             Some("purged") => Stored::Purged,
             Some("older") => Stored::Older,
-            _ => Stored::Failed,
+            _ => {
+                if let Some(token) = token {
+                    self.release(primary, token, false).await;
+                }
+                Stored::Failed
+            }
         }
     }
 
-    async fn release(&self, primary: UrlHash, token: String, pass: bool) {
+    async fn release(&'static self, primary: UrlHash, token: String, pass: bool) {
         let p = hex(primary.0);
         let mut inv = self.release.prepare_invoke();
         inv.key(format!("lacquer:lock:{p}"))

@@ -40,12 +40,10 @@ impl LacquerProxy {
         e: Option<&Error>,
         ctx: &mut RequestCtx,
     ) {
-        if e.is_some() && ctx.upstream_started.is_some() {
-            // a failed fetch frees the cluster's fill lock: the other nodes try for themselves
-            self.cache
-                .storage
-                .shared_abandon(session.cache.maybe_cache_key());
-        }
+        // (its ticket for the cluster's shared tier, and the fill lock with the last ticket)
+        self.cache
+            .storage
+            .shared_done(session.cache.maybe_cache_key());
         ctx.count_upstream_failure();
         let m = metrics();
         if super::head::is_head_fill(session) {

@@ -22,7 +22,7 @@ use crate::cache::storage::PurgeScope;
 use crate::cache::tags::{split_tags, valid_tag};
 
 /// What one purge request asks for.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PurgeOrder {
     /// URL, tag and "everything" purges.
     pub scopes: Vec<PurgeScope>,

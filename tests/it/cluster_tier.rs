@@ -349,9 +349,10 @@ mod scripts {
                 .key("lacquer:softmarks")
                 .arg(VARIANT)
                 .arg("0")
-                .arg("")
+                .arg("test#1")
                 .arg(1000)
                 .arg(URL)
+                .arg("test#")
                 .invoke_async(c)
                 .await
                 .unwrap();
@@ -380,7 +381,8 @@ mod scripts {
             .arg("")
             .arg(60_000)
             .arg(600_000_000u64)
-            .arg(URL);
+            .arg(URL)
+            .arg(u64::MAX / 2);
         for t in tags {
             s.arg(*t);
         }

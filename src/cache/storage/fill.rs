@@ -37,7 +37,9 @@ pub(super) struct Fill {
     /// Soft-purged at this time before it was stored (Unix ms; 0: not): a shared copy's.
     pub(super) soft_at: u64,
     /// Its right to write to the shared tier, when there is one (`storage/shared.rs`).
-    pub(super) ticket: Option<Arc<super::shared::Ticket>>,
+    pub(super) ticket: Option<super::shared::Ticket>,
+    /// A copy of the shared tier's: stored only over nothing fresher.
+    pub(super) copy: bool,
 }
 
 impl Drop for Fill {
@@ -100,7 +102,7 @@ impl HandleMiss for Fill {
         Ok(())
     }
 
-    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+    async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
         if self.overflow {
             return Error::e_explain(ErrorType::InternalError, "object over max_object_size");
         }
@@ -141,6 +143,7 @@ impl HandleMiss for Fill {
         });
         let weight = object.weight() as usize;
         let seq = self.fill_seq;
+        let (copy, fresh_until) = (self.copy, object.meta.fresh_until_ms());
         let mut replaced: Option<Arc<StoredObject>> = None;
         let candidate = object.clone();
         let result = storage
@@ -150,6 +153,13 @@ impl HandleMiss for Fill {
                 let op = match existing {
                     // compare before set: an older fill never replaces a newer object
                     Some(e) if e.value().fill_seq > seq && !e.value().is_dead() => Op::Nop,
+                    Some(e)
+                        if copy
+                            && !e.value().is_dead()
+                            && e.value().meta.fresh_until_ms() >= fresh_until =>
+                    {
+                        Op::Nop
+                    }
                     Some(e) => {
                         replaced = Some(e.into_value());
                         Op::Put(candidate)
@@ -165,9 +175,9 @@ impl HandleMiss for Fill {
         ) {
             return Ok(MissFinishType::Created(0));
         }
-        if let Some(ticket) = &self.ticket {
+        if let Some(ticket) = self.ticket.take() {
             // the tier compares and sets on its own: its clock, its purges
-            storage.share(ticket.clone(), self.hash, &object);
+            storage.share(ticket, self.hash, &object);
         }
         metrics().cache_inserts.inc();
         storage

@@ -1,26 +1,34 @@
 //! The memory storage's side of the shared tier (`cache/shared.rs`): a memory miss asks the
 //! tier before the app; a shared hit is copied into memory with the freshness it has left; a
-//! fill of this node writes its object to the tier, compared and set against the fetch's
-//! start.
+//! fill of this node writes its object to the tier, compared and set against its fetch's start.
 //!
-//! - Concurrent misses for one variant on this node ask the tier once (`asking`).
-//! - The first to ask takes the URL's fill lock for the cluster; a node that finds it taken
-//!   waits for the other node's fill to land in the tier, polling, at most `cache.lock_timeout`,
-//!   and is released at once when the answer turns out not storable (a pass mark).
-//! - What a fill needs to write (its fetch's start, the lock) waits in a [`Ticket`] per URL,
-//!   picked up when the response is stored; a ticket nobody picks up frees the lock when it is
-//!   dropped, and expires with the lock.
+//! - Concurrent misses for one variant on this node ask the tier once (`asking`). A purge
+//!   applied here after that ask began may have missed its answer: each request checks the
+//!   answer against the purge log before it uses it.
+//! - The first ask takes the URL's fill lock for the cluster ([`LockHold`]); while this node
+//!   holds it, its other requests for the URL do not ask (pingora's own lock makes them wait
+//!   for the fill). A node that finds the lock taken waits for the other node's fill to land,
+//!   polling, at most `cache.lock_timeout`, and is released at once when the answer turns out
+//!   not storable (a pass mark). The lock is freed when the object is written, or when every
+//!   request that asked is done.
+//! - What a request's fill needs to write waits in a [`Ticket`] keyed by the request's fetch
+//!   stamp: its fetch's start on the tier's clock (never later than the real start) and the
+//!   lock. Only the fill of that request can use it.
+//! - A stale copy in memory asks the tier for a fresh one (another node may have refreshed it)
+//!   and takes a ticket, so its revalidation is written to the tier too.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant, SystemTime};
 
 use pingora_cache::CacheKey;
 use tokio::sync::OnceCell;
 
 use super::fill::Fill;
+use super::object::unix_millis;
 use super::{FetchStamp, MemoryStorage, StoredObject};
 use crate::cache::key::{UrlHash, VariantHash};
+use crate::cache::purge_log::{ObjectFacts, Verdict};
 use crate::cache::shared::codec::{self, Decoded};
 use crate::cache::shared::{Found, Lock, Put, SharedTier};
 use crate::metrics::metrics;
@@ -29,42 +37,43 @@ use crate::metrics::metrics;
 /// [`POLL_MAX`].
 const POLL_FIRST: Duration = Duration::from_millis(2);
 const POLL_MAX: Duration = Duration::from_millis(20);
-/// Past this many tickets waiting, the expired ones are dropped.
+/// Past this many tickets waiting, the old ones are dropped (a request always drops its own
+/// when it ends; this only bounds the map should that ever not happen).
 const MAX_TICKETS: usize = 10_000;
+/// The longest an object stays in the tier, whatever its freshness: the tier's purge marks are
+/// kept as long as the longest-lived object, so this bounds them too.
+pub(crate) const SHARED_MAX_LIFE: Duration = Duration::from_secs(86_400);
 
-/// What this node's ask of the tier found, shared by the requests that asked together.
+/// What one ask of the tier found, shared by the requests of this node that asked together.
 #[derive(Clone)]
-pub(super) enum Answer {
-    /// A shared hit, soft-purged at this time (Unix ms; 0: not).
-    Hit(Arc<Decoded>, u64),
-    Miss,
+pub(super) struct Answer {
+    /// A copy, and when it was soft-purged (Unix ms; 0: not).
+    hit: Option<(Arc<Decoded>, u64)>,
+    /// The tier's clock at the ask: the start of a fetch that follows it (`None`: unavailable).
+    start: Option<u64>,
+    /// The URL's fill lock, when this ask took it.
+    lock: Option<Arc<LockHold>>,
+    /// This node's stamp just before the ask.
+    asked_at: u64,
 }
 
-/// The storage's link to the tier.
-pub(super) struct SharedLink {
-    pub(super) tier: &'static dyn SharedTier,
-    asking: Mutex<HashMap<VariantHash, Arc<OnceCell<Answer>>>>,
-    tickets: Mutex<HashMap<UrlHash, Arc<Ticket>>>,
-}
-
-/// A fill's right to write to the tier: when its fetch began, on the tier's clock, and the
-/// URL's fill lock if this node holds it.
-pub(crate) struct Ticket {
+/// The cluster's fill lock for one URL, held by this node. Freed when dropped, unless a write
+/// to the tier took its token (the write frees it as it lands).
+pub(crate) struct LockHold {
     tier: &'static dyn SharedTier,
     primary: UrlHash,
-    pub(super) start: u64,
+    /// The tier's clock when it was taken.
+    start: u64,
     token: Mutex<Option<String>>,
-    made: Instant,
 }
 
-impl Ticket {
-    /// The lock's token, once: whoever takes it frees the lock.
-    pub(super) fn take_token(&self) -> Option<String> {
+impl LockHold {
+    fn take_token(&self) -> Option<String> {
         self.token.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Free the lock now (`pass`: the answer was not storable, waiters stop at once).
-    pub(super) fn release(&self, pass: bool) {
+    fn release(&self, pass: bool) {
         if let Some(token) = self.take_token() {
             let (tier, primary) = (self.tier, self.primary);
             spawn(async move { tier.release(primary, token, pass).await });
@@ -72,10 +81,18 @@ impl Ticket {
     }
 }
 
-impl Drop for Ticket {
+impl Drop for LockHold {
     fn drop(&mut self) {
         self.release(false);
     }
+}
+
+/// A request's right to write what it fetches to the tier.
+pub(crate) struct Ticket {
+    /// The tier's clock no later than the fetch's start.
+    start: u64,
+    lock: Option<Arc<LockHold>>,
+    made: Instant,
 }
 
 /// Run `f` in the background when there is a runtime (there always is on a request path).
@@ -85,94 +102,137 @@ fn spawn(f: impl std::future::Future<Output = ()> + Send + 'static) {
     }
 }
 
+fn stamp_of(key: &CacheKey) -> u64 {
+    key.extensions.get::<FetchStamp>().map_or(0, |s| s.0)
+}
+
+/// The storage's link to the tier.
+pub(super) struct SharedLink {
+    pub(super) tier: &'static dyn SharedTier,
+    asking: Mutex<HashMap<VariantHash, Arc<OnceCell<Answer>>>>,
+    /// The fill locks this node holds, by URL.
+    holds: Mutex<HashMap<UrlHash, Weak<LockHold>>>,
+    /// Tickets by the fetch stamp of the request they belong to.
+    tickets: Mutex<HashMap<u64, Ticket>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Takes a finished ask out of `asking`, however the asking request ends.
+struct Asking<'a> {
+    link: &'a SharedLink,
+    hash: VariantHash,
+    cell: Arc<OnceCell<Answer>>,
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        let mut asking = locked(&self.link.asking);
+        let done = self.cell.initialized() || Arc::strong_count(&self.cell) <= 2;
+        if done
+            && asking
+                .get(&self.hash)
+                .is_some_and(|c| Arc::ptr_eq(c, &self.cell))
+        {
+            asking.remove(&self.hash);
+        }
+    }
+}
+
 impl SharedLink {
     pub(super) fn new(tier: &'static dyn SharedTier) -> SharedLink {
         SharedLink {
             tier,
             asking: Mutex::default(),
+            holds: Mutex::default(),
             tickets: Mutex::default(),
         }
     }
 
-    fn tickets(&self) -> std::sync::MutexGuard<'_, HashMap<UrlHash, Arc<Ticket>>> {
-        self.tickets.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether a fill of this URL is under way here (and its lock not yet expired).
-    fn fill_under_way(&self, primary: UrlHash) -> bool {
-        let bound = self.tier.lock_timeout();
-        let mut tickets = self.tickets();
-        match tickets.get(&primary) {
-            Some(t) if t.made.elapsed() < bound => true,
-            Some(_) => {
-                tickets.remove(&primary);
-                false
-            }
-            None => false,
+    /// The fill lock this node holds for the URL, if any.
+    fn live_hold(&self, primary: UrlHash) -> Option<Arc<LockHold>> {
+        let mut holds = locked(&self.holds);
+        let hold = holds.get(&primary).and_then(Weak::upgrade);
+        if hold.is_none() {
+            holds.remove(&primary);
         }
+        hold
     }
 
-    fn add_ticket(&self, primary: UrlHash, start: u64, token: Option<String>) {
-        let ticket = Arc::new(Ticket {
-            tier: self.tier,
-            primary,
+    fn keep_hold(&self, hold: &Arc<LockHold>) {
+        let mut holds = locked(&self.holds);
+        if holds.len() >= MAX_TICKETS {
+            holds.retain(|_, h| h.strong_count() > 0);
+        }
+        holds.insert(hold.primary, Arc::downgrade(hold));
+    }
+
+    fn add_ticket(&self, stamp: u64, start: u64, lock: Option<Arc<LockHold>>) {
+        let ticket = Ticket {
             start,
-            token: Mutex::new(token),
+            lock,
             made: Instant::now(),
-        });
-        let mut tickets = self.tickets();
+        };
+        let mut tickets = locked(&self.tickets);
         if tickets.len() >= MAX_TICKETS {
-            // tickets nobody took (a client gone before its answer): their locks expired
-            let bound = self.tier.lock_timeout();
+            let bound = self.tier.lock_timeout().max(Duration::from_secs(60));
             tickets.retain(|_, t| t.made.elapsed() < bound);
         }
-        // (a ticket it replaces frees its lock as it is dropped)
-        let old = tickets.insert(primary, ticket);
+        let old = tickets.insert(stamp, ticket);
         drop(tickets);
+        // (an old ticket's lock is freed as it is dropped, outside the map's lock)
         drop(old);
     }
 
-    /// The ticket of the URL's fill, for the fill that stores it (however long the fetch
-    /// took: the tier refuses a fetch older than its purge marks).
-    pub(super) fn take_ticket(&self, primary: UrlHash) -> Option<Arc<Ticket>> {
-        self.tickets().remove(&primary)
-    }
-
-    fn cell(&self, hash: VariantHash) -> Arc<OnceCell<Answer>> {
-        let mut asking = self.asking.lock().unwrap_or_else(|e| e.into_inner());
-        asking.entry(hash).or_default().clone()
-    }
-
-    fn done_asking(&self, hash: VariantHash, cell: &Arc<OnceCell<Answer>>) {
-        let mut asking = self.asking.lock().unwrap_or_else(|e| e.into_inner());
-        if asking.get(&hash).is_some_and(|c| Arc::ptr_eq(c, cell)) {
-            asking.remove(&hash);
-        }
+    fn take_ticket(&self, stamp: u64) -> Option<Ticket> {
+        locked(&self.tickets).remove(&stamp)
     }
 }
 
 impl MemoryStorage {
-    /// Ask the shared tier for `key` (one ask per variant on this node at a time). `wait`:
-    /// wait for another node's fill in progress (not when a stale copy can be served).
+    /// Ask the shared tier for `key`: for a memory miss, or (`fresh_only`) for a stale copy in
+    /// memory, which only a fresh shared copy improves on. A copy with its soft-purge time.
     pub(super) async fn ask_shared(
         &'static self,
         link: &'static SharedLink,
         key: &CacheKey,
-        wait: bool,
-    ) -> Answer {
+        fresh_only: bool,
+    ) -> Option<(Arc<Decoded>, u64)> {
+        let stamp = stamp_of(key);
         let primary = UrlHash::of(key);
-        if link.fill_under_way(primary) {
-            // pingora's own lock makes the requests on this node wait for that fill
-            return Answer::Miss;
+        if let Some(hold) = link.live_hold(primary) {
+            // this node is fetching the URL: pingora's own lock makes the request wait for it
+            link.add_ticket(stamp, hold.start, Some(hold));
+            return None;
         }
         let hash = VariantHash::of(key);
-        let cell = link.cell(hash);
-        let answer = cell
-            .get_or_init(|| self.ask_tier(link, key, primary, hash, wait))
+        let cell = locked(&link.asking).entry(hash).or_default().clone();
+        let asking = Asking { link, hash, cell };
+        let answer = asking
+            .cell
+            .get_or_init(|| self.ask_tier(link, key, primary, hash, fresh_only))
             .await
             .clone();
-        link.done_asking(hash, &cell);
-        answer
+        drop(asking);
+        if let Some(start) = answer.start {
+            link.add_ticket(stamp, start, answer.lock.clone());
+        }
+        let (d, mut soft_ms) = answer.hit?;
+        let facts = ObjectFacts {
+            primary,
+            url: &d.url,
+            tags: &d.tags,
+            meta: &d.meta,
+        };
+        // a purge applied here since the ask began may have missed its answer
+        match self.log.verdict(answer.asked_at, &facts) {
+            Verdict::Drop => return None,
+            Verdict::StoreStale if soft_ms == 0 => soft_ms = unix_millis(SystemTime::now()),
+            _ => {}
+        }
+        Some((d, soft_ms))
     }
 
     async fn ask_tier(
@@ -181,57 +241,78 @@ impl MemoryStorage {
         key: &CacheKey,
         primary: UrlHash,
         hash: VariantHash,
-        wait: bool,
+        fresh_only: bool,
     ) -> Answer {
         let m = metrics();
+        let asked_at = self.stamp();
         let deadline = Instant::now() + link.tier.lock_timeout();
         let mut pause = POLL_FIRST;
+        let answer = |start, lock, hit| Answer {
+            hit,
+            start: Some(start),
+            lock,
+            asked_at,
+        };
         loop {
             let asked = Instant::now();
-            let found = link.tier.lookup(primary, hash, true).await;
+            let found = link.tier.lookup(primary, hash, fresh_only).await;
             m.shared_seconds
                 .with_label_values(&["lookup"])
                 .observe(asked.elapsed().as_secs_f64());
             let (now, lock) = match found {
                 Found::Unavailable => {
                     m.shared_lookups.with_label_values(&["error"]).inc();
-                    return Answer::Miss;
+                    return Answer {
+                        hit: None,
+                        start: None,
+                        lock: None,
+                        asked_at,
+                    };
                 }
-                Found::Hit { blob, soft_ms } => {
+                Found::Hit { blob, soft_ms, now } => {
                     let url = key.primary_key_str().unwrap_or_default();
-                    match codec::decode(blob) {
+                    return match codec::decode(blob) {
                         // (a hash that matched another URL, or another version's entry, is a
                         // miss: this node's fill replaces it)
                         Some(d) if &*d.url == url => {
                             m.shared_lookups.with_label_values(&["hit"]).inc();
                             let d = Arc::new(d);
                             self.copy_to_memory(key, hash, primary, &d, soft_ms).await;
-                            return Answer::Hit(d, soft_ms);
+                            answer(now, None, Some((d, soft_ms)))
                         }
                         _ => {
                             m.shared_lookups.with_label_values(&["unreadable"]).inc();
-                            return Answer::Miss;
+                            answer(now, None, None)
                         }
-                    }
+                    };
                 }
                 Found::Miss { now, lock } => (now, lock),
             };
-            match lock {
-                Lock::HeldByOther if wait && Instant::now() + pause < deadline => {
+            m.shared_lookups.with_label_values(&["miss"]).inc();
+            return match lock {
+                Lock::Claimed(token) => {
+                    let hold = Arc::new(LockHold {
+                        tier: link.tier,
+                        primary,
+                        start: now,
+                        token: Mutex::new(Some(token)),
+                    });
+                    link.keep_hold(&hold);
+                    answer(now, Some(hold), None)
+                }
+                Lock::HeldByOther if !fresh_only && Instant::now() + pause < deadline => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(POLL_MAX);
                     continue;
                 }
-                Lock::Claimed(token) => link.add_ticket(primary, now, Some(token)),
-                _ => link.add_ticket(primary, now, None),
-            }
-            m.shared_lookups.with_label_values(&["miss"]).inc();
-            return Answer::Miss;
+                _ => answer(now, None, None),
+            };
         }
     }
 
-    /// Keep a shared hit in memory too, as a fill stamped with the request's fetch stamp
-    /// would be: a purge applied here since the request was keyed keeps it out.
+    /// Keep a shared copy in memory too, as a fill stamped with the request's fetch stamp
+    /// would be (a purge applied here since the request was keyed keeps it out), and only if
+    /// it is fresher than what memory holds.
     async fn copy_to_memory(
         &'static self,
         key: &CacheKey,
@@ -254,30 +335,34 @@ impl MemoryStorage {
             tags: d.tags.clone(),
             meta: d.meta.clone(),
             drop_at: self.drop_at(&meta),
-            fill_seq: key.extensions.get::<FetchStamp>().map_or(0, |s| s.0),
+            fill_seq: stamp_of(key),
             chunks: vec![d.body.clone()],
             size: d.body.len(),
             buffered: 0,
             overflow: false,
             soft_at: soft_ms,
             ticket: None,
+            copy: true,
         };
         let _ = pingora_cache::storage::HandleMiss::finish(Box::new(fill)).await;
     }
 
     /// Write a stored object to the tier under its fill's ticket, in the background.
-    pub(super) fn share(
-        &'static self,
-        ticket: Arc<Ticket>,
-        hash: VariantHash,
-        object: &StoredObject,
-    ) {
+    pub(super) fn share(&'static self, ticket: Ticket, hash: VariantHash, object: &StoredObject) {
         let Some(link) = self.shared.get() else {
             return;
         };
-        if object.body.len() > link.tier.max_object_size() {
-            // stays in this node's memory; the other nodes fetch it themselves
-            ticket.release(true);
+        let token = ticket.lock.as_ref().and_then(|h| h.take_token());
+        let ttl = object
+            .drop_at
+            .saturating_duration_since(Instant::now())
+            .min(SHARED_MAX_LIFE);
+        if object.body.len() > link.tier.max_object_size() || ttl.is_zero() {
+            // stays in this node's memory; the other nodes fetch it themselves, at once
+            if let Some(token) = token {
+                let (tier, primary) = (link.tier, object.primary);
+                spawn(async move { tier.release(primary, token, true).await });
+            }
             return;
         }
         let put = Put {
@@ -285,8 +370,9 @@ impl MemoryStorage {
             variant: hash,
             blob: codec::encode(&object.url, &object.tags, &object.meta, &object.body),
             start: ticket.start,
-            token: ticket.take_token(),
-            ttl: object.drop_at.saturating_duration_since(Instant::now()),
+            token,
+            ttl,
+            fresh_until_ms: object.meta.fresh_until_ms(),
             tags: object.tags.to_vec(),
         };
         let tier = link.tier;
@@ -301,38 +387,24 @@ impl MemoryStorage {
         });
     }
 
-    /// A revalidated object (the app said 304) goes to the tier too, if this node holds the
-    /// URL's ticket: the other nodes need not revalidate it, nor wait for a fill that would
-    /// never come.
-    pub(super) fn share_revalidated(&'static self, hash: VariantHash, object: &StoredObject) {
-        if let Some(ticket) = self
-            .shared
-            .get()
-            .and_then(|l| l.take_ticket(object.primary))
-        {
-            self.share(ticket, hash, object);
-        }
+    /// The ticket of the request keyed `key`, for its fill or its revalidation.
+    pub(super) fn take_ticket(&self, key: &CacheKey) -> Option<Ticket> {
+        self.shared.get()?.take_ticket(stamp_of(key))
     }
 
-    /// The answer for `primary` turned out not storable: free its fill lock and tell the
-    /// other nodes' waiters at once.
+    /// The answer for `key` turned out not storable: free its fill lock and tell the other
+    /// nodes' waiters at once.
     pub(crate) fn shared_pass(&self, key: &CacheKey) {
-        if let Some(ticket) = self
-            .shared
-            .get()
-            .and_then(|l| l.take_ticket(UrlHash::of(key)))
-        {
-            ticket.release(true);
+        if let Some(hold) = self.take_ticket(key).and_then(|t| t.lock) {
+            hold.release(true);
         }
     }
 
-    /// The fetch for `primary` failed: free its fill lock (the waiters elsewhere try again).
-    pub(crate) fn shared_abandon(&self, key: Option<&CacheKey>) {
-        let Some((link, key)) = self.shared.get().zip(key) else {
-            return;
-        };
-        if let Some(ticket) = link.take_ticket(UrlHash::of(key)) {
-            ticket.release(false);
+    /// The request keyed `key` is done: its ticket goes (and with the last one, the lock it
+    /// held, if no write took it: the other nodes try for themselves).
+    pub(crate) fn shared_done(&self, key: Option<&CacheKey>) {
+        if let Some(key) = key {
+            drop(self.take_ticket(key));
         }
     }
 
