@@ -430,3 +430,74 @@ mod scripts {
         }
     }
 }
+
+#[tokio::test]
+async fn a_revalidation_on_one_node_is_shared_with_the_others() {
+    let redis = Redis::start().await;
+    let calls = Counter::default();
+    let origin = Origin::start(move |s| {
+        calls.bump(s.path());
+        if s.header("if-none-match") == Some("\"v1\"") {
+            return Reply::ok("")
+                .status(304)
+                .header("ETag", "\"v1\"")
+                .header("Cache-Control", "max-age=1");
+        }
+        Reply::ok("page")
+            .header("ETag", "\"v1\"")
+            .header("Cache-Control", "max-age=1")
+    })
+    .await;
+    let cluster = nodes(&redis, &origin, &["a", "b"], "").await;
+    let c = Client::new();
+    assert!(get(&c, &cluster[0], "/r").await.fetched());
+    assert!(get(&c, &cluster[1], "/r").await.is_shared_hit());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // stale everywhere: a revalidates (the app says 304), and b takes the refreshed copy
+    let r = get(&c, &cluster[0], "/r").await;
+    assert_eq!(r.text(), "page");
+    assert_eq!(origin.hits("/r"), 2, "one revalidation");
+    let mut shared = false;
+    for _ in 0..50 {
+        let r = get(&c, &cluster[1], "/r").await;
+        assert_eq!(r.text(), "page");
+        if r.is_shared_hit() {
+            shared = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(shared, "b serves a's revalidated copy");
+    assert_eq!(origin.hits("/r"), 2, "b did not revalidate it again");
+}
+
+#[tokio::test]
+async fn a_purge_made_while_redis_was_away_reaches_the_others_when_it_is_back() {
+    let redis = Redis::start().await;
+    let origin = Origin::start(numbered_origin()).await;
+    let cluster = nodes(&redis, &origin, &["a", "b"], "").await;
+    let c = Client::new();
+    for n in &cluster {
+        assert_eq!(get(&c, n, "/away").await.text(), "/away v1");
+    }
+    redis.pause();
+    let r = c
+        .send("PURGE", &cluster[0].url("/away"), &[SITE], None)
+        .await;
+    assert_eq!(r.status, 503, "not replicated: {}", r.text());
+    // a purged it; its next fetch must not bring back the shared copy of the purged page
+    assert_eq!(get(&c, &cluster[0], "/away").await.text(), "/away v2");
+    redis.resume();
+    let mut reached = false;
+    for _ in 0..100 {
+        if get(&c, &cluster[1], "/away").await.text() != "/away v1" {
+            reached = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reached, "b applied the purge once Redis was back");
+    // and nothing serves the purged page from the shared tier
+    let late = node(&redis, &origin, "c", "").await;
+    assert_ne!(get(&c, &late, "/away").await.text(), "/away v1");
+}

@@ -51,6 +51,26 @@ impl Redis {
         }
     }
 
+    /// Stop it answering without losing anything (SIGSTOP), as a network partition would;
+    /// `resume` lets it go on.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        if let Some(c) = &self.child {
+            let ok = std::process::Command::new("kill")
+                .args([&format!("-{name}"), &c.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill -{name}");
+        }
+    }
+
     /// Start it again on the same port, empty.
     pub async fn restart(&mut self) {
         self.kill();
