@@ -67,7 +67,7 @@ pub(crate) struct Put {
 
 /// What became of a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stored {
+pub(crate) enum StoreResult {
     Stored,
     /// A purge that covers it came after its fetch began.
     Purged,
@@ -76,13 +76,13 @@ pub(crate) enum Stored {
     Failed,
 }
 
-impl Stored {
+impl StoreResult {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
-            Stored::Stored => "stored",
-            Stored::Purged => "purged",
-            Stored::Older => "older",
-            Stored::Failed => "error",
+            StoreResult::Stored => "stored",
+            StoreResult::Purged => "purged",
+            StoreResult::Older => "older",
+            StoreResult::Failed => "error",
         }
     }
 }
@@ -99,7 +99,7 @@ pub(crate) trait SharedTier: Send + Sync {
         fresh_only: bool,
     ) -> Found;
     /// Write a variant (compare and set), freeing the lock its token names.
-    async fn store(&'static self, put: Put) -> Stored;
+    async fn store(&'static self, put: Put) -> StoreResult;
     /// Free the fill lock held under `token`; with `pass`, tell the waiters on other nodes
     /// that the answer was not storable, so they stop waiting at once.
     async fn release(&'static self, primary: UrlHash, token: String, pass: bool);

@@ -25,7 +25,7 @@ use redis::Script;
 
 use super::Cluster;
 use crate::cache::key::{UrlHash, VariantHash};
-use crate::cache::shared::{Found, Lock, Put, SharedTier, Stored};
+use crate::cache::shared::{Found, Lock, Put, SharedTier, StoreResult};
 
 /// The tier, as this node uses it.
 pub(crate) struct RedisTier {
@@ -143,7 +143,7 @@ impl SharedTier for RedisTier {
         Found::Miss { now, lock }
     }
 
-    async fn store(&'static self, put: Put) -> Stored {
+    async fn store(&'static self, put: Put) -> StoreResult {
         let p = hex(put.primary.0);
         let (primary, token) = (put.primary, put.token.clone());
         let mut inv = self.store.prepare_invoke();
@@ -173,14 +173,14 @@ impl SharedTier for RedisTier {
             )
             .await;
         match result.as_deref() {
-            Some("stored") => Stored::Stored,
-            Some("purged") => Stored::Purged,
-            Some("older") => Stored::Older,
+            Some("stored") => StoreResult::Stored,
+            Some("purged") => StoreResult::Purged,
+            Some("older") => StoreResult::Older,
             _ => {
                 if let Some(token) = token {
                     self.release(primary, token, false).await;
                 }
-                Stored::Failed
+                StoreResult::Failed
             }
         }
     }
