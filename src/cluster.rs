@@ -29,9 +29,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
-use tokio::sync::OnceCell;
 
 use crate::cache::storage::PurgeScope;
 use crate::cache::CacheRuntime;
@@ -67,7 +66,9 @@ const DEFAULT_HORIZON: Duration = Duration::from_secs(600);
 pub(crate) struct Cluster {
     config: ClusterConfig,
     client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    /// Whether "unreachable" was logged since Redis was last reachable.
+    warned: AtomicBool,
     cache: &'static CacheRuntime,
     up: AtomicBool,
     /// The last stream entry this node applied, and when (what `GET /cluster` shows).
@@ -122,7 +123,8 @@ impl Cluster {
         Ok(Box::leak(Box::new(Cluster {
             config: config.clone(),
             client,
-            conn: OnceCell::new(),
+            conn: tokio::sync::Mutex::new(None),
+            warned: AtomicBool::new(false),
             cache,
             up: AtomicBool::new(false),
             position: Mutex::new(("-".to_string(), 0)),
@@ -168,16 +170,8 @@ impl Cluster {
                 return None;
             }
         }
-        let conn = match tokio::time::timeout(
-            bound,
-            self.conn.get_or_try_init(|| {
-                let client = self.client.clone();
-                async move { ConnectionManager::new(client).await }
-            }),
-        )
-        .await
-        {
-            Ok(Ok(c)) => c.clone(),
+        let conn = match tokio::time::timeout(bound, self.connection()).await {
+            Ok(Ok(c)) => c,
             Ok(Err(e)) => return self.down(what, &e.to_string()),
             Err(_) => return self.down(what, "connect timed out"),
         };
@@ -191,14 +185,37 @@ impl Cluster {
         }
     }
 
+    /// The connection (multiplexed, shared by every call), made when there is none.
+    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
+        let mut conn = self.conn.lock().await;
+        if let Some(c) = conn.as_ref() {
+            return Ok(c.clone());
+        }
+        // one attempt per call: the breaker paces the attempts, not the client's own retries
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(0)
+            .set_connection_timeout(self.config.redis_timeout);
+        let c = ConnectionManager::new_with_config(self.client.clone(), config).await?;
+        *conn = Some(c.clone());
+        Ok(c)
+    }
+
     fn down<T>(&self, what: &str, why: &str) -> Option<T> {
         if self.failures.fetch_add(1, Ordering::AcqRel) + 1 >= BREAKER_FAILURES {
             self.open_until_ms.store(
                 unix_ms() + BREAKER_OPEN.as_millis() as u64,
                 Ordering::Release,
             );
+            // a connection that failed this often is made anew for the next try (the client's
+            // own reconnection gives up after a long outage)
+            if let Ok(mut conn) = self.conn.try_lock() {
+                *conn = None;
+            }
         }
-        if self.up.swap(false, Ordering::AcqRel) {
+        let was_up = self.up.swap(false, Ordering::AcqRel);
+        // (and once if it was never reached: a wrong address or password shows at start-up)
+        let first = !self.warned.swap(true, Ordering::AcqRel);
+        if was_up || first {
             log::warn!(
                 "cluster: Redis unreachable ({what}: {why}); serving from memory and the app"
             );
