@@ -85,6 +85,8 @@ pub(crate) struct Cluster {
     /// when Redis is back; meanwhile this node does not read from the shared tier.
     deferred: Mutex<VecDeque<(PurgeOrder, PurgeSource)>>,
     deferred_count: AtomicUsize,
+    /// When a clash of node names was last logged (Unix ms).
+    name_clash_logged_ms: AtomicU64,
 }
 
 /// What became of a purge on the other nodes.
@@ -135,6 +137,7 @@ impl Cluster {
             publish: redis::Script::new(include_str!("cluster/scripts/purge.lua")),
             deferred: Mutex::new(VecDeque::new()),
             deferred_count: AtomicUsize::new(0),
+            name_clash_logged_ms: AtomicU64::new(0),
         })))
     }
 
@@ -261,7 +264,10 @@ impl Cluster {
             return (applied, Replication { replicated, nodes });
         };
         m.cluster_purges_published.with_label_values(&["ok"]).inc();
-        // this node applied it already
+        // this node applied it already: its last purge, without delay
+        if let Ok(mut p) = self.position.lock() {
+            *p = (id.clone(), 0);
+        }
         self.acknowledge(&id).await;
         let mut nodes = BTreeMap::from([(self.config.node.clone(), true)]);
         if source == PurgeSource::Unsafe {

@@ -348,7 +348,7 @@ impl Storage for MemoryStorage {
         let tags = response_tags(meta.response_header(), &self.settings.tag_headers);
         let primary = UrlHash::of(key);
         Ok(Box::new(Fill {
-            ticket: self.take_ticket(key),
+            ticket: self.ticket_for_fill(key, meta),
             soft_at: 0,
             copy: false,
             storage: self,

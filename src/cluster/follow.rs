@@ -1,6 +1,7 @@
 //! Following the purge stream: apply what the other nodes published, acknowledge it, announce
 //! this node (heartbeats), and drop the memory cache when the stream cannot say what was missed.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -75,7 +76,7 @@ impl Cluster {
         let mut policy_checked = false;
         loop {
             if beat.elapsed() >= HEARTBEAT {
-                self.heartbeat(&cursor).await;
+                self.heartbeat().await;
                 // purges this node applied while Redis was away reach the others now
                 self.publish_deferred().await;
                 beat = Instant::now();
@@ -273,24 +274,26 @@ impl Cluster {
     }
 
     /// Announce this node: live (for acknowledgements), its last purge and its lag.
-    async fn heartbeat(&self, last: &str) {
+    async fn heartbeat(&self) {
         let (applied, lag) = self
             .position
             .lock()
             .map(|p| p.clone())
             .unwrap_or_else(|_| ("-".to_string(), 0));
-        let applied = if applied == "-" {
-            last.to_string()
-        } else {
-            applied
-        };
+        // (`-`: nothing applied yet)
         let node = self.config.node.clone();
         let key = format!("lacquer:node:{node}");
         let now = unix_ms();
         let live_since = now.saturating_sub(super::LIVE_FOR.as_millis() as u64);
-        let live: Option<(u64,)> = self
+        let me = format!("{}-{}", std::process::id(), self.started_ms);
+        let mine = me.clone();
+        let seen: Option<(Option<String>, u64)> = self
             .call("heartbeat", |mut c| async move {
                 redis::pipe()
+                    // who wrote this node's record last: another process with this name?
+                    .cmd("HGET")
+                    .arg(&key)
+                    .arg("instance")
                     .cmd("ZADD")
                     .arg(MEMBERS)
                     .arg(now)
@@ -302,6 +305,8 @@ impl Cluster {
                     .arg(&applied)
                     .arg("lag_ms")
                     .arg(lag)
+                    .arg("instance")
+                    .arg(&mine)
                     .ignore()
                     .cmd("EXPIRE")
                     .arg(&key)
@@ -321,10 +326,21 @@ impl Cluster {
                     .await
             })
             .await;
-        if let Some((n,)) = live {
-            metrics()
-                .cluster_nodes
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        if let Some((Some(other), _)) = &seen {
+            if *other != me {
+                // both keep writing: each says so about once a minute
+                let last = self.name_clash_logged_ms.load(Ordering::Relaxed);
+                if now.saturating_sub(last) >= 60_000 {
+                    self.name_clash_logged_ms.store(now, Ordering::Relaxed);
+                    log::warn!(
+                        "cluster: another process also calls itself \"{}\"; node names must be unique (cluster.node), or the two skip each other's purges",
+                        self.config.node
+                    );
+                }
+            }
         }
+        // (0 while Redis cannot say)
+        let n = seen.map_or(0, |(_, n)| i64::try_from(n).unwrap_or(i64::MAX));
+        metrics().cluster_nodes.set(n);
     }
 }

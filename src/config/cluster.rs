@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::units::{parse_duration, parse_size};
 
-/// `cluster:` as written.
-#[derive(Debug, Deserialize)]
+/// `cluster:` as written (its Debug leaves out the URL, which may hold a password).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCluster {
     /// `cluster.redis`: the Redis (or Valkey) URL.
@@ -41,8 +41,9 @@ fn default_redis_timeout() -> String {
     "100ms".into()
 }
 
-/// A validated `cluster:`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A validated `cluster:` (its Debug, which a reload's warning shows, hides the URL's
+/// password).
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     /// The Redis URL (`redis://host:port/db`, `rediss://` for TLS).
     pub redis: String,
@@ -56,21 +57,58 @@ pub struct ClusterConfig {
     pub shared_max_object_size: u64,
 }
 
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis", &redacted(&self.redis))
+            .field("node", &self.node)
+            .field("purge_ack_timeout", &self.purge_ack_timeout)
+            .field("redis_timeout", &self.redis_timeout)
+            .field("shared_max_object_size", &self.shared_max_object_size)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RawCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawCluster")
+            .field("redis", &redacted(&self.redis))
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A Redis URL with its password (`redis://user:secret@host`) replaced by `***`.
+pub(crate) fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".to_string();
+    };
+    match rest.split_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
 /// Validate `cluster:`; `listen` names the default node name's port.
 pub(super) fn cluster(
     errors: &mut Vec<String>,
     raw: &RawCluster,
     listen: Option<std::net::SocketAddr>,
 ) -> ClusterConfig {
-    let ok_scheme = ["redis://", "rediss://", "valkey://", "valkeys://"]
+    let ok_scheme = ["redis://", "valkey://"]
         .iter()
         .any(|s| raw.redis.starts_with(s));
-    if !ok_scheme {
-        // (the URL may hold a password: not repeated)
+    if raw.redis.starts_with("rediss://") || raw.redis.starts_with("valkeys://") {
         errors.push(
-            "cluster.redis: expected a URL like \"redis://127.0.0.1:6379/0\" (or rediss://)"
+            "cluster.redis: TLS to Redis is not built in; use redis:// (on a private network, or through a local TLS tunnel such as stunnel)"
                 .to_string(),
         );
+    } else if !ok_scheme {
+        // (the URL may hold a password: not repeated)
+        errors.push("cluster.redis: expected a URL like \"redis://127.0.0.1:6379/0\"".to_string());
     }
     let node = match &raw.node {
         Some(n) => {
@@ -152,12 +190,29 @@ mod tests {
         assert_eq!(
             e,
             vec![
-                "cluster.redis: expected a URL like \"redis://127.0.0.1:6379/0\" (or rediss://)",
+                "cluster.redis: expected a URL like \"redis://127.0.0.1:6379/0\"",
                 "cluster.node: expected letters, digits, '-', '_', '.' or ':' (at most 64), got \"a b\"",
                 "cluster.purge_ack_timeout: expected a duration longer than 0 like \"250ms\", got \"0s\"",
             ]
         );
         let alone = Config::from_yaml("upstreams: [{addr: \"127.0.0.1:1\"}]\n").unwrap();
         assert!(alone.cluster.is_none());
+    }
+
+    #[test]
+    fn the_redis_password_is_never_shown() {
+        let c = Config::from_yaml(
+            "upstreams: [{addr: \"127.0.0.1:1\"}]\ncluster: {redis: \"redis://app:s3cret@10.0.0.5:6379/0\", node: a}\n",
+        )
+        .unwrap();
+        let shown = format!("{:?}", c.cluster);
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("redis://app:***@10.0.0.5:6379/0"), "{shown}");
+        let e = Config::from_yaml(
+            "upstreams: [{addr: \"127.0.0.1:1\"}]\ncluster: {redis: \"rediss://10.0.0.5:6379/0\"}\n",
+        )
+        .unwrap_err()
+        .0;
+        assert!(e[0].contains("TLS to Redis is not built in"), "{e:?}");
     }
 }

@@ -233,3 +233,18 @@ async fn a_node_whose_place_in_the_stream_is_trimmed_away_drops_its_memory() {
     }
     assert!(dropped, "b cannot know what it missed: it drops its memory");
 }
+
+#[tokio::test]
+async fn two_nodes_with_one_name_are_told() {
+    let redis = Redis::start().await;
+    let origin = Origin::start(tagged_origin()).await;
+    let extra = format!("cluster:\n  redis: \"{}\"\n  node: \"dup\"\n", redis.url());
+    let a = Proxy::start(&[origin.addr], &extra).await;
+    let b = Proxy::start(&[origin.addr], &extra).await;
+    let warned = crate::support::eventually(Duration::from_secs(5), || {
+        a.log().contains("node names must be unique")
+            || b.log().contains("node names must be unique")
+    })
+    .await;
+    assert!(warned, "a log says two nodes share a name");
+}

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use pingora_cache::CacheKey;
+use pingora_cache::{CacheKey, CacheMeta};
 use tokio::sync::OnceCell;
 
 use super::fill::Fill;
@@ -385,6 +385,26 @@ impl MemoryStorage {
                 .observe(asked.elapsed().as_secs_f64());
             m.shared_stores.with_label_values(&[result.as_str()]).inc();
         });
+    }
+
+    /// The ticket of the fill of the request keyed `key`. None for a body announced over
+    /// `cluster.shared_max_object_size`: the lock is freed at once (with a pass mark) so the
+    /// other nodes fetch it themselves without waiting for this whole body.
+    pub(super) fn ticket_for_fill(&self, key: &CacheKey, meta: &CacheMeta) -> Option<Ticket> {
+        let link = self.shared.get()?;
+        let ticket = link.take_ticket(stamp_of(key))?;
+        let announced = meta
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        if announced.is_some_and(|n| n > link.tier.max_object_size()) {
+            if let Some(hold) = ticket.lock {
+                hold.release(true);
+            }
+            return None;
+        }
+        Some(ticket)
     }
 
     /// The ticket of the request keyed `key`, for its fill or its revalidation.
