@@ -133,6 +133,7 @@ def main():
         (pa, _), (pb, _), (pc, _) = nodes
         fill(pa, "1k/l2", n, 16)          # a fetches: in a's memory and in Redis
         fill(pa, "1k/l1", 1, 1)
+        time.sleep(1)  # a's writes to Redis (in the background) are done
         l1 = latencies(pa, ["/1k/l1/0"] * n)
         l2 = latencies(pb, [f"/1k/l2/{i}" for i in range(n)])   # b: not in memory, in Redis
         app = latencies(pc, [f"/1k/app/{i}" for i in range(n)])  # c: nowhere yet
