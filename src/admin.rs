@@ -141,12 +141,17 @@ impl AdminApp {
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Vec<u8>> {
+    let length = http::HeaderValue::from(body.len());
     let mut resp = Response::new(body.into_bytes());
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
+    let headers = resp.headers_mut();
+    headers.insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static(content_type),
     );
+    // with its length the connection stays open for the next request (without, pingora ends
+    // the body by closing it, after a head that said keep-alive)
+    headers.insert(http::header::CONTENT_LENGTH, length);
     resp
 }
 

@@ -413,3 +413,24 @@ async fn healthz_is_200_while_no_app_server_is_healthy() {
     assert_eq!(r.status, 503, "{}", r.cache_status());
     assert_eq!(origin.hits("/anything"), 0, "nothing was sent to the app");
 }
+
+#[tokio::test]
+async fn the_admin_listener_keeps_a_connection_open_across_requests() {
+    let origin = Origin::start(|_| Reply::ok("x")).await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let mut conn = crate::support::raw::RawConn::connect(proxy.admin).await;
+    for path in ["/stats", "/metrics", "/stats"] {
+        let reply = conn
+            .exchange(format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").as_bytes())
+            .await;
+        assert_eq!(reply.statuses(), vec![200], "{path}: {}", reply.text());
+        assert!(!reply.closed, "{path}: the connection stays open");
+        assert!(
+            reply
+                .text()
+                .to_ascii_lowercase()
+                .contains("content-length:"),
+            "{path}"
+        );
+    }
+}
