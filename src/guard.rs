@@ -37,10 +37,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
+use pingora_core::apps::{
+    HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp,
+};
 use pingora_core::protocols::http::v2::server::H2Options;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
+use pingora_core::protocols::{Shutdown, Ssl, ALPN};
 use pingora_core::protocols::{SocketDigest, Stream};
 use pingora_core::server::ShutdownWatch;
 
@@ -146,12 +149,75 @@ impl<H: HttpServerApp + Send + Sync + 'static> ServerApp for LimitedApp<H> {
                 }
             }
         }
-        let stream: Stream = Box::new(GuardedStream::new(stream, limits, early));
-        self.inner.process_new(stream, shutdown).await
+        let guarded = Box::new(GuardedStream::new(stream, limits, early));
+        let custom = self
+            .inner
+            .server_options()
+            .is_some_and(|o| o.h2c || o.force_custom);
+        let h1 = !custom
+            && !matches!(
+                guarded.selected_alpn_proto(),
+                Some(ALPN::H2 | ALPN::Custom(_))
+            );
+        if !h1 {
+            // HTTP/2 (TLS with ALPN h2): pingora's own connection handling
+            let stream: Stream = guarded;
+            return self.inner.process_new(stream, shutdown).await;
+        }
+        self.serve_http1(guarded, shutdown).await
     }
 
     async fn cleanup(&self) {
         self.inner.http_cleanup().await
+    }
+}
+
+impl<H: HttpServerApp + Send + Sync + 'static> LimitedApp<H> {
+    /// An HTTP/1 connection, request after request, as pingora's own loop does it, but each
+    /// request's session (and pingora's per-request future with it, about 14 KB) is made only
+    /// once the request's first bytes are in: an idle keep-alive connection holds its stream
+    /// and this loop, nothing more.
+    async fn serve_http1(
+        self: &Arc<Self>,
+        mut guarded: Box<GuardedStream>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut settings: Option<HttpPersistentSettings> = None;
+        let mut stopping = shutdown.clone();
+        loop {
+            let begins = tokio::select! {
+                biased;
+                b = guarded.next_request() => b,
+                // a graceful stop closes idle connections
+                _ = stopping.changed() => false,
+            };
+            if !begins {
+                guarded.shutdown().await;
+                return None;
+            }
+            let stream: Stream = guarded;
+            let mut session = ServerSession::new_http1(stream);
+            match settings.take() {
+                Some(s) => s.apply_to_session(&mut session),
+                None => {
+                    // as pingora's own loop: 60 s, none when stopping, its request limit
+                    let keepalive = (!*shutdown.borrow()).then_some(60);
+                    session.set_keepalive(keepalive);
+                    let limit = self
+                        .inner
+                        .server_options()
+                        .and_then(|o| o.keepalive_request_limit);
+                    session.set_keepalive_reuses_remaining(limit);
+                }
+            }
+            let (stream, next) = self
+                .inner
+                .process_new_http(session, shutdown)
+                .await?
+                .consume();
+            settings = next;
+            guarded = stream.into_any().downcast::<GuardedStream>().ok()?;
+        }
     }
 }
 

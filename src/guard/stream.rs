@@ -232,6 +232,51 @@ impl AsyncRead for GuardedStream {
     }
 }
 
+impl GuardedStream {
+    /// Wait, holding nothing but this stream, until the connection's next request begins (its
+    /// first bytes are kept for pingora to read, watched like any others), the client closes
+    /// it, or it has been idle for `limits.idle_timeout`. Whether a request begins.
+    pub(crate) async fn next_request(&mut self) -> bool {
+        std::future::poll_fn(|cx| self.poll_next_request(cx)).await
+    }
+
+    fn poll_next_request(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if !self.early.is_empty() {
+            return Poll::Ready(true);
+        }
+        if self.gone.is_some() {
+            return Poll::Ready(false);
+        }
+        if !matches!(self.phase, Phase::Idle(_)) {
+            self.phase = Phase::Idle(Instant::now());
+        }
+        let mut chunk = [0u8; 1024];
+        let mut buf = ReadBuf::new(&mut chunk);
+        match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                self.early.extend_from_slice(buf.filled());
+                Poll::Ready(true)
+            }
+            // the end of the stream, or a broken one
+            Poll::Ready(_) => Poll::Ready(false),
+            Poll::Pending => {
+                let Some(deadline) = self.deadline() else {
+                    return Poll::Pending;
+                };
+                if self.timer.deadline() != deadline {
+                    self.timer.as_mut().reset(deadline);
+                }
+                if self.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // an idle keep-alive connection: closed quietly
+                metrics().client_idle_closed.inc();
+                Poll::Ready(false)
+            }
+        }
+    }
+}
+
 /// Fills going on after their clients left, in the whole process.
 static ORPHAN_FILLS: AtomicUsize = AtomicUsize::new(0);
 
