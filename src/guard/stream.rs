@@ -72,6 +72,11 @@ pub(crate) struct GuardedStream {
 /// without a per-connection write buffer (32 KiB that every idle keep-alive connection kept).
 const HOLD_MAX: usize = 4096;
 
+/// The buffer for a request's first bytes (read while waiting for it, `next_request`) is kept
+/// between requests up to this size: a keep-alive connection reuses it instead of allocating
+/// one per request, and an idle one holds at most this.
+const EARLY_KEEP: usize = 1024;
+
 impl fmt::Debug for GuardedStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GuardedStream")
@@ -178,7 +183,7 @@ impl AsyncRead for GuardedStream {
             let n = this.early.len().min(buf.remaining());
             buf.put_slice(&this.early[..n]);
             this.early.drain(..n);
-            if this.early.is_empty() {
+            if this.early.is_empty() && this.early.capacity() > EARLY_KEEP {
                 this.early = Vec::new();
             }
             Poll::Ready(Ok(()))
@@ -250,8 +255,9 @@ impl GuardedStream {
         if !matches!(self.phase, Phase::Idle(_)) {
             self.phase = Phase::Idle(Instant::now());
         }
-        let mut chunk = [0u8; 1024];
-        let mut buf = ReadBuf::new(&mut chunk);
+        // (not zeroed: the read fills what it returns)
+        let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); 1024];
+        let mut buf = ReadBuf::uninit(&mut chunk);
         match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
                 self.early.extend_from_slice(buf.filled());
