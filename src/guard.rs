@@ -20,6 +20,10 @@
 //! The same stream puts a response's own `Date` back in the head pingora wrote, where pingora
 //! sets its clock (`guard/date.rs`).
 //!
+//! HTTP/1 connections are looped over here rather than in pingora: each request's pingora
+//! session (and its large per-request future) is made only once the request's first bytes are
+//! in, so an idle keep-alive connection holds little more than its stream.
+//!
 //! Parts: `guard/scan.rs` (the pure header watch), `guard/date.rs` (the `Date` in a response
 //! head), `guard/stream.rs` (the guarded stream);
 //! here the pingora app wrappers that put every accepted connection behind one, and the
