@@ -97,12 +97,10 @@ async fn concurrent_misses_on_three_nodes_make_one_origin_request() {
     );
 }
 
-#[tokio::test]
-async fn an_older_fetch_never_overwrites_a_newer_one_across_nodes() {
-    let redis = Redis::start().await;
-    // the first render is slow; b stops waiting for it (lock_timeout) and renders again
+/// Pages `v1`, `v2`, ... per path, the first render taking 1.5 s.
+fn slow_first_render() -> impl Fn(&crate::support::origin::Seen) -> Reply {
     let calls = Counter::default();
-    let origin = Origin::start(move |s| {
+    move |s| {
         let n = calls.bump(s.path());
         let r = Reply::ok(format!("v{n}")).header("Cache-Control", "max-age=60");
         if n == 1 {
@@ -110,8 +108,14 @@ async fn an_older_fetch_never_overwrites_a_newer_one_across_nodes() {
         } else {
             r
         }
-    })
-    .await;
+    }
+}
+
+#[tokio::test]
+async fn an_older_fetch_never_overwrites_a_newer_one_across_nodes() {
+    let redis = Redis::start().await;
+    // the first render is slow; b stops waiting for it (lock_timeout) and renders again
+    let origin = Origin::start(slow_first_render()).await;
     let extra = "cache:\n  lock_timeout: 200ms\n";
     let cluster = nodes(&redis, &origin, &["a", "b", "c"], extra).await;
     let c = Client::new();
@@ -147,17 +151,7 @@ async fn an_older_fetch_never_overwrites_a_newer_one_across_nodes() {
 #[tokio::test]
 async fn a_slow_fetch_that_began_before_a_purge_never_lands_on_any_node() {
     let redis = Redis::start().await;
-    let calls = Counter::default();
-    let origin = Origin::start(move |s| {
-        let n = calls.bump(s.path());
-        let r = Reply::ok(format!("v{n}")).header("Cache-Control", "max-age=60");
-        if n == 1 {
-            r.delay(Duration::from_millis(1500))
-        } else {
-            r
-        }
-    })
-    .await;
+    let origin = Origin::start(slow_first_render()).await;
     let cluster = nodes(&redis, &origin, &["a", "b", "c"], "").await;
     let c = Client::new();
     let a = cluster[0].url("/late");
