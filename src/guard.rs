@@ -47,8 +47,8 @@ use pingora_core::apps::{
 use pingora_core::protocols::http::v2::server::H2Options;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
-use pingora_core::protocols::{Shutdown, Ssl, ALPN};
 use pingora_core::protocols::{SocketDigest, Stream};
+use pingora_core::protocols::{Ssl, ALPN};
 use pingora_core::server::ShutdownWatch;
 
 use crate::edge::proxy_protocol;
@@ -186,6 +186,9 @@ impl<H: HttpServerApp + Send + Sync + 'static> LimitedApp<H> {
         mut guarded: Box<GuardedStream>,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        // (with HTTP/1.1 pipelining switched on, the settings could carry the next request's
+        // bytes already read: then `next_request` would wait for bytes that never come and
+        // those would bypass the guard's watch. Neither lacquer nor pingora-proxy enables it.)
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut stopping = shutdown.clone();
         loop {
@@ -196,7 +199,8 @@ impl<H: HttpServerApp + Send + Sync + 'static> LimitedApp<H> {
                 _ = stopping.changed() => false,
             };
             if !begins {
-                guarded.shutdown().await;
+                // dropped, which closes it (as pingora did): no TLS close_notify to wait on
+                // for a client that reset or stopped reading
                 return None;
             }
             let stream: Stream = guarded;
