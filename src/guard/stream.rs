@@ -124,6 +124,17 @@ impl GuardedStream {
         }
     }
 
+    /// Ready once the current phase's deadline has passed (never, for a phase without one).
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(deadline) = self.deadline() else {
+            return Poll::Pending;
+        };
+        if self.timer.deadline() != deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        self.timer.as_mut().poll(cx)
+    }
+
     /// Send the refusal (held like any small write); once it is out, fail the read so pingora
     /// closes the connection.
     fn poll_refuse(&mut self, cx: &mut Context<'_>, breach: LimitBreach) -> Poll<io::Result<()>> {
@@ -215,13 +226,7 @@ impl AsyncRead for GuardedStream {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                let Some(deadline) = this.deadline() else {
-                    return Poll::Pending;
-                };
-                if this.timer.deadline() != deadline {
-                    this.timer.as_mut().reset(deadline);
-                }
-                if this.timer.as_mut().poll(cx).is_pending() {
+                if this.poll_deadline(cx).is_pending() {
                     return Poll::Pending;
                 }
                 match this.phase {
@@ -266,13 +271,7 @@ impl GuardedStream {
             // the end of the stream, or a broken one
             Poll::Ready(_) => Poll::Ready(false),
             Poll::Pending => {
-                let Some(deadline) = self.deadline() else {
-                    return Poll::Pending;
-                };
-                if self.timer.deadline() != deadline {
-                    self.timer.as_mut().reset(deadline);
-                }
-                if self.timer.as_mut().poll(cx).is_pending() {
+                if self.poll_deadline(cx).is_pending() {
                     return Poll::Pending;
                 }
                 // an idle keep-alive connection: closed quietly
