@@ -470,6 +470,14 @@ async fn a_revalidation_on_one_node_is_shared_with_the_others() {
     let r = get(&c, &cluster[0], "/r").await;
     assert_eq!(r.text(), "page");
     assert_eq!(origin.hits("/r"), 2, "one revalidation");
+    // (a writes the revalidated copy in the background, after its client had the answer)
+    let stored = "lacquer_shared_stores_total{result=\"stored\"}";
+    for _ in 0..100 {
+        if cluster[0].metric(stored).await >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut shared = false;
     for _ in 0..50 {
         let r = get(&c, &cluster[1], "/r").await;
