@@ -259,6 +259,8 @@ pub struct CacheConfig {
     pub tracking_params: Vec<NamePattern>,
     /// Request headers removed from requests the cache serves (unkeyed input), lower-cased.
     pub strip_unkeyed_headers: Vec<http::HeaderName>,
+    /// Plain fresh hits over HTTP/1 are answered below pingora (`fast_path.rs`).
+    pub fast_path: bool,
 }
 
 /// `bypass:`

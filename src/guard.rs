@@ -52,6 +52,7 @@ use pingora_core::protocols::{Ssl, ALPN};
 use pingora_core::server::ShutdownWatch;
 
 use crate::edge::proxy_protocol;
+use crate::fast_path::FastPath;
 use crate::live::SharedLive;
 use crate::metrics::metrics;
 use stream::guarded;
@@ -68,6 +69,8 @@ pub(crate) struct LimitedApp<H> {
     open: Arc<AtomicUsize>,
     /// Every connection opens with a PROXY protocol header carrying the client's address.
     proxy_protocol: bool,
+    /// Plain fresh hits answered before pingora's session is made (the proxy listeners).
+    fast: Option<FastPath>,
 }
 
 /// One open connection, counted until dropped.
@@ -83,8 +86,14 @@ impl Drop for OpenConnection {
 const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 impl<H> LimitedApp<H> {
-    /// Wrap `inner`, reading the limits from `live`.
-    pub(crate) fn new(inner: H, live: SharedLive, proxy_protocol: bool) -> LimitedApp<H> {
+    /// Wrap `inner`, reading the limits from `live`; HTTP/1 requests are offered to `fast`
+    /// first.
+    pub(crate) fn new(
+        inner: H,
+        live: SharedLive,
+        proxy_protocol: bool,
+        fast: Option<FastPath>,
+    ) -> LimitedApp<H> {
         LimitedApp {
             inner: Arc::new(PerRequest {
                 inner: Arc::new(inner),
@@ -92,6 +101,7 @@ impl<H> LimitedApp<H> {
             live,
             open: Arc::default(),
             proxy_protocol,
+            fast,
         }
     }
 }
@@ -191,6 +201,10 @@ impl<H: HttpServerApp + Send + Sync + 'static> LimitedApp<H> {
         // those would bypass the guard's watch. Neither lacquer nor pingora-proxy enables it.)
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut stopping = shutdown.clone();
+        let request_limit = self
+            .inner
+            .server_options()
+            .and_then(|o| o.keepalive_request_limit);
         loop {
             let begins = tokio::select! {
                 biased;
@@ -203,6 +217,16 @@ impl<H: HttpServerApp + Send + Sync + 'static> LimitedApp<H> {
                 // for a client that reset or stopped reading
                 return None;
             }
+            // (not when stopping: pingora then closes after the response; not with a request
+            // limit per connection, which pingora's sessions count)
+            let stopping_now = *shutdown.borrow();
+            if let (Some(fast), false, None) = (&self.fast, stopping_now, request_limit) {
+                match guarded.serve_fast(fast).await {
+                    Some(true) => continue,
+                    Some(false) => return None,
+                    None => {}
+                }
+            }
             let stream: Stream = guarded;
             let mut session = ServerSession::new_http1(stream);
             match settings.take() {
@@ -211,11 +235,7 @@ impl<H: HttpServerApp + Send + Sync + 'static> LimitedApp<H> {
                     // as pingora's own loop: 60 s, none when stopping, its request limit
                     let keepalive = (!*shutdown.borrow()).then_some(60);
                     session.set_keepalive(keepalive);
-                    let limit = self
-                        .inner
-                        .server_options()
-                        .and_then(|o| o.keepalive_request_limit);
-                    session.set_keepalive_reuses_remaining(limit);
+                    session.set_keepalive_reuses_remaining(request_limit);
                 }
             }
             let (stream, next) = self

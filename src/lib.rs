@@ -37,6 +37,7 @@ pub mod cache;
 pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod edge;
+pub(crate) mod fast_path;
 pub(crate) mod guard;
 pub(crate) mod live;
 pub(crate) mod metrics;

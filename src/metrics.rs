@@ -60,6 +60,8 @@ pub(crate) struct Metrics {
     pub(crate) client_limit_rejections: IntCounterVec,
     /// `lacquer_client_idle_closed_total`.
     pub(crate) client_idle_closed: IntCounter,
+    /// `lacquer_fast_path_hits_total`.
+    pub(crate) fast_path_hits: IntCounter,
     /// `lacquer_client_gone_fills_total`.
     pub(crate) client_gone_fills: IntCounter,
     /// `lacquer_client_gone_fills_refused_total`.
@@ -310,6 +312,11 @@ impl Metrics {
             "lacquer_client_idle_closed_total",
             "Keep-alive client connections closed after limits.idle_timeout without a request.",
         );
+        let fast_path_hits = counter(
+            &r,
+            "lacquer_fast_path_hits_total",
+            "Fresh hits answered below pingora by the connection's fast path (cache.fast_path).",
+        );
         let client_gone_fills = counter(
             &r,
             "lacquer_client_gone_fills_total",
@@ -357,6 +364,7 @@ impl Metrics {
             access_log_dropped,
             client_limit_rejections,
             client_idle_closed,
+            fast_path_hits,
             client_gone_fills,
             client_gone_fills_refused,
             fills_over_memory,

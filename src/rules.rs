@@ -16,23 +16,34 @@ use crate::metrics::metrics;
 /// The index of the first rule that applies to `req`, counted in
 /// `lacquer_rule_requests_total`.
 pub(crate) fn find(rules: &[Rule], req: &RequestHeader) -> Option<usize> {
+    let found = matching(rules, req)?;
+    count(rules, found);
+    Some(found)
+}
+
+/// The index of the first rule that applies to `req`, not counted (yet: the fast path counts
+/// it with [`count`] once it answers the request itself).
+pub(crate) fn matching(rules: &[Rule], req: &RequestHeader) -> Option<usize> {
     if rules.is_empty() {
         return None;
     }
     let host = request_host(req);
     let path = match_path(req.uri.path());
-    let found = rules.iter().position(|r| {
+    rules.iter().position(|r| {
         (r.methods.is_empty() || r.methods.contains(&req.method))
             && (r.hosts.is_empty() || r.hosts.iter().any(|h| h.matches(&host)))
             && (r.paths.is_empty() || r.paths.iter().any(|p| p.matches(&path)))
-    })?;
-    if let Some(rule) = rules.get(found) {
+    })
+}
+
+/// Count a request that rule `index` applied to.
+pub(crate) fn count(rules: &[Rule], index: usize) {
+    if let Some(rule) = rules.get(index) {
         metrics()
             .rule_requests
             .with_label_values(&[rule.label.as_str()])
             .inc();
     }
-    Some(found)
 }
 
 /// The host a rule is matched against: the authority of an absolute target or HTTP/2's

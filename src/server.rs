@@ -21,6 +21,7 @@ use crate::metrics::metrics;
 use crate::admin::AdminApp;
 use crate::cache::CacheRuntime;
 use crate::config::Config;
+use crate::fast_path::FastPath;
 use crate::guard::LimitedApp;
 use crate::live::{Live, SharedLive};
 use crate::proxy::LacquerProxy;
@@ -85,7 +86,8 @@ pub fn build(config: Config, path: PathBuf) -> Result<Server> {
         None => None,
     };
     let live: SharedLive = Arc::new(ArcSwap::from_pointee(Live::new(config.clone())?));
-    let proxy = LacquerProxy::new(live.clone(), cache, Arc::new(access_log), cluster);
+    let access_log = Arc::new(access_log);
+    let proxy = LacquerProxy::new(live.clone(), cache, access_log.clone(), cluster);
     // every client connection is held to `limits:` (header time, size, count, URL length,
     // idle keep-alive) before pingora parses it: see guard.rs
     // one service for plain listeners, one for those whose connections open with a PROXY
@@ -108,6 +110,7 @@ pub fn build(config: Config, path: PathBuf) -> Result<Server> {
             pingora_proxy::http_proxy(&server.configuration, proxy.clone()),
             live.clone(),
             kind == ListenerKind::ProxyProtocol,
+            Some(FastPath::new(live.clone(), cache, access_log.clone())),
         );
         let mut proxy_service = Service::new(kind.service_name().to_string(), proxy_app);
         for (i, l) in listeners {
@@ -139,6 +142,7 @@ pub fn build(config: Config, path: PathBuf) -> Result<Server> {
         )),
         live.clone(),
         false,
+        None,
     );
     let mut admin = Service::new("lacquer admin".to_string(), admin_app);
     admin.add_tcp(&config.admin_listen.to_string());

@@ -55,6 +55,41 @@ impl StoredMeta {
         }
     }
 
+    /// Until when it is fresh.
+    pub(crate) fn fresh_until(&self) -> SystemTime {
+        self.fresh_until
+    }
+
+    /// When it was stored (pingora's `created`, which is also its provenance).
+    pub(crate) fn created(&self) -> SystemTime {
+        self.created
+    }
+
+    /// Where its age is counted from (pingora's `epoch`).
+    pub(crate) fn epoch(&self) -> SystemTime {
+        self.epoch
+    }
+
+    /// The Vary variance it was stored under, if any.
+    pub(crate) fn variance(&self) -> Option<HashBinary> {
+        self.variance
+    }
+
+    /// The response status.
+    pub(crate) fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// A reason phrase other than the status's standard one.
+    pub(crate) fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    /// The response's header field lines, `Name: value\r\n` each, in pingora's order.
+    pub(crate) fn header_lines(&self) -> &[u8] {
+        &self.headers
+    }
+
     /// Rebuild the `CacheMeta`.
     pub(crate) fn to_meta(&self) -> Result<CacheMeta> {
         let count = self.headers.split(|&b| b == b'\n').count();

@@ -29,6 +29,7 @@
 
 mod bans;
 mod fill;
+mod fresh;
 mod hit;
 mod object;
 mod purge;
@@ -64,6 +65,7 @@ use hit::Hit;
 use object::{unix_millis, DropAtExpiry};
 pub use object::{StoredObject, ENTRY_OVERHEAD};
 pub use purge::PurgeScope;
+
 
 /// The sequence number a request took when it was keyed; its fill is "older" than any purge or
 /// fetch that took a larger one. Travels in `CacheKey::extensions`.

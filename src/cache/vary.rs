@@ -12,7 +12,11 @@ use pingora_http::{RequestHeader, ResponseHeader};
 /// The variance hash of `req` against a stored response's `Vary`; `None` when the response
 /// does not vary.
 pub(crate) fn variance(resp: &ResponseHeader, req: &RequestHeader) -> Option<HashBinary> {
-    let names = vary_names(resp);
+    variance_of(vary_names(resp), req)
+}
+
+/// The variance hash of `req` over the lower-cased header `names` a response varies on.
+pub(crate) fn variance_of(names: Vec<String>, req: &RequestHeader) -> Option<HashBinary> {
     if names.is_empty() {
         return None;
     }
@@ -30,9 +34,19 @@ pub(crate) fn variance(resp: &ResponseHeader, req: &RequestHeader) -> Option<Has
 
 /// The lower-cased, de-duplicated header names listed in `Vary`.
 pub(crate) fn vary_names(resp: &ResponseHeader) -> Vec<String> {
+    names_in(
+        resp.headers
+            .get_all(http::header::VARY)
+            .iter()
+            .map(|v| v.as_bytes()),
+    )
+}
+
+/// The lower-cased, de-duplicated header names listed in these `Vary` values.
+pub(crate) fn names_in<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
-    for v in resp.headers.get_all(http::header::VARY) {
-        for token in v.as_bytes().split(|&b| b == b',') {
+    for v in values {
+        for token in v.split(|&b| b == b',') {
             let t = token.trim_ascii();
             if t.is_empty() {
                 continue;

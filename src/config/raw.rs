@@ -287,6 +287,9 @@ pub struct RawCache {
     /// `cache.strip_unkeyed_headers` (docs/configuration.md).
     #[serde(default = "default_unkeyed_headers")]
     pub strip_unkeyed_headers: Vec<String>,
+    /// `cache.fast_path` (docs/configuration.md).
+    #[serde(default = "default_fast_path")]
+    pub fast_path: bool,
 }
 
 impl Default for RawCache {
@@ -302,6 +305,7 @@ impl Default for RawCache {
             hit_for_miss_keys: default_hit_for_miss(),
             tracking_params: default_tracking_params(),
             strip_unkeyed_headers: default_unkeyed_headers(),
+            fast_path: default_fast_path(),
         }
     }
 }
@@ -320,6 +324,9 @@ fn default_keep() -> String {
 }
 fn default_lock_timeout() -> String {
     "30s".into()
+}
+fn default_fast_path() -> bool {
+    true
 }
 fn default_hit_for_miss() -> i64 {
     65_536

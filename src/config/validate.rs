@@ -240,6 +240,7 @@ fn cache(errors: &mut Vec<String>, c: &raw::RawCache) -> CacheConfig {
         hit_for_miss_keys: hit_for_miss_keys as usize,
         tracking_params,
         strip_unkeyed_headers,
+        fast_path: c.fast_path,
     }
 }
 

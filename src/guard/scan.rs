@@ -77,8 +77,9 @@ pub(super) struct HeaderScan {
 pub(super) enum Scan {
     /// All bytes belong to an unfinished header.
     More,
-    /// The header ended within the bytes fed.
-    Complete,
+    /// The header ended within the bytes fed, after this many of them (its last line feed
+    /// included): what follows belongs to a body or to the next request.
+    Complete(usize),
     /// A limit was passed.
     Breach(LimitBreach),
 }
@@ -146,7 +147,7 @@ impl HeaderScan {
                         continue;
                     }
                     if self.state != LineState::Text {
-                        return Scan::Complete;
+                        return Scan::Complete(data.len() - rest.len());
                     }
                     self.lines += 1;
                     // the request line is not a header field
@@ -180,6 +181,52 @@ impl HeaderScan {
     }
 }
 
+impl HeaderScan {
+    /// Bytes fed so far.
+    pub(super) fn total(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// What follows a request header on its connection, as far as its framing fields say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Body {
+    /// This many bytes of body (none: what follows is the client's next request).
+    Length(u64),
+    /// Chunked, or framing this watch does not follow: pingora reads whatever follows.
+    Unknown,
+}
+
+/// The body a whole request header announces: its one `Content-Length` (no
+/// `Transfer-Encoding`), or none without either field.
+pub(super) fn body_of(header: &[u8]) -> Body {
+    let mut length = None;
+    // (the request line is no field; a field line beginning with either name is taken for it)
+    for line in header.split(|&b| b == b'\n').skip(1) {
+        let field = |name: &[u8]| {
+            (line.len() >= name.len() && line[..name.len()].eq_ignore_ascii_case(name))
+                .then(|| &line[name.len()..])
+        };
+        if field(b"transfer-encoding").is_some() {
+            return Body::Unknown;
+        }
+        if let Some(rest) = field(b"content-length") {
+            if length.is_some() {
+                return Body::Unknown;
+            }
+            let value = rest.trim_ascii().strip_prefix(b":").map(<[u8]>::trim_ascii);
+            let n = value
+                .filter(|v| !v.is_empty() && v.len() <= 18 && v.iter().all(u8::is_ascii_digit))
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+            match n {
+                Some(n) => length = Some(n),
+                None => return Body::Unknown,
+            }
+        }
+    }
+    Body::Length(length.unwrap_or(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,11 +249,13 @@ mod tests {
         HeaderScan::new().feed(data, limits)
     }
 
+    /// As [`scan`], fed one byte at a time (the end given from the start of `data`).
     fn scan_in_pieces(data: &[u8], limits: &LimitsConfig) -> Scan {
         let mut s = HeaderScan::new();
-        for b in data.chunks(1) {
+        for (i, b) in data.chunks(1).enumerate() {
             match s.feed(b, limits) {
                 Scan::More => {}
+                Scan::Complete(n) => return Scan::Complete(i + n),
                 other => return other,
             }
         }
@@ -217,14 +266,16 @@ mod tests {
     fn header_ends_where_httparse_ends_it() {
         let l = LimitsConfig::default();
         for (text, want) in [
-            (&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], Scan::Complete),
-            (b"GET / HTTP/1.1\nHost: a\n\n", Scan::Complete),
-            (b"GET / HTTP/1.1\r\nHost: a\n\r\n", Scan::Complete),
+            (&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], Scan::Complete(27)),
+            (b"GET / HTTP/1.1\nHost: a\n\n", Scan::Complete(24)),
+            (b"GET / HTTP/1.1\r\nHost: a\n\r\n", Scan::Complete(26)),
+            // what follows the header is not part of it
+            (b"GET / HTTP/1.1\r\n\r\nGET /", Scan::Complete(18)),
             (b"GET / HTTP/1.1\r\nHost: a\r\n", Scan::More),
             (b"GET / HTTP/1.1\r\nHost: a\r\n\r", Scan::More),
             // empty lines before a request do not end it
             (b"\r\n\r\n\nGET / HTTP/1.1\r\n", Scan::More),
-            (b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", Scan::Complete),
+            (b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", Scan::Complete(22)),
         ] {
             assert_eq!(scan(text, &l), want, "{:?}", String::from_utf8_lossy(text));
             assert_eq!(scan_in_pieces(text, &l), want, "byte by byte");
@@ -232,21 +283,38 @@ mod tests {
     }
 
     #[test]
+    fn a_body_is_what_the_framing_fields_say() {
+        for (header, body) in [
+            (&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], Body::Length(0)),
+            (b"POST / HTTP/1.1\r\ncontent-LENGTH: 0\r\n\r\n", Body::Length(0)),
+            (b"POST / HTTP/1.1\r\nContent-Length:  12 \r\n\r\n", Body::Length(12)),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", Body::Unknown),
+            (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", Body::Unknown),
+            (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", Body::Unknown),
+            (b"POST / HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\n", Body::Unknown),
+            // a target naming one is no field
+            (b"GET /content-length HTTP/1.1\r\n\r\n", Body::Length(0)),
+        ] {
+            assert_eq!(body_of(header), body, "{}", header.escape_ascii());
+        }
+    }
+
+    #[test]
     fn limits_are_exact() {
         let l = small_limits(64, 2, 10);
         let target = |n: usize| format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(n - 1));
-        assert_eq!(scan(target(10).as_bytes(), &l), Scan::Complete);
+        assert!(matches!(scan(target(10).as_bytes(), &l), Scan::Complete(_)));
         assert_eq!(
             scan(target(11).as_bytes(), &l),
             Scan::Breach(LimitBreach::UrlTooLong)
         );
         let two = b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\n\r\n";
-        assert_eq!(scan(two, &l), Scan::Complete);
+        assert_eq!(scan(two, &l), Scan::Complete(two.len()));
         let three = b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n";
         assert_eq!(scan(three, &l), Scan::Breach(LimitBreach::TooManyHeaders));
         let exactly_64 = format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "v".repeat(41));
         assert_eq!(exactly_64.len(), 64);
-        assert_eq!(scan(exactly_64.as_bytes(), &l), Scan::Complete);
+        assert_eq!(scan(exactly_64.as_bytes(), &l), Scan::Complete(64));
         let over = format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "v".repeat(42));
         assert_eq!(
             scan(over.as_bytes(), &l),
@@ -259,14 +327,14 @@ mod tests {
     fn byte_by_byte(data: &[u8], l: &LimitsConfig) -> Scan {
         let (mut bytes, mut lines, mut spaces, mut target) = (0, 0, 0, 0);
         let (mut content, mut state) = (false, LineState::AfterLf);
-        for &b in data {
+        for (i, &b) in data.iter().enumerate() {
             bytes += 1;
             if bytes > l.max_header_size {
                 return Scan::Breach(LimitBreach::HeaderTooLarge);
             }
             match b {
                 b'\n' if !content => {}
-                b'\n' if state != LineState::Text => return Scan::Complete,
+                b'\n' if state != LineState::Text => return Scan::Complete(i + 1),
                 b'\n' => {
                     lines += 1;
                     if lines > l.max_headers + 1 {
@@ -356,7 +424,10 @@ mod tests {
             for cut in 0..input.len() {
                 let mut s = HeaderScan::new();
                 let got = match s.feed(&input[..cut], &l) {
-                    Scan::More => s.feed(&input[cut..], &l),
+                    Scan::More => match s.feed(&input[cut..], &l) {
+                        Scan::Complete(n) => Scan::Complete(cut + n),
+                        other => other,
+                    },
                     other => other,
                 };
                 assert_eq!(
@@ -375,7 +446,10 @@ mod tests {
             max_url_length: 4,
             ..LimitsConfig::default()
         };
-        assert_eq!(scan(b"PROPFIND /abc HTTP/1.1\r\n\r\n", &l), Scan::Complete);
+        assert_eq!(
+            scan(b"PROPFIND /abc HTTP/1.1\r\n\r\n", &l),
+            Scan::Complete(26)
+        );
         assert_eq!(
             scan_in_pieces(b"GET /abcd HTTP/1.1\r\n\r\n", &l),
             Scan::Breach(LimitBreach::UrlTooLong)

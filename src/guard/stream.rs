@@ -22,8 +22,11 @@ use pingora_core::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+mod between;
+mod fast;
+
 use super::date::{self, Head};
-use super::scan::{HeaderScan, LimitBreach, Scan};
+use super::scan::{self, Body, HeaderScan, LimitBreach, Scan};
 use crate::config::LimitsConfig;
 use crate::metrics::metrics;
 
@@ -34,8 +37,11 @@ enum Phase {
     Idle(Instant),
     /// Reading a request header that began at the instant given.
     Header(Instant, HeaderScan),
-    /// The header is in: body and response bytes pass unwatched until re-armed.
-    Passthrough,
+    /// The header is in: body and response bytes pass unwatched until re-armed. With a body
+    /// of known length, what the client sends after it is its next request (pipelined): kept
+    /// for then instead of handed to pingora, which would take it for data sent after the end
+    /// of the body and fail the request.
+    Passthrough(Body),
     /// A limit was passed: its response is being written.
     Refusing(LimitBreach),
 }
@@ -120,7 +126,7 @@ impl GuardedStream {
         match &self.phase {
             Phase::Idle(since) => Some(*since + self.limits.idle_timeout),
             Phase::Header(started, _) => Some(*started + self.limits.header_timeout),
-            Phase::Passthrough | Phase::Refusing(_) => None,
+            Phase::Passthrough(_) | Phase::Refusing(_) => None,
         }
     }
 
@@ -178,28 +184,22 @@ impl AsyncRead for GuardedStream {
             return Poll::Ready(Ok(())); // the client left: end of stream
         }
         match this.phase {
-            Phase::Passthrough => {
-                return match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Phase::Passthrough(Body::Length(0)) => return this.poll_read_next_request(cx),
+            Phase::Passthrough(body) => {
+                let read = match body {
+                    Body::Length(left) => this.poll_read_body(cx, buf, left),
+                    Body::Unknown => this.poll_read_early_first(cx, buf),
+                };
+                return match read {
                     Poll::Ready(Err(_)) if this.start_discarding() => Poll::Ready(Ok(())),
                     other => other,
-                }
+                };
             }
             Phase::Refusing(breach) => return this.poll_refuse(cx, breach),
             Phase::Idle(_) | Phase::Header(..) => {}
         }
         let before = buf.filled().len();
-        let read = if this.early.is_empty() || buf.remaining() == 0 {
-            Pin::new(&mut this.inner).poll_read(cx, buf)
-        } else {
-            let n = this.early.len().min(buf.remaining());
-            buf.put_slice(&this.early[..n]);
-            this.early.drain(..n);
-            if this.early.is_empty() && this.early.capacity() > EARLY_KEEP {
-                this.early = Vec::new();
-            }
-            Poll::Ready(Ok(()))
-        };
-        match read {
+        match this.poll_read_early_first(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let new = &buf.filled()[before..];
                 if new.is_empty() {
@@ -213,8 +213,23 @@ impl AsyncRead for GuardedStream {
                 };
                 match scan.feed(new, &this.limits) {
                     Scan::More => Poll::Ready(Ok(())),
-                    Scan::Complete => {
-                        this.phase = Phase::Passthrough;
+                    Scan::Complete(end) => {
+                        // one request header at a time: what follows it (a body, or the
+                        // next request of a pipelining client) is handed out after it, so
+                        // the next header is watched too and pingora never reads past it
+                        let filled = buf.filled();
+                        // (of a header read in pieces the first lines are gone)
+                        let body = if scan.total() == end {
+                            scan::body_of(&filled[before..before + end])
+                        } else {
+                            Body::Unknown
+                        };
+                        let rest = &filled[before + end..];
+                        if !rest.is_empty() {
+                            this.early.splice(0..0, rest.iter().copied());
+                            buf.set_filled(before + end);
+                        }
+                        this.phase = Phase::Passthrough(body);
                         Poll::Ready(Ok(()))
                     }
                     Scan::Breach(breach) => {
@@ -237,46 +252,6 @@ impl AsyncRead for GuardedStream {
                     }
                     _ => this.refuse(cx, LimitBreach::HeaderTimeout),
                 }
-            }
-        }
-    }
-}
-
-impl GuardedStream {
-    /// Wait, holding nothing but this stream, until the connection's next request begins (its
-    /// first bytes are kept for pingora to read, watched like any others), the client closes
-    /// it, or it has been idle for `limits.idle_timeout`. Whether a request begins.
-    pub(crate) async fn next_request(&mut self) -> bool {
-        std::future::poll_fn(|cx| self.poll_next_request(cx)).await
-    }
-
-    fn poll_next_request(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
-        if !self.early.is_empty() {
-            return Poll::Ready(true);
-        }
-        if self.gone.is_some() {
-            return Poll::Ready(false);
-        }
-        if !matches!(self.phase, Phase::Idle(_)) {
-            self.phase = Phase::Idle(Instant::now());
-        }
-        // (not zeroed: the read fills what it returns)
-        let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); 1024];
-        let mut buf = ReadBuf::uninit(&mut chunk);
-        match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
-            Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
-                self.early.extend_from_slice(buf.filled());
-                Poll::Ready(true)
-            }
-            // the end of the stream, or a broken one
-            Poll::Ready(_) => Poll::Ready(false),
-            Poll::Pending => {
-                if self.poll_deadline(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                // an idle keep-alive connection: closed quietly
-                metrics().client_idle_closed.inc();
-                Poll::Ready(false)
             }
         }
     }

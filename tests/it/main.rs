@@ -12,6 +12,7 @@ mod cluster_tier;
 mod coalescing;
 mod config;
 mod edge;
+mod fast_path;
 mod limits;
 mod memory;
 mod observability;

@@ -1,0 +1,91 @@
+//! A fresh hit from memory for the fast path (`fast_path.rs`): the object that pingora-cache's
+//! lookup would serve fresh to a request, found the way it finds it (the URL's primary slot,
+//! then the Vary variant that slot's response names), or nothing whenever pingora would do
+//! anything else with the request (a miss, a stale or soft-purged object, the shared tier to
+//! ask, a variant stored before the primary). Nothing here waits or writes.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use pingora_cache::CacheKey;
+use pingora_http::RequestHeader;
+
+use super::{MemoryStorage, StoredObject};
+use crate::cache::key::VariantHash;
+use crate::cache::meta_codec::StoredMeta;
+use crate::cache::vary;
+
+/// A stored variant to serve fresh.
+pub(crate) struct FreshHit(Arc<StoredObject>);
+
+impl FreshHit {
+    /// Its metadata and response header.
+    pub(crate) fn meta(&self) -> &StoredMeta {
+        &self.0.meta
+    }
+
+    /// Its body.
+    pub(crate) fn body(&self) -> &Bytes {
+        &self.0.body
+    }
+}
+
+impl MemoryStorage {
+    /// The variant of `key` (a URL's primary key, no variance) that pingora-cache would serve
+    /// fresh to `req` at `now`, if that is what it would do. `key` takes the variance.
+    pub(crate) async fn fresh_hit(
+        &'static self,
+        key: &mut CacheKey,
+        req: &RequestHeader,
+        now: SystemTime,
+    ) -> Option<FreshHit> {
+        let primary = self.servable(VariantHash::of(key)).await?;
+        if self.shared.get().is_some() && primary.meta.fresh_until() < now {
+            // the storage would ask the shared tier for a fresher copy of this slot
+            return None;
+        }
+        let values = vary_values(primary.meta.header_lines());
+        let found = match vary::variance_of(vary::names_in(values), req) {
+            None => primary,
+            // the variant stored in the primary slot
+            Some(v) if primary.meta.variance() == Some(v) => primary,
+            Some(v) => {
+                key.set_variance_key(v);
+                let variant = self.servable(VariantHash::of(key)).await?;
+                // pingora's checks on a secondary slot: the variance it asked for, stored
+                // after the primary (whose purge is the tombstone of all its variants)
+                if variant.meta.variance() != Some(v)
+                    || variant.meta.created() < primary.meta.created()
+                {
+                    return None;
+                }
+                variant
+            }
+        };
+        // (pingora's freshness: `fresh_until >= now`)
+        (found.meta.fresh_until() >= now).then_some(FreshHit(found))
+    }
+
+    /// The object at `hash` as the storage's lookup would return it unchanged: present, not
+    /// banned, purged or soft-purged.
+    async fn servable(&'static self, hash: VariantHash) -> Option<Arc<StoredObject>> {
+        let object = self.objects.get(&hash).await?;
+        if self.bans.any() {
+            self.banned_at_lookup(hash, &object);
+        }
+        (!object.is_dead() && object.soft_at.load(Ordering::Acquire) == 0).then_some(object)
+    }
+}
+
+/// The values of the `Vary` lines among stored header lines.
+fn vary_values(lines: &[u8]) -> impl Iterator<Item = &[u8]> {
+    lines.split(|&b| b == b'\n').filter_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = line.iter().position(|&b| b == b':')?;
+        line[..colon]
+            .eq_ignore_ascii_case(b"vary")
+            .then(|| line[colon + 1..].trim_ascii_start())
+    })
+}

@@ -1,0 +1,300 @@
+//! The fast path (`cache.fast_path`): the plainest and most common request, a fresh hit over
+//! HTTP/1, answered below pingora by the connection loop (`guard.rs`) from the stored header
+//! lines and body, without pingora's per-request session, its header maps or its cache state
+//! machine.
+//!
+//! It takes a request only when pingora would serve it the same fresh hit, and decides that
+//! with the functions the full path uses (`proxy.rs`, `request_filter`): the same parse
+//! (httparse, as pingora), pingora's authority checks, the client and scheme
+//! (`edge::resolve`), the rules, the cache policy, the key, the request as prepared for the
+//! cache, and the storage's own lookup (`cache/storage/fresh.rs`). Everything else goes to
+//! pingora as before: any method but GET and HEAD, a body, `Expect`, `Upgrade`, `Range`, a
+//! conditional, an unusual `Connection`, a bypass or a refresh, a hit-for-miss URL, a miss,
+//! a stale or soft-purged object, a status other than 200, a stored header the fast path
+//! does not write as pingora would (`fast_path/head.rs`).
+//!
+//! A fast-path hit counts in the same metrics and writes the same access-log line as the full
+//! path; `lacquer_fast_path_hits_total` tells them apart. `tests/it/fast_path.rs` sends one
+//! corpus through lacquer with the fast path on and off and asserts identical responses,
+//! metrics and log lines.
+
+mod head;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Version};
+use pingora_cache::CacheKey;
+use pingora_core::protocols::http::authority::validate_request_authority;
+use pingora_http::RequestHeader;
+
+use crate::access_log::{AccessLog, Entry};
+use crate::cache::key::{RequestKey, UrlHash};
+use crate::cache::policy::{self, RequestDecision};
+use crate::cache::status::{CacheStatus, Outcome};
+use crate::cache::CacheRuntime;
+use crate::edge;
+use crate::live::SharedLive;
+use crate::metrics::metrics;
+use crate::request;
+use crate::rules;
+use crate::services::InFlight;
+
+/// Header fields of requests the fast path leaves to pingora: framing and bodies, upgrades,
+/// ranges and conditionals.
+const LEFT_TO_PINGORA: [HeaderName; 10] = [
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::EXPECT,
+    header::UPGRADE,
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+];
+
+/// The most header fields a fast-path request may have (a browser sends 10 to 20).
+const MAX_FIELDS: usize = 48;
+
+/// What the connection loop needs to answer plain hits itself.
+pub(crate) struct FastPath {
+    live: SharedLive,
+    cache: &'static CacheRuntime,
+    access_log: Arc<AccessLog>,
+}
+
+/// A request answered from memory: what to write, then what to record.
+pub(crate) struct Answer {
+    /// The response head.
+    pub(crate) head: Vec<u8>,
+    /// The body (empty for HEAD).
+    pub(crate) body: Bytes,
+    /// The connection stays open after it.
+    pub(crate) keep_alive: bool,
+    record: Record,
+}
+
+/// What the access log and the metrics need once the answer is written.
+struct Record {
+    started: Instant,
+    _in_flight: InFlight,
+    client: Option<IpAddr>,
+    /// The request as the cache saw it (the log's host, referer and user agent).
+    req: RequestHeader,
+    /// The target as received, when preparing the request changed it.
+    original_target: Option<String>,
+}
+
+impl FastPath {
+    /// The fast path of a proxy serving `live`'s config from `cache`.
+    pub(crate) fn new(
+        live: SharedLive,
+        cache: &'static CacheRuntime,
+        access_log: Arc<AccessLog>,
+    ) -> FastPath {
+        FastPath {
+            live,
+            cache,
+            access_log,
+        }
+    }
+
+    /// The answer to `header` (one whole request header, within the client limits), from
+    /// `peer`, over TLS or not; `None` when pingora must answer it.
+    pub(crate) async fn answer(
+        &self,
+        header: &[u8],
+        peer: Option<IpAddr>,
+        tls: bool,
+    ) -> Option<Answer> {
+        let live = self.live.load();
+        let config = &live.config;
+        if !config.cache.fast_path {
+            return None;
+        }
+        let started = Instant::now();
+        let (mut req, keep_alive) = parse(header, config.limits.underscores_in_headers)?;
+        // pingora refuses an ambiguous authority with a 400 before anything else
+        validate_request_authority(&req).ok()?;
+        let client = edge::resolve(
+            peer,
+            &req,
+            &config.trusted_proxies,
+            if tls { "https" } else { "http" },
+        );
+        let rule = if config.rules.is_empty() {
+            None
+        } else {
+            rules::matching(&config.rules, &req)
+        };
+        let rule_config = rule.and_then(|i| config.rules.get(i));
+        let strip_cookies = match policy::request_decision(&req, &config.bypass, rule_config) {
+            RequestDecision::Cache {
+                strip_cookies,
+                refresh: false,
+            } => strip_cookies,
+            _ => return None,
+        };
+        let key =
+            RequestKey::from_request(client.scheme, &req, &config.cache.tracking_params).ok()?;
+        let mut cache_key = CacheKey::new(key.primary(), "");
+        if strip_cookies && self.cache.remembered_uncacheable(UrlHash::of(&cache_key)) {
+            return None;
+        }
+        let original_target =
+            request::prepare_for_cache(&mut req, &key, &config.cache, strip_cookies).ok()?;
+        let now = SystemTime::now();
+        let hit = self
+            .cache
+            .storage
+            .fresh_hit(&mut cache_key, &req, now)
+            .await?;
+        let meta = hit.meta();
+        if meta.status() != 200 {
+            return None;
+        }
+        let age = now
+            .duration_since(meta.epoch())
+            .unwrap_or(Duration::ZERO)
+            .as_secs();
+        let ttl = match meta.fresh_until().duration_since(now) {
+            Ok(d) => d.as_secs() as i64,
+            Err(e) => -(e.duration().as_secs() as i64),
+        };
+        let cache_status = Outcome {
+            status: CacheStatus::Hit,
+            ttl: Some(ttl),
+            fwd_status: None,
+            stored: false,
+            collapsed: false,
+            detail: None,
+        }
+        .header_value();
+        let mut head = Vec::new();
+        if !head::write(
+            &mut head,
+            meta,
+            age,
+            &cache_status,
+            keep_alive,
+            &config.purge,
+        ) {
+            return None;
+        }
+        if let Some(i) = rule {
+            // (counted only now: a request left to pingora is counted there)
+            rules::count(&config.rules, i);
+        }
+        let body = if req.method == Method::HEAD {
+            Bytes::new()
+        } else {
+            hit.body().clone()
+        };
+        Some(Answer {
+            head,
+            body,
+            keep_alive,
+            record: Record {
+                started,
+                _in_flight: InFlight::enter(),
+                client: client.addr,
+                req,
+                original_target,
+            },
+        })
+    }
+
+    /// Count an answer that was written (`written`: all of it) and log it.
+    pub(crate) fn finish(&self, answer: Answer, written: bool) {
+        let Answer { body, record, .. } = answer;
+        let duration = record.started.elapsed();
+        let m = metrics();
+        m.fast_path_hits.inc();
+        // as the full path labels a hit whose response broke off
+        let reason = if written { "" } else { "incomplete" };
+        m.request(CacheStatus::Hit.as_str(), reason, duration);
+        if !self.access_log.enabled() {
+            return;
+        }
+        let req = &record.req;
+        let field = |name: HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
+        let raw_target;
+        let target = match &record.original_target {
+            Some(t) => t.as_str(),
+            None => {
+                raw_target = String::from_utf8_lossy(req.raw_path());
+                &raw_target
+            }
+        };
+        self.access_log.log(&Entry {
+            time: SystemTime::now()
+                .checked_sub(duration)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            client: record.client,
+            method: req.method.as_str(),
+            host: field(header::HOST).unwrap_or(""),
+            target,
+            status: 200,
+            bytes: if written { body.len() } else { 0 },
+            duration,
+            cache_status: CacheStatus::Hit.as_str(),
+            upstream: None,
+            upstream_time: None,
+            referer: field(header::REFERER),
+            user_agent: field(header::USER_AGENT),
+        });
+    }
+}
+
+/// `header` as pingora parses it, and whether the connection stays open after its answer
+/// (pingora's rule: HTTP/1.1 unless `Connection: close`, HTTP/1.0 only with
+/// `Connection: keep-alive`); `None` for anything the fast path leaves to pingora.
+fn parse(header: &[u8], underscores: bool) -> Option<(RequestHeader, bool)> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    match parsed.parse(header) {
+        Ok(httparse::Status::Complete(n)) if n == header.len() => {}
+        _ => return None,
+    }
+    let method = match parsed.method? {
+        "GET" => Method::GET,
+        "HEAD" => Method::HEAD,
+        _ => return None,
+    };
+    let (version, mut keep_alive) = match parsed.version? {
+        1 => (Version::HTTP_11, true),
+        0 => (Version::HTTP_10, false),
+        _ => return None,
+    };
+    let mut req =
+        RequestHeader::build(method, parsed.path?.as_bytes(), Some(parsed.headers.len())).ok()?;
+    req.set_version(version);
+    let mut connection = false;
+    for field in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
+        if LEFT_TO_PINGORA.contains(&name) || (!underscores && field.name.contains('_')) {
+            return None;
+        }
+        if name == header::CONNECTION {
+            let value = field.value.trim_ascii();
+            keep_alive = if connection {
+                return None;
+            } else if value.eq_ignore_ascii_case(b"keep-alive") {
+                true
+            } else if value.eq_ignore_ascii_case(b"close") {
+                false
+            } else {
+                return None;
+            };
+            connection = true;
+        }
+        let value = HeaderValue::from_bytes(field.value).ok()?;
+        req.append_header(name, value).ok()?;
+    }
+    Some((req, keep_alive))
+}

@@ -1,0 +1,169 @@
+//! The response head of a fast-path hit, written from the stored header lines exactly as
+//! pingora writes a hit's head: the status line, the stored fields in their order and case
+//! (less those meant for this cache only), then `Age`, `Accept-Ranges`, `Cache-Status` and
+//! `Connection`, which pingora's hit path, its range filter, lacquer's response filter and
+//! pingora's HTTP/1 writer add in that order. The stored `Date` stays where it is (lacquer
+//! keeps a stored response's own `Date`, `proxy/respond.rs`).
+//!
+//! A stored header that already has one of the added fields (pingora would replace it where
+//! it stands), no `Date` (pingora would add its clock) or no plain `Content-Length` is left to
+//! pingora.
+
+use std::fmt::Write as _;
+
+use crate::cache::meta_codec::StoredMeta;
+use crate::config::PurgeConfig;
+
+/// Fields pingora sets on a hit (replacing a stored one in place), and framing the fast path
+/// does not write.
+const SET_ON_A_HIT: [&[u8]; 5] = [
+    b"age",
+    b"accept-ranges",
+    b"cache-status",
+    b"connection",
+    b"transfer-encoding",
+];
+
+/// Write the head of a 200 hit from `meta` to `out`; false when pingora must write it.
+pub(super) fn write(
+    out: &mut Vec<u8>,
+    meta: &StoredMeta,
+    age: u64,
+    cache_status: &str,
+    keep_alive: bool,
+    purge: &PurgeConfig,
+) -> bool {
+    let lines = meta.header_lines();
+    let (mut date, mut length, mut strip) = (0, 0, false);
+    for line in lines.split_inclusive(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return false;
+        };
+        let name = &line[..colon];
+        if SET_ON_A_HIT.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+            return false;
+        }
+        if name.eq_ignore_ascii_case(b"date") {
+            date += 1;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            // pingora's range filter reads it as a number; anything else is left to it
+            let value = line[colon + 1..].trim_ascii();
+            if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+                return false;
+            }
+            length += 1;
+        }
+        strip |= stripped(name, purge);
+    }
+    if date != 1 || length != 1 {
+        return false;
+    }
+    out.reserve(lines.len() + 128);
+    out.extend_from_slice(b"HTTP/1.1 200 ");
+    out.extend_from_slice(meta.reason().unwrap_or("OK").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if strip {
+        write_stripped(out, lines, age, cache_status, purge);
+    } else {
+        out.extend_from_slice(lines);
+        write_added(out, Added::Age, age, cache_status);
+        write_added(out, Added::AcceptRanges, age, cache_status);
+        write_added(out, Added::CacheStatus, age, cache_status);
+    }
+    out.extend_from_slice(if keep_alive {
+        b"Connection: keep-alive\r\n\r\n"
+    } else {
+        b"Connection: close\r\n\r\n"
+    });
+    true
+}
+
+/// Whether `strip_cache_only_fields` removes the field `name` from responses to clients.
+fn stripped(name: &[u8], purge: &PurgeConfig) -> bool {
+    name.eq_ignore_ascii_case(b"cdn-cache-control")
+        || (purge.strip_tag_headers && purge.tag_headers.iter().any(|t| name.eq_ignore_ascii_case(t.as_bytes())))
+}
+
+/// A field the hit path adds after the stored ones.
+#[derive(Clone, Copy)]
+enum Added {
+    Age,
+    AcceptRanges,
+    CacheStatus,
+}
+
+fn write_added(out: &mut Vec<u8>, field: Added, age: u64, cache_status: &str) {
+    match field {
+        // (writing to a Vec cannot fail)
+        Added::Age => drop(write!(Appender(out), "Age: {age}\r\n")),
+        Added::AcceptRanges => out.extend_from_slice(b"Accept-Ranges: bytes\r\n"),
+        Added::CacheStatus => {
+            out.extend_from_slice(b"Cache-Status: ");
+            out.extend_from_slice(cache_status.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// One entry of pingora's header map: a stored field's lines (all its values), or an added
+/// field.
+enum Entry<'a> {
+    Stored { name: &'a [u8], lines: &'a [u8] },
+    Added(Added),
+}
+
+/// The fields in the order pingora writes them once `strip_cache_only_fields` removed some:
+/// a removal from its header map (`http::HeaderMap::remove`) moves the map's last entry into
+/// the removed one's place, and the added fields are in the map by then.
+fn write_stripped(out: &mut Vec<u8>, lines: &[u8], age: u64, cache_status: &str, purge: &PurgeConfig) {
+    let mut entries: Vec<Entry<'_>> = Vec::with_capacity(16);
+    let mut start = 0;
+    for line in lines.split_inclusive(|&b| b == b'\n') {
+        let name_end = line.iter().position(|&b| b == b':').unwrap_or(0);
+        let name = &line[..name_end];
+        let end = start + line.len();
+        match entries.last_mut() {
+            // the values of one name are one entry, and next to each other in the lines
+            Some(Entry::Stored { name: last, lines: l }) if last.eq_ignore_ascii_case(name) => {
+                *l = &lines[end - l.len() - line.len()..end];
+            }
+            _ => entries.push(Entry::Stored {
+                name,
+                lines: &lines[start..end],
+            }),
+        }
+        start = end;
+    }
+    entries.extend([Added::Age, Added::AcceptRanges, Added::CacheStatus].map(Entry::Added));
+    let mut remove = |name: &[u8]| {
+        let found = entries.iter().position(
+            |e| matches!(e, Entry::Stored { name: n, .. } if n.eq_ignore_ascii_case(name)),
+        );
+        if let Some(i) = found {
+            entries.swap_remove(i);
+        }
+    };
+    // in `strip_cache_only_fields`'s order
+    if purge.strip_tag_headers {
+        for t in &purge.tag_headers {
+            remove(t.as_bytes());
+        }
+    }
+    remove(b"cdn-cache-control");
+    for e in entries {
+        match e {
+            Entry::Stored { lines, .. } => out.extend_from_slice(lines),
+            Entry::Added(field) => write_added(out, field, age, cache_status),
+        }
+    }
+}
+
+/// `fmt::Write` into a byte buffer.
+struct Appender<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Appender<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
