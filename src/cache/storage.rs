@@ -66,7 +66,6 @@ use object::{unix_millis, DropAtExpiry};
 pub use object::{StoredObject, ENTRY_OVERHEAD};
 pub use purge::PurgeScope;
 
-
 /// The sequence number a request took when it was keyed; its fill is "older" than any purge or
 /// fetch that took a larger one. Travels in `CacheKey::extensions`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -81,7 +81,11 @@ pub(super) fn write(
 /// Whether `strip_cache_only_fields` removes the field `name` from responses to clients.
 fn stripped(name: &[u8], purge: &PurgeConfig) -> bool {
     name.eq_ignore_ascii_case(b"cdn-cache-control")
-        || (purge.strip_tag_headers && purge.tag_headers.iter().any(|t| name.eq_ignore_ascii_case(t.as_bytes())))
+        || (purge.strip_tag_headers
+            && purge
+                .tag_headers
+                .iter()
+                .any(|t| name.eq_ignore_ascii_case(t.as_bytes())))
 }
 
 /// A field the hit path adds after the stored ones.
@@ -115,7 +119,13 @@ enum Entry<'a> {
 /// The fields in the order pingora writes them once `strip_cache_only_fields` removed some:
 /// a removal from its header map (`http::HeaderMap::remove`) moves the map's last entry into
 /// the removed one's place, and the added fields are in the map by then.
-fn write_stripped(out: &mut Vec<u8>, lines: &[u8], age: u64, cache_status: &str, purge: &PurgeConfig) {
+fn write_stripped(
+    out: &mut Vec<u8>,
+    lines: &[u8],
+    age: u64,
+    cache_status: &str,
+    purge: &PurgeConfig,
+) {
     let mut entries: Vec<Entry<'_>> = Vec::with_capacity(16);
     let mut start = 0;
     for line in lines.split_inclusive(|&b| b == b'\n') {
@@ -124,7 +134,10 @@ fn write_stripped(out: &mut Vec<u8>, lines: &[u8], age: u64, cache_status: &str,
         let end = start + line.len();
         match entries.last_mut() {
             // the values of one name are one entry, and next to each other in the lines
-            Some(Entry::Stored { name: last, lines: l }) if last.eq_ignore_ascii_case(name) => {
+            Some(Entry::Stored {
+                name: last,
+                lines: l,
+            }) if last.eq_ignore_ascii_case(name) => {
                 *l = &lines[end - l.len() - line.len()..end];
             }
             _ => entries.push(Entry::Stored {
@@ -165,5 +178,132 @@ impl std::fmt::Write for Appender<'_> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         self.0.extend_from_slice(s.as_bytes());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use pingora_cache::CacheMeta;
+    use pingora_http::ResponseHeader;
+
+    use super::*;
+
+    /// What pingora writes for a hit of `fields`: the stored header rebuilt, then the fields
+    /// the hit path adds and removes, in its order (`proxy_cache.rs`, lacquer's response
+    /// filter, the HTTP/1 writer), serialised.
+    fn pingora_head(meta: &StoredMeta, purge: &PurgeConfig, keep_alive: bool) -> Vec<u8> {
+        let mut h = meta.to_meta().unwrap().response_header_copy();
+        h.insert_header("Age", "7").unwrap();
+        h.insert_header("Accept-Ranges", "bytes").unwrap();
+        h.insert_header("Cache-Status", "lacquer; hit; ttl=9")
+            .unwrap();
+        let present = |h: &ResponseHeader, n: &str| h.headers.contains_key(n);
+        if purge.strip_tag_headers && purge.tag_headers.iter().any(|t| present(&h, t)) {
+            for t in &purge.tag_headers {
+                h.remove_header(t.as_str());
+            }
+        }
+        if present(&h, "cdn-cache-control") {
+            h.remove_header("cdn-cache-control");
+        }
+        let date = h.headers.get("date").unwrap().clone();
+        h.insert_header("Date", date).unwrap();
+        let connection = if keep_alive { "keep-alive" } else { "close" };
+        h.insert_header("Connection", connection).unwrap();
+        let mut out = b"HTTP/1.1 200 OK\r\n".to_vec();
+        h.header_to_h1_wire(&mut out);
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    /// The default `purge:` settings (its seven tag headers stripped).
+    fn defaults() -> PurgeConfig {
+        crate::config::Config::from_yaml("upstreams: [{addr: \"127.0.0.1:1\"}]\n")
+            .unwrap()
+            .purge
+    }
+
+    fn stored(fields: &[(&str, &str)]) -> StoredMeta {
+        let mut h = ResponseHeader::build(200, None).unwrap();
+        for (n, v) in fields {
+            h.append_header(n.to_string(), *v).unwrap();
+        }
+        let now = SystemTime::now();
+        let meta = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, h);
+        let mut m = StoredMeta::from_meta(&meta);
+        m.set_body_length(5);
+        m
+    }
+
+    #[test]
+    fn the_head_is_the_one_pingora_writes() {
+        let purge = defaults();
+        let date = ("Date", "Tue, 01 Dec 2026 18:00:00 GMT");
+        let cases: Vec<Vec<(&str, &str)>> = vec![
+            vec![
+                date,
+                ("Content-Type", "text/html"),
+                ("Cache-Control", "max-age=60"),
+            ],
+            vec![("X-Cache-Tags", "a,b"), date, ("Content-Type", "text/html")],
+            vec![
+                ("Content-Type", "text/html"),
+                ("xkey", "a"),
+                ("Set-Cookie", "a=1"),
+                ("Set-Cookie", "b=2"),
+                ("CDN-Cache-Control", "max-age=9"),
+                date,
+                ("Surrogate-Key", "k"),
+                ("Vary", "Accept-Encoding"),
+                ("Vary", "Accept-Language"),
+            ],
+            vec![("cdn-cache-control", "max-age=1"), date],
+            vec![
+                date,
+                ("X-A", "1"),
+                ("X-B", "2"),
+                ("cache-tag", "t"),
+                ("X-C", "3"),
+            ],
+        ];
+        for fields in cases {
+            let meta = stored(&fields);
+            for keep_alive in [true, false] {
+                let mut ours = Vec::new();
+                assert!(write(
+                    &mut ours,
+                    &meta,
+                    7,
+                    "lacquer; hit; ttl=9",
+                    keep_alive,
+                    &purge
+                ));
+                assert_eq!(
+                    String::from_utf8_lossy(&ours),
+                    String::from_utf8_lossy(&pingora_head(&meta, &purge, keep_alive)),
+                    "{fields:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn heads_pingora_would_write_differently_are_left_to_it() {
+        let purge = defaults();
+        let date = ("Date", "Tue, 01 Dec 2026 18:00:00 GMT");
+        for fields in [
+            vec![("Content-Type", "text/html")],
+            vec![date, ("Age", "3")],
+            vec![date, ("Cache-Status", "other; hit")],
+            vec![date, ("Accept-Ranges", "none")],
+            vec![date, ("Connection", "x")],
+            vec![date, date],
+        ] {
+            let mut out = Vec::new();
+            let meta = stored(&fields);
+            assert!(!write(&mut out, &meta, 0, "x", true, &purge), "{fields:?}");
+        }
     }
 }

@@ -266,7 +266,10 @@ mod tests {
     fn header_ends_where_httparse_ends_it() {
         let l = LimitsConfig::default();
         for (text, want) in [
-            (&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], Scan::Complete(27)),
+            (
+                &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+                Scan::Complete(27),
+            ),
             (b"GET / HTTP/1.1\nHost: a\n\n", Scan::Complete(24)),
             (b"GET / HTTP/1.1\r\nHost: a\n\r\n", Scan::Complete(26)),
             // what follows the header is not part of it
@@ -286,12 +289,30 @@ mod tests {
     fn a_body_is_what_the_framing_fields_say() {
         for (header, body) in [
             (&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], Body::Length(0)),
-            (b"POST / HTTP/1.1\r\ncontent-LENGTH: 0\r\n\r\n", Body::Length(0)),
-            (b"POST / HTTP/1.1\r\nContent-Length:  12 \r\n\r\n", Body::Length(12)),
-            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", Body::Unknown),
-            (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", Body::Unknown),
-            (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", Body::Unknown),
-            (b"POST / HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\n", Body::Unknown),
+            (
+                b"POST / HTTP/1.1\r\ncontent-LENGTH: 0\r\n\r\n",
+                Body::Length(0),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length:  12 \r\n\r\n",
+                Body::Length(12),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Body::Unknown,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+                Body::Unknown,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+                Body::Unknown,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\n",
+                Body::Unknown,
+            ),
             // a target naming one is no field
             (b"GET /content-length HTTP/1.1\r\n\r\n", Body::Length(0)),
         ] {

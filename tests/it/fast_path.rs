@@ -321,6 +321,13 @@ fn corpus() -> Vec<Step> {
         one("Vary: Accept-Language, none: miss", "GET /lang HTTP/1.1\r\nHost: site.example\r\n\r\n"),
         one("Vary: Accept-Language, de: hit", "GET /lang HTTP/1.1\r\nHost: site.example\r\nAccept-Language: de\r\n\r\n"),
         one("Vary: Accept-Language, none: hit", "GET /lang HTTP/1.1\r\nHost: site.example\r\n\r\n"),
+        // a URL remembered as uncacheable (one of its variants was not storable) while another
+        // variant is stored fresh: with a stripped cookie it goes to the app (hit-for-miss)
+        one("mixed Vary, en: miss", "GET /lang-mixed HTTP/1.1\r\nHost: site.example\r\nAccept-Language: en\r\n\r\n"),
+        one("mixed Vary, en: hit", "GET /lang-mixed HTTP/1.1\r\nHost: site.example\r\nAccept-Language: en\r\n\r\n"),
+        one("mixed Vary, xx: not storable", "GET /lang-mixed HTTP/1.1\r\nHost: site.example\r\nAccept-Language: xx\r\n\r\n"),
+        one("mixed Vary, en with an analytics cookie: hit-for-miss", "GET /lang-mixed HTTP/1.1\r\nHost: site.example\r\nAccept-Language: en\r\nCookie: _ga=GA1.2.3\r\n\r\n"),
+        one("mixed Vary, en without cookies: hit", "GET /lang-mixed HTTP/1.1\r\nHost: site.example\r\nAccept-Language: en\r\n\r\n"),
         // --- tracking parameters share the key, and never reach the app
         one("tracking parameters: miss", "GET /tracked?id=1&utm_source=news HTTP/1.1\r\nHost: site.example\r\n\r\n"),
         one("tracking parameters: other ones, hit", "GET /tracked?gclid=abc&id=1 HTTP/1.1\r\nHost: site.example\r\n\r\n"),
@@ -557,6 +564,16 @@ fn site() -> impl Fn(&Seen) -> Reply + Send + Sync + 'static {
                 cacheable(format!("hello in {lang}").into_bytes())
                     .header("Vary", "Accept-Language")
                     .header("Content-Language", &lang)
+            }
+            (_, "/lang-mixed") => {
+                let lang = req.header("accept-language").unwrap_or("none").to_string();
+                let reply = Reply::ok(format!("hello in {lang}, version {n}").into_bytes())
+                    .header("Vary", "Accept-Language");
+                if lang == "xx" {
+                    reply.header("Cache-Control", "no-store")
+                } else {
+                    reply.header("Cache-Control", "public, max-age=300")
+                }
             }
             (_, "/tracked") => {
                 cacheable(format!("the app was asked for {}", req.target).into_bytes())

@@ -147,6 +147,22 @@ async fn idle_keep_alive_connections_are_closed_after_idle_timeout() {
 }
 
 #[tokio::test]
+async fn the_idle_timeout_runs_from_the_last_answer_hits_included() {
+    let (origin, proxy) = setup().await;
+    let mut conn = RawConn::connect(proxy.addr).await;
+    // a miss, then hits 1.5 s apart (the exchange reads for 0.5 s more; answered by the fast
+    // path): each wait is shorter than idle_timeout (2 s), so the connection outlives it
+    for i in 0..4 {
+        let r = conn.exchange(b"GET /hot HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert_eq!(r.statuses(), vec![200], "request {i}: {}", r.text());
+        assert!(!r.closed, "request {i}: closed");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    assert_eq!(origin.total(), 1);
+    assert!(proxy.metric("lacquer_fast_path_hits_total").await >= 3.0);
+}
+
+#[tokio::test]
 async fn the_header_timeout_is_per_request_not_per_connection() {
     let (origin, proxy) = setup().await;
     let mut conn = RawConn::connect(proxy.addr).await;

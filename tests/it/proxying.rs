@@ -100,3 +100,60 @@ async fn a_request_without_a_valid_host_gets_400() {
     assert_eq!(r.status, 400);
     assert_eq!(origin.total(), 0);
 }
+
+#[tokio::test]
+async fn pipelined_requests_are_all_answered_in_order() {
+    let origin = Origin::start(|s| {
+        // slow enough that pingora looks at the client connection while it waits
+        Reply::ok(format!("{} {} ({} bytes)", s.method, s.target, s.body_len))
+            .header("Cache-Control", "max-age=60")
+            .delay(Duration::from_millis(100))
+    })
+    .await;
+    for fast_path in [true, false] {
+        let proxy = Proxy::start(
+            &[origin.addr],
+            &format!("cache:\n  fast_path: {fast_path}\n"),
+        )
+        .await;
+        let mut conn = crate::support::raw::RawConn::connect(proxy.addr).await;
+        // one write: a miss, two hits, a POST whose body is followed at once by the next
+        // request, and a last miss; the body's bytes are the body's, the rest are requests
+        let r = conn
+            .exchange(
+                b"GET /p HTTP/1.1\r\nHost: a\r\n\r\n\
+                  GET /p HTTP/1.1\r\nHost: a\r\n\r\n\
+                  GET /p HTTP/1.1\r\nHost: a\r\n\r\n\
+                  POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nGET /x HTTP\
+                  GET /last HTTP/1.1\r\nHost: a\r\n\r\n",
+            )
+            .await;
+        let text = r.text();
+        assert!(!r.closed, "fast_path {fast_path}: closed");
+        // each answer: a head, then its body (none of which holds a status line)
+        let answers: Vec<(&str, &str)> = text
+            .split("HTTP/1.1 ")
+            .skip(1)
+            .map(|a| a.split_once("\r\n\r\n").unwrap_or((a, "")))
+            .collect();
+        let statuses: Vec<&str> = answers.iter().map(|(h, _)| &h[..3]).collect();
+        assert_eq!(statuses, ["200"; 5], "fast_path {fast_path}: {text}");
+        let bodies: Vec<&str> = answers.iter().map(|(_, b)| *b).collect();
+        assert_eq!(
+            bodies,
+            [
+                "GET /p (0 bytes)",
+                "GET /p (0 bytes)",
+                "GET /p (0 bytes)",
+                "POST /form (11 bytes)",
+                "GET /last (0 bytes)"
+            ],
+            "fast_path {fast_path}: {text}"
+        );
+    }
+    assert_eq!(
+        origin.hits("/p"),
+        2,
+        "one fetch for the three, on each proxy"
+    );
+}

@@ -49,12 +49,13 @@ impl GuardedStream {
                 let parts = if written < head.len() {
                     [io::IoSlice::new(&head[written..]), io::IoSlice::new(body)]
                 } else {
-                    [io::IoSlice::new(&body[written - head.len()..]), io::IoSlice::new(&[])]
+                    [
+                        io::IoSlice::new(&body[written - head.len()..]),
+                        io::IoSlice::new(&[]),
+                    ]
                 };
                 match Pin::new(&mut self.inner).poll_write_vectored(cx, &parts) {
-                    Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()))
-                    }
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                     Poll::Ready(Ok(n)) => written += n,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => return Poll::Pending,
