@@ -21,7 +21,7 @@
 mod head;
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -30,6 +30,7 @@ use http::{Method, Version};
 use pingora_cache::CacheKey;
 use pingora_core::protocols::http::authority::validate_request_authority;
 use pingora_http::RequestHeader;
+use prometheus::{Histogram, IntCounter};
 
 use crate::access_log::{AccessLog, Entry};
 use crate::cache::key::{RequestKey, UrlHash};
@@ -66,6 +67,9 @@ pub(crate) struct FastPath {
     live: SharedLive,
     cache: &'static CacheRuntime,
     access_log: Arc<AccessLog>,
+    /// The `cache_status="hit"` series of the request counter and histogram, looked up once
+    /// (made at the first hit, as the full path makes them).
+    hit_series: OnceLock<(IntCounter, Histogram)>,
 }
 
 /// A request answered from memory: what to write, then what to record.
@@ -101,6 +105,7 @@ impl FastPath {
             live,
             cache,
             access_log,
+            hit_series: OnceLock::new(),
         }
     }
 
@@ -215,9 +220,20 @@ impl FastPath {
         let duration = record.started.elapsed();
         let m = metrics();
         m.fast_path_hits.inc();
-        // as the full path labels a hit whose response broke off
-        let reason = if written { "" } else { "incomplete" };
-        m.request(CacheStatus::Hit.as_str(), reason, duration);
+        if written {
+            let (count, seconds) = self.hit_series.get_or_init(|| {
+                let hit = CacheStatus::Hit.as_str();
+                (
+                    m.requests.with_label_values(&[hit, ""]),
+                    m.request_duration.with_label_values(&[hit]),
+                )
+            });
+            count.inc();
+            seconds.observe(duration.as_secs_f64());
+        } else {
+            // as the full path labels a hit whose response broke off
+            m.request(CacheStatus::Hit.as_str(), "incomplete", duration);
+        }
         if !self.access_log.enabled() {
             return;
         }

@@ -237,7 +237,14 @@ pub fn normalize_host(raw: &str, scheme: &str) -> Option<String> {
         if !valid {
             return None;
         }
-        (name.trim_end_matches('.').to_ascii_lowercase(), port)
+        // (room for a port kept after it: one allocation)
+        let mut lower = String::with_capacity(raw.len());
+        lower.extend(
+            name.trim_end_matches('.')
+                .chars()
+                .map(|c| c.to_ascii_lowercase()),
+        );
+        (lower, port)
     };
     if name.is_empty() {
         return None;

@@ -9,8 +9,6 @@
 //! it stands), no `Date` (pingora would add its clock) or no plain `Content-Length` is left to
 //! pingora.
 
-use std::fmt::Write as _;
-
 use crate::cache::meta_codec::StoredMeta;
 use crate::config::PurgeConfig;
 
@@ -98,8 +96,11 @@ enum Added {
 
 fn write_added(out: &mut Vec<u8>, field: Added, age: u64, cache_status: &str) {
     match field {
-        // (writing to a Vec cannot fail)
-        Added::Age => drop(write!(Appender(out), "Age: {age}\r\n")),
+        Added::Age => {
+            out.extend_from_slice(b"Age: ");
+            decimal(out, age);
+            out.extend_from_slice(b"\r\n");
+        }
         Added::AcceptRanges => out.extend_from_slice(b"Accept-Ranges: bytes\r\n"),
         Added::CacheStatus => {
             out.extend_from_slice(b"Cache-Status: ");
@@ -171,14 +172,19 @@ fn write_stripped(
     }
 }
 
-/// `fmt::Write` into a byte buffer.
-struct Appender<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for Appender<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
+/// Append `n` in decimal.
+fn decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
     }
+    out.extend_from_slice(&digits[i..]);
 }
 
 #[cfg(test)]
@@ -286,6 +292,15 @@ mod tests {
                     "{fields:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0, 7, 10, 12_345, u64::MAX] {
+            let mut out = Vec::new();
+            decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
         }
     }
 

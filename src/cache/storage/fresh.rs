@@ -71,6 +71,12 @@ impl MemoryStorage {
     /// The object at `hash` as the storage's lookup would return it unchanged: present, not
     /// banned, purged or soft-purged.
     async fn servable(&'static self, hash: VariantHash) -> Option<Arc<StoredObject>> {
+        // a read counts in the cache's popularity estimate (TinyLFU admission), and a miss is
+        // looked up again by pingora: only a stored object is read here, or each miss would
+        // count twice and a scan of cold URLs could push the hot set out
+        if !self.objects.contains_key(&hash) {
+            return None;
+        }
         let object = self.objects.get(&hash).await?;
         if self.bans.any() {
             self.banned_at_lookup(hash, &object);

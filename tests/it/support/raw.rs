@@ -21,18 +21,80 @@ pub struct RawReply {
 }
 
 impl RawReply {
-    /// The status of every response in the bytes, in order (a line starting `HTTP/1.`).
+    /// The status of every response in the bytes, in order: each head's status line, its body
+    /// skipped by its `Content-Length` or chunks (a response framed by the close takes the
+    /// rest), so a body that ends where the next response begins hides nothing.
     pub fn statuses(&self) -> Vec<u16> {
-        let text = String::from_utf8_lossy(&self.bytes);
-        text.split("\r\n")
-            .filter_map(|l| l.strip_prefix("HTTP/1."))
-            .filter_map(|l| l.get(2..5))
-            .filter_map(|s| s.parse().ok())
-            .collect()
+        let mut statuses = Vec::new();
+        let mut rest = &self.bytes[..];
+        while let Some(end) = find(rest, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&rest[..end]).to_string();
+            rest = &rest[end + 4..];
+            let Some(status) = head
+                .strip_prefix("HTTP/1.")
+                .and_then(|l| l.get(2..5))
+                .and_then(|s| s.parse::<u16>().ok())
+            else {
+                break;
+            };
+            statuses.push(status);
+            let field = |name: &str| {
+                head.lines().skip(1).find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.trim()
+                        .eq_ignore_ascii_case(name)
+                        .then(|| v.trim().to_string())
+                })
+            };
+            if (100..200).contains(&status) || status == 204 || status == 304 {
+                continue;
+            }
+            if let Some(len) = field("content-length").and_then(|v| v.parse::<usize>().ok()) {
+                rest = &rest[len.min(rest.len())..];
+            } else if field("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+                rest = skip_chunks(rest);
+            } else {
+                // a HEAD's answer has no body whatever its length says; without a length the
+                // body runs to the close: either way, the next response starts a line
+                match find(rest, b"HTTP/1.") {
+                    Some(i) => rest = &rest[i..],
+                    None => break,
+                }
+            }
+        }
+        statuses
     }
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.bytes).to_string()
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// What follows a chunked body.
+fn skip_chunks(mut rest: &[u8]) -> &[u8] {
+    loop {
+        let Some(line_end) = find(rest, b"\r\n") else {
+            return &[];
+        };
+        let size = std::str::from_utf8(&rest[..line_end])
+            .ok()
+            .and_then(|l| usize::from_str_radix(l.split(';').next().unwrap_or("").trim(), 16).ok());
+        rest = &rest[line_end + 2..];
+        match size {
+            Some(0) => {
+                // the trailers, up to the empty line
+                return match find(rest, b"\r\n") {
+                    Some(0) => &rest[2..],
+                    _ => find(rest, b"\r\n\r\n").map_or(&[][..], |i| &rest[i + 4..]),
+                };
+            }
+            Some(n) => rest = &rest[(n + 2).min(rest.len())..],
+            None => return &[],
+        }
     }
 }
 
