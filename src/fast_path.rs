@@ -109,6 +109,11 @@ impl FastPath {
         }
     }
 
+    /// Whether the current config has the fast path on (`cache.fast_path`).
+    pub(crate) fn enabled(&self) -> bool {
+        self.live.load().config.cache.fast_path
+    }
+
     /// The answer to `header` (one whole request header, within the client limits), from
     /// `peer`, over TLS or not; `None` when pingora must answer it.
     pub(crate) async fn answer(

@@ -17,6 +17,9 @@ impl GuardedStream {
     /// path, if its header is whole and the fast path takes it: `None` when pingora is to
     /// answer it, else whether the connection stays open.
     pub(crate) async fn serve_fast(&mut self, fast: &FastPath) -> Option<bool> {
+        if !fast.enabled() {
+            return None;
+        }
         // a header still arriving, or over a limit, is pingora's (and the watch's) to read
         let end = match HeaderScan::new().feed(&self.early, &self.limits) {
             Scan::Complete(end) => end,
