@@ -47,7 +47,7 @@ use pingora_core::apps::{
 use pingora_core::protocols::http::v2::server::H2Options;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
-use pingora_core::protocols::{SocketDigest, Stream};
+use pingora_core::protocols::{Shutdown, SocketDigest, Stream};
 use pingora_core::protocols::{Ssl, ALPN};
 use pingora_core::server::ShutdownWatch;
 
@@ -199,6 +199,7 @@ impl<H: HttpServerApp + Send + Sync + 'static> LimitedApp<H> {
         // (with HTTP/1.1 pipelining switched on, the settings could carry the next request's
         // bytes already read: then `next_request` would wait for bytes that never come and
         // those would bypass the guard's watch. Neither lacquer nor pingora-proxy enables it.)
+        guarded.follow_http1_framing();
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut stopping = shutdown.clone();
         let request_limit = self
@@ -223,7 +224,14 @@ impl<H: HttpServerApp + Send + Sync + 'static> LimitedApp<H> {
             if let (Some(fast), false, None) = (&self.fast, stopping_now, request_limit) {
                 match guarded.serve_fast(fast).await {
                     Some(true) => continue,
-                    Some(false) => return None,
+                    Some(false) => {
+                        // as pingora ends a connection after `Connection: close`: a FIN (and
+                        // a TLS close_notify) after the answer, bounded for a client that
+                        // stopped reading
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(1), guarded.shutdown()).await;
+                        return None;
+                    }
                     None => {}
                 }
             }

@@ -62,7 +62,7 @@ use super::tags::response_tags;
 use crate::metrics::metrics;
 use fill::Fill;
 use hit::Hit;
-use object::{unix_millis, DropAtExpiry};
+use object::{unix_millis, DropAt, DropAtExpiry};
 pub use object::{StoredObject, ENTRY_OVERHEAD};
 pub use purge::PurgeScope;
 
@@ -262,7 +262,7 @@ impl MemoryStorage {
             primary: object.primary,
             tags: object.tags.clone(),
             fill_seq: object.fill_seq,
-            drop_at: self.drop_at(meta),
+            drop_at: DropAt::new(self.drop_at(meta)),
             dead: AtomicBool::new(false),
             soft_at: AtomicU64::new(0),
         }))

@@ -32,7 +32,7 @@ pub(super) fn write(
     purge: &PurgeConfig,
 ) -> bool {
     let lines = meta.header_lines();
-    let (mut date, mut length, mut strip) = (0, 0, false);
+    let (mut date, mut length, mut strip, mut renamed) = (0, 0, false, false);
     for line in lines.split_inclusive(|&b| b == b'\n') {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             return false;
@@ -43,6 +43,8 @@ pub(super) fn write(
         }
         if name.eq_ignore_ascii_case(b"date") {
             date += 1;
+            // pingora's writer sets `Date` by its constant name: the stored spelling goes
+            renamed = name != b"Date";
         } else if name.eq_ignore_ascii_case(b"content-length") {
             // pingora's range filter reads it as a number; anything else is left to it
             let value = line[colon + 1..].trim_ascii();
@@ -60,7 +62,7 @@ pub(super) fn write(
     out.extend_from_slice(b"HTTP/1.1 200 ");
     out.extend_from_slice(meta.reason().unwrap_or("OK").as_bytes());
     out.extend_from_slice(b"\r\n");
-    if strip {
+    if strip || renamed {
         write_stripped(out, lines, age, cache_status, purge);
     } else {
         out.extend_from_slice(lines);
@@ -119,7 +121,8 @@ enum Entry<'a> {
 
 /// The fields in the order pingora writes them once `strip_cache_only_fields` removed some:
 /// a removal from its header map (`http::HeaderMap::remove`) moves the map's last entry into
-/// the removed one's place, and the added fields are in the map by then.
+/// the removed one's place, and the added fields are in the map by then; `Date` spelt as
+/// pingora's writer spells it.
 fn write_stripped(
     out: &mut Vec<u8>,
     lines: &[u8],
@@ -166,6 +169,10 @@ fn write_stripped(
     remove(b"cdn-cache-control");
     for e in entries {
         match e {
+            Entry::Stored { name, lines } if name.eq_ignore_ascii_case(b"date") => {
+                out.extend_from_slice(b"Date");
+                out.extend_from_slice(&lines[name.len()..]);
+            }
             Entry::Stored { lines, .. } => out.extend_from_slice(lines),
             Entry::Added(field) => write_added(out, field, age, cache_status),
         }
@@ -215,7 +222,7 @@ mod tests {
             h.remove_header("cdn-cache-control");
         }
         let date = h.headers.get("date").unwrap().clone();
-        h.insert_header("Date", date).unwrap();
+        h.insert_header(http::header::DATE, date).unwrap();
         let connection = if keep_alive { "keep-alive" } else { "close" };
         h.insert_header("Connection", connection).unwrap();
         let mut out = b"HTTP/1.1 200 OK\r\n".to_vec();
@@ -266,6 +273,12 @@ mod tests {
                 ("Vary", "Accept-Language"),
             ],
             vec![("cdn-cache-control", "max-age=1"), date],
+            // as h11 (uvicorn) writes it
+            vec![
+                ("content-type", "text/html"),
+                ("date", date.1),
+                ("server", "uvicorn"),
+            ],
             vec![
                 date,
                 ("X-A", "1"),

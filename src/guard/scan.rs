@@ -181,13 +181,6 @@ impl HeaderScan {
     }
 }
 
-impl HeaderScan {
-    /// Bytes fed so far.
-    pub(super) fn total(&self) -> usize {
-        self.bytes
-    }
-}
-
 /// What follows a request header on its connection, as far as its framing fields say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Body {
@@ -207,7 +200,8 @@ pub(super) fn body_of(header: &[u8]) -> Body {
             (line.len() >= name.len() && line[..name.len()].eq_ignore_ascii_case(name))
                 .then(|| &line[name.len()..])
         };
-        if field(b"transfer-encoding").is_some() {
+        // (after an upgrade's 101 the connection carries another protocol until it closes)
+        if field(b"transfer-encoding").is_some() || field(b"upgrade").is_some() {
             return Body::Unknown;
         }
         if let Some(rest) = field(b"content-length") {

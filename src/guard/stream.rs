@@ -63,6 +63,11 @@ pub(crate) struct GuardedStream {
     orphan: bool,
     /// Bytes read before the stream was guarded, handed out first.
     early: Vec<u8>,
+    /// The connection speaks HTTP/1 (set by the HTTP/1 loop): request framing is followed.
+    http1: bool,
+    /// The first pieces of a request header that arrives in more than one read, kept to
+    /// read its framing when it is whole.
+    partial: Vec<u8>,
     /// A small write (a response header) held back to go out with what follows in one
     /// `writev`; see [`HOLD_MAX`].
     held: Vec<u8>,
@@ -112,8 +117,16 @@ impl GuardedStream {
             orphan: false,
             held: Vec::new(),
             early,
+            http1: false,
+            partial: Vec::new(),
             date: Mutex::new(None),
         }
+    }
+
+    /// The connection is HTTP/1's: bodies are handed to pingora no further than their
+    /// framing says, and what follows them is kept for the next request.
+    pub(crate) fn follow_http1_framing(&mut self) {
+        self.http1 = true;
     }
 
     /// pingora starts the connection's next request: its next bytes are a header to watch.
@@ -212,17 +225,30 @@ impl AsyncRead for GuardedStream {
                     return Poll::Ready(Ok(()));
                 };
                 match scan.feed(new, &this.limits) {
-                    Scan::More => Poll::Ready(Ok(())),
+                    Scan::More => {
+                        if this.http1 {
+                            // a header in pieces: its framing is read once it is whole
+                            // (bounded: the scan refuses more than max_header_size)
+                            this.partial.extend_from_slice(new);
+                        }
+                        Poll::Ready(Ok(()))
+                    }
                     Scan::Complete(end) => {
                         // one request header at a time: what follows it (a body, or the
                         // next request of a pipelining client) is handed out after it, so
                         // the next header is watched too and pingora never reads past it
                         let filled = buf.filled();
-                        // (of a header read in pieces the first lines are gone)
-                        let body = if scan.total() == end {
+                        let body = if !this.http1 {
+                            // HTTP/2's preface: frames follow, never a request header
+                            Body::Unknown
+                        } else if this.partial.is_empty() {
                             scan::body_of(&filled[before..before + end])
                         } else {
-                            Body::Unknown
+                            this.partial
+                                .extend_from_slice(&filled[before..before + end]);
+                            let body = scan::body_of(&this.partial);
+                            this.partial = Vec::new();
+                            body
                         };
                         let rest = &filled[before + end..];
                         if !rest.is_empty() {

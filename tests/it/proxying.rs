@@ -157,3 +157,72 @@ async fn pipelined_requests_are_all_answered_in_order() {
         "one fetch for the three, on each proxy"
     );
 }
+
+#[tokio::test]
+async fn a_header_in_pieces_followed_by_a_pipelined_request_gets_both_answers() {
+    let origin = Origin::start(|s| {
+        Reply::ok(format!("{} ({} bytes)", s.target, s.body_len))
+            .header("Cache-Control", "max-age=60")
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "").await;
+    let mut conn = crate::support::raw::RawConn::connect(proxy.addr).await;
+    // the first header in two reads (a large cookie or a TLS record boundary does this), its
+    // length in the first, its body and the next request right behind it
+    conn.send(b"POST /first HTTP/1.1\r\nContent-Length: 5\r\nHo")
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = conn
+        .exchange(b"st: a\r\n\r\nhelloGET /second HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await;
+    assert_eq!(r.statuses(), vec![200, 200], "{}", r.text());
+    assert!(r.text().contains("/first (5 bytes)"), "{}", r.text());
+    assert!(r.text().ends_with("/second (0 bytes)"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_carries_bytes_both_ways() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // an app that switches to WebSocket (then echoes) on every connection
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let app = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut header = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !header.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => header.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let switch = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+                if s.write_all(switch).await.is_err() {
+                    return;
+                }
+                while let Ok(n) = s.read(&mut chunk).await {
+                    if n == 0
+                        || s.write_all(&[b"ECHO:", &chunk[..n]].concat())
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let proxy = Proxy::start(&[app], "health_check:\n  type: none\n").await;
+    let mut conn = crate::support::raw::RawConn::connect(proxy.addr).await;
+    let r = conn
+        .exchange(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .await;
+    assert_eq!(r.statuses(), vec![101], "{}", r.text());
+    let r = conn.exchange(b"frame-one").await;
+    assert_eq!(r.text(), "ECHO:frame-one");
+}

@@ -12,7 +12,7 @@ use moka::ops::compute::{CompResult, Op};
 use pingora_cache::storage::{HandleMiss, MissFinishType};
 use pingora_error::{Error, ErrorType, Result};
 
-use super::object::{unix_millis, StoredObject};
+use super::object::{unix_millis, DropAt, StoredObject};
 use super::MemoryStorage;
 use crate::cache::key::{UrlHash, VariantHash};
 use crate::cache::meta_codec::StoredMeta;
@@ -137,7 +137,7 @@ impl HandleMiss for Fill {
             primary: self.primary,
             tags: self.tags.clone(),
             fill_seq: self.fill_seq,
-            drop_at: self.drop_at,
+            drop_at: DropAt::new(self.drop_at),
             dead: AtomicBool::new(false),
             soft_at: AtomicU64::new(soft_at),
         });
