@@ -200,8 +200,7 @@ pub(super) fn body_of(header: &[u8]) -> Body {
             (line.len() >= name.len() && line[..name.len()].eq_ignore_ascii_case(name))
                 .then(|| &line[name.len()..])
         };
-        // (after an upgrade's 101 the connection carries another protocol until it closes)
-        if field(b"transfer-encoding").is_some() || field(b"upgrade").is_some() {
+        if field(b"transfer-encoding").is_some() {
             return Body::Unknown;
         }
         if let Some(rest) = field(b"content-length") {

@@ -68,6 +68,9 @@ pub(crate) struct GuardedStream {
     /// The first pieces of a request header that arrives in more than one read, kept to
     /// read its framing when it is whole.
     partial: Vec<u8>,
+    /// The read that waits while a next request is kept (`between.rs`): woken when a `101`
+    /// turns what follows into the upgraded protocol's bytes.
+    parked: Option<std::task::Waker>,
     /// A small write (a response header) held back to go out with what follows in one
     /// `writev`; see [`HOLD_MAX`].
     held: Vec<u8>,
@@ -119,6 +122,7 @@ impl GuardedStream {
             early,
             http1: false,
             partial: Vec::new(),
+            parked: None,
             date: Mutex::new(None),
         }
     }
@@ -416,6 +420,16 @@ impl AsyncWrite for GuardedStream {
         let this = self.get_mut();
         if this.gone.is_some() {
             return this.discard(data.len());
+        }
+        if matches!(this.phase, Phase::Passthrough(Body::Length(0)))
+            && (data.starts_with(b"HTTP/1.1 101") || data.starts_with(b"HTTP/1.0 101"))
+        {
+            // the app switched protocols: what the client sent after its request, and sends
+            // from now on, is the new protocol's, for pingora to relay
+            this.phase = Phase::Passthrough(Body::Unknown);
+            if let Some(reader) = this.parked.take() {
+                reader.wake();
+            }
         }
         // (held whatever its size: the next write or the flush sends it)
         if this.hold_with_kept_date(data) {

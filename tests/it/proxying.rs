@@ -225,4 +225,13 @@ async fn an_upgraded_connection_carries_bytes_both_ways() {
     assert_eq!(r.statuses(), vec![101], "{}", r.text());
     let r = conn.exchange(b"frame-one").await;
     assert_eq!(r.text(), "ECHO:frame-one");
+    // a client that sends its first frame with the request, before the 101: the frame waits
+    // for the app's answer, then goes through
+    let mut eager = crate::support::raw::RawConn::connect(proxy.addr).await;
+    let r = eager
+        .exchange(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nframe-zero")
+        .await;
+    let text = r.text();
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    assert!(text.ends_with("\r\n\r\nECHO:frame-zero"), "{text}");
 }

@@ -34,6 +34,7 @@ impl GuardedStream {
     /// when its response is done), as pingora's own pipelining does.
     pub(super) fn poll_read_next_request(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.early.is_empty() {
+            self.parked = Some(cx.waker().clone());
             return Poll::Pending;
         }
         let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); 1024];
@@ -41,6 +42,7 @@ impl GuardedStream {
         match Pin::new(&mut self.inner).poll_read(cx, &mut next) {
             Poll::Ready(Ok(())) if !next.filled().is_empty() => {
                 self.early.extend_from_slice(next.filled());
+                self.parked = Some(cx.waker().clone());
                 Poll::Pending
             }
             Poll::Ready(Err(e)) if !self.start_discarding() => Poll::Ready(Err(e)),
