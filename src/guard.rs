@@ -222,7 +222,9 @@ impl<H: HttpServerApp + Send + Sync + 'static> LimitedApp<H> {
             // limit per connection, which pingora's sessions count)
             let stopping_now = *shutdown.borrow();
             if let (Some(fast), false, None) = (&self.fast, stopping_now, request_limit) {
-                match guarded.serve_fast(fast).await {
+                // boxed: its state (a request header, a key, the answer) lives only while it
+                // runs, not in every idle connection's future
+                match Box::pin(guarded.serve_fast(fast)).await {
                     Some(true) => continue,
                     Some(false) => {
                         // as pingora ends a connection after `Connection: close`: a FIN (and
