@@ -10,6 +10,9 @@ use std::net::IpAddr;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use http::header::{self, HeaderName};
+use pingora_http::RequestHeader;
+
 pub use crate::config::{LogFormat as Format, LogTarget as Target};
 
 /// One finished client request.
@@ -40,6 +43,43 @@ pub struct Entry<'a> {
     pub referer: Option<&'a str>,
     /// `User-Agent`.
     pub user_agent: Option<&'a str>,
+}
+
+/// The parts of a line that come from the request: `req` as the cache saw it, and the target
+/// as received when preparing the request changed it.
+pub(crate) struct RequestFields<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) host: &'a str,
+    pub(crate) target: std::borrow::Cow<'a, str>,
+    pub(crate) referer: Option<&'a str>,
+    pub(crate) user_agent: Option<&'a str>,
+}
+
+impl<'a> RequestFields<'a> {
+    /// The fields of `req`.
+    pub(crate) fn of(
+        req: &'a RequestHeader,
+        original_target: Option<&'a str>,
+    ) -> RequestFields<'a> {
+        let field = |name: HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
+        RequestFields {
+            method: req.method.as_str(),
+            host: field(header::HOST).unwrap_or(""),
+            target: match original_target {
+                Some(t) => std::borrow::Cow::Borrowed(t),
+                None => String::from_utf8_lossy(req.raw_path()),
+            },
+            referer: field(header::REFERER),
+            user_agent: field(header::USER_AGENT),
+        }
+    }
+}
+
+/// When a request that took `duration` until now arrived.
+pub(crate) fn arrival(duration: Duration) -> SystemTime {
+    SystemTime::now()
+        .checked_sub(duration)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// The access log writer.

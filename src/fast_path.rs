@@ -32,7 +32,7 @@ use pingora_core::protocols::http::authority::validate_request_authority;
 use pingora_http::RequestHeader;
 use prometheus::{Histogram, IntCounter};
 
-use crate::access_log::{AccessLog, Entry};
+use crate::access_log::{arrival, AccessLog, Entry, RequestFields};
 use crate::cache::key::{RequestKey, UrlHash};
 use crate::cache::policy::{self, RequestDecision};
 use crate::cache::status::{CacheStatus, Outcome};
@@ -242,32 +242,21 @@ impl FastPath {
         if !self.access_log.enabled() {
             return;
         }
-        let req = &record.req;
-        let field = |name: HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
-        let raw_target;
-        let target = match &record.original_target {
-            Some(t) => t.as_str(),
-            None => {
-                raw_target = String::from_utf8_lossy(req.raw_path());
-                &raw_target
-            }
-        };
+        let request = RequestFields::of(&record.req, record.original_target.as_deref());
         self.access_log.log(&Entry {
-            time: SystemTime::now()
-                .checked_sub(duration)
-                .unwrap_or(SystemTime::UNIX_EPOCH),
+            time: arrival(duration),
             client: record.client,
-            method: req.method.as_str(),
-            host: field(header::HOST).unwrap_or(""),
-            target,
+            method: request.method,
+            host: request.host,
+            target: &request.target,
             status: 200,
             bytes: if written { body.len() } else { 0 },
             duration,
             cache_status: CacheStatus::Hit.as_str(),
             upstream: None,
             upstream_time: None,
-            referer: field(header::REFERER),
-            user_agent: field(header::USER_AGENT),
+            referer: request.referer,
+            user_agent: request.user_agent,
         });
     }
 }

@@ -1,13 +1,11 @@
 //! What a finished request leaves behind: its metrics (with the `cache_status` and `reason`
 //! labels) and its access log line.
 
-use std::time::SystemTime;
-
 use pingora_error::Error;
 use pingora_proxy::Session;
 
 use super::{LacquerProxy, RequestCtx};
-use crate::access_log::Entry;
+use crate::access_log::{arrival, Entry, RequestFields};
 use crate::cache::status::CacheStatus;
 use crate::metrics::metrics;
 
@@ -68,33 +66,21 @@ impl LacquerProxy {
         if !self.access_log.enabled() {
             return;
         }
-        let req = session.req_header();
-        let header =
-            |name: http::header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
-        let raw_target;
-        let target = match &ctx.original_target {
-            Some(t) => t.as_str(),
-            None => {
-                raw_target = String::from_utf8_lossy(req.raw_path());
-                &raw_target
-            }
-        };
+        let request = RequestFields::of(session.req_header(), ctx.original_target.as_deref());
         self.access_log.log(&Entry {
-            time: SystemTime::now()
-                .checked_sub(duration)
-                .unwrap_or(SystemTime::UNIX_EPOCH),
+            time: arrival(duration),
             client: ctx.client.addr,
-            method: req.method.as_str(),
-            host: header(http::header::HOST).unwrap_or(""),
-            target,
+            method: request.method,
+            host: request.host,
+            target: &request.target,
             status: session.response_written().map_or(0, |r| r.status.as_u16()),
             bytes: session.as_ref().body_bytes_sent(),
             duration,
             cache_status,
             upstream: ctx.upstream.as_deref(),
             upstream_time: ctx.upstream_time,
-            referer: header(http::header::REFERER),
-            user_agent: header(http::header::USER_AGENT),
+            referer: request.referer,
+            user_agent: request.user_agent,
         });
     }
 }
