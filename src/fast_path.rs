@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Version};
+use pingora_cache::key::CacheHashKey;
 use pingora_cache::CacheKey;
 use pingora_core::protocols::http::authority::validate_request_authority;
 use pingora_http::RequestHeader;
@@ -153,6 +154,10 @@ impl FastPath {
         let key =
             RequestKey::from_request(client.scheme, &req, &config.cache.tracking_params).ok()?;
         let mut cache_key = CacheKey::new(key.primary(), "");
+        // hashed once, as the full path does: the hit-for-miss check and the lookups (the
+        // primary slot, then a Vary variant, whose hash combines this one) all take it
+        let primary = cache_key.primary_bin();
+        cache_key.set_primary_bin_override(primary);
         if strip_cookies && self.cache.remembered_uncacheable(UrlHash::of(&cache_key)) {
             return None;
         }

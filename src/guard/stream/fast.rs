@@ -30,9 +30,10 @@ impl GuardedStream {
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let tls = self.inner.get_ssl_digest().is_some();
-        let answer = fast.answer(&self.early[..end], peer, tls).await?;
+        let mut answer = fast.answer(&self.early[..end], peer, tls).await?;
         self.consume_early(end);
-        let written = self.write_answer(&answer.head, &answer.body).await.is_ok();
+        let head = std::mem::take(&mut answer.head);
+        let written = self.write_answer(head, &answer.body).await.is_ok();
         let keep_alive = written && answer.keep_alive;
         fast.finish(answer, written);
         // the wait for the next request starts now
@@ -40,31 +41,29 @@ impl GuardedStream {
         Some(keep_alive)
     }
 
-    /// Write `head` then `body` and flush, in one `writev` where the socket takes it all.
-    async fn write_answer(&mut self, head: &[u8], body: &[u8]) -> io::Result<()> {
+    /// Write `head` then `body` and flush: the head is held as pingora's response heads are,
+    /// so it leaves with the body in one `writev` where the socket takes it all.
+    async fn write_answer(&mut self, head: Vec<u8>, body: &[u8]) -> io::Result<()> {
+        if self.held.is_empty() {
+            self.held = head;
+        } else {
+            self.held.extend_from_slice(&head);
+        }
         let mut written = 0;
-        let total = head.len() + body.len();
         std::future::poll_fn(|cx| {
-            if let Poll::Ready(Err(e)) = self.poll_write_held(cx) {
-                return Poll::Ready(Err(e));
-            }
-            while written < total {
-                let parts = if written < head.len() {
-                    [io::IoSlice::new(&head[written..]), io::IoSlice::new(body)]
-                } else {
-                    [
-                        io::IoSlice::new(&body[written - head.len()..]),
-                        io::IoSlice::new(&[]),
-                    ]
-                };
-                match Pin::new(&mut self.inner).poll_write_vectored(cx, &parts) {
+            while written < body.len() {
+                match self.poll_write_after_held(cx, &body[written..]) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                     Poll::Ready(Ok(n)) => written += n,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => return Poll::Pending,
                 }
             }
-            Pin::new(&mut self.inner).poll_flush(cx)
+            // (a HEAD's answer, or what of the head the body's write left)
+            match self.poll_write_held(cx) {
+                Poll::Ready(Ok(())) => Pin::new(&mut self.inner).poll_flush(cx),
+                other => other,
+            }
         })
         .await
     }
