@@ -25,10 +25,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version};
-use pingora_cache::key::CacheHashKey;
-use pingora_cache::CacheKey;
 use pingora_core::protocols::http::authority::validate_request_authority;
 use pingora_http::RequestHeader;
 use prometheus::{Histogram, IntCounter};
@@ -117,12 +115,7 @@ impl FastPath {
 
     /// The answer to `header` (one whole request header, within the client limits), from
     /// `peer`, over TLS or not; `None` when pingora must answer it.
-    pub(crate) async fn answer(
-        &self,
-        header: &[u8],
-        peer: Option<IpAddr>,
-        tls: bool,
-    ) -> Option<Answer> {
+    pub(crate) fn answer(&self, header: &[u8], peer: Option<IpAddr>, tls: bool) -> Option<Answer> {
         let live = self.live.load();
         let config = &live.config;
         if !config.cache.fast_path {
@@ -153,22 +146,14 @@ impl FastPath {
         };
         let key =
             RequestKey::from_request(client.scheme, &req, &config.cache.tracking_params).ok()?;
-        let mut cache_key = CacheKey::new(key.primary(), "");
-        // hashed once, as the full path does: the hit-for-miss check and the lookups (the
-        // primary slot, then a Vary variant, whose hash combines this one) all take it
-        let primary = cache_key.primary_bin();
-        cache_key.set_primary_bin_override(primary);
+        let mut cache_key = key.cache_key(None);
         if strip_cookies && self.cache.remembered_uncacheable(UrlHash::of(&cache_key)) {
             return None;
         }
         let original_target =
             request::prepare_for_cache(&mut req, &key, &config.cache, strip_cookies).ok()?;
         let now = SystemTime::now();
-        let hit = self
-            .cache
-            .storage
-            .fresh_hit(&mut cache_key, &req, now)
-            .await?;
+        let hit = self.cache.storage.fresh_hit(&mut cache_key, &req, now)?;
         let meta = hit.meta();
         if meta.status() != 200 {
             return None;
@@ -191,9 +176,11 @@ impl FastPath {
         }
         .header_value();
         let mut head = Vec::new();
+        let verdict = hit.head_verdict(live.generation, |meta| head::verdict(meta, &config.purge));
         if !head::write(
             &mut head,
             meta,
+            verdict,
             age,
             &cache_status,
             keep_alive,
@@ -224,10 +211,11 @@ impl FastPath {
         })
     }
 
-    /// Count an answer that was written (`written`: all of it) and log it.
-    pub(crate) fn finish(&self, answer: Answer, written: bool) {
+    /// Count an answer that was written (`written`: all of it) and log it; the time it ended.
+    pub(crate) fn finish(&self, answer: Answer, written: bool) -> Instant {
         let Answer { body, record, .. } = answer;
-        let duration = record.started.elapsed();
+        let ended = Instant::now();
+        let duration = ended.saturating_duration_since(record.started);
         let m = metrics();
         m.fast_path_hits.inc();
         if written {
@@ -245,7 +233,7 @@ impl FastPath {
             m.request(CacheStatus::Hit.as_str(), "incomplete", duration);
         }
         if !self.access_log.enabled() {
-            return;
+            return ended;
         }
         let request = RequestFields::of(&record.req, record.original_target.as_deref());
         self.access_log.log(&Entry {
@@ -263,6 +251,7 @@ impl FastPath {
             referer: request.referer,
             user_agent: request.user_agent,
         });
+        ended
     }
 }
 
@@ -286,13 +275,19 @@ fn parse(header: &[u8], underscores: bool) -> Option<(RequestHeader, bool)> {
         0 => (Version::HTTP_10, false),
         _ => return None,
     };
-    let mut req =
-        RequestHeader::build(method, parsed.path?.as_bytes(), Some(parsed.headers.len())).ok()?;
-    req.set_version(version);
+    // the fields go into the header map as they are: without their names' case, which only a
+    // request forwarded to the app needs, and without pingora's `append_header`, which turns
+    // each name into its case-keeping form and parses that again (a third of the work for a
+    // browser's request)
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
     let mut connection = false;
+    // a browser's dozen values share one copy of the header: one allocation, not one each
+    let block = (parsed.headers.len() > 2).then(|| Bytes::copy_from_slice(header));
     for field in parsed.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
-        if LEFT_TO_PINGORA.contains(&name) || (!underscores && field.name.contains('_')) {
+        if LEFT_TO_PINGORA.contains(&name)
+            || (!underscores && field.name.as_bytes().contains(&b'_'))
+        {
             return None;
         }
         if name == header::CONNECTION {
@@ -308,8 +303,26 @@ fn parse(header: &[u8], underscores: bool) -> Option<(RequestHeader, bool)> {
             };
             connection = true;
         }
-        let value = HeaderValue::from_bytes(field.value).ok()?;
-        req.append_header(name, value).ok()?;
+        let value = match &block {
+            Some(block) => {
+                let start = (field.value.as_ptr() as usize).checked_sub(header.as_ptr() as usize)?;
+                // (httparse's value is a slice of `header`, so of the same place in `block`)
+                let end = start.checked_add(field.value.len())?;
+                if end > block.len() {
+                    return None;
+                }
+                HeaderValue::from_maybe_shared(block.slice(start..end)).ok()?
+            }
+            None => HeaderValue::from_bytes(field.value).ok()?,
+        };
+        headers.try_append(name, value).ok()?;
     }
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = method;
+    parts.version = version;
+    parts.headers = headers;
+    // (as `RequestHeader::build_no_case` makes it: no case map, the target parsed by pingora)
+    let mut req = RequestHeader::from(parts);
+    req.set_raw_path(parsed.path?.as_bytes()).ok()?;
     Some((req, keep_alive))
 }

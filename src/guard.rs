@@ -202,6 +202,10 @@ impl<H: HttpServerApp + Send + Sync + 'static> LimitedApp<H> {
         guarded.follow_http1_framing();
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut stopping = shutdown.clone();
+        // one wait for the stop for the whole connection, not one made (and registered with
+        // the watch) for each request
+        let stop = stopping.changed();
+        tokio::pin!(stop);
         let request_limit = self
             .inner
             .server_options()
@@ -211,7 +215,7 @@ impl<H: HttpServerApp + Send + Sync + 'static> LimitedApp<H> {
                 biased;
                 b = guarded.next_request() => b,
                 // a graceful stop closes idle connections
-                _ = stopping.changed() => false,
+                _ = &mut stop => false,
             };
             if !begins {
                 // dropped, which closes it (as pingora did): no TLS close_notify to wait on

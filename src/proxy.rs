@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
-use pingora_cache::key::{CacheHashKey, HashBinary};
+use pingora_cache::key::HashBinary;
 use pingora_cache::predictor::CacheablePredictor;
 use pingora_cache::{CacheKey, CacheMeta, CacheOptionOverrides, NoCacheReason, RespCacheable};
 use pingora_core::modules::http::HttpModules;
@@ -248,14 +248,8 @@ impl ProxyHttp for LacquerProxy {
         let key = ctx.key.as_ref().ok_or_else(|| {
             Error::explain(ErrorType::InternalError, "cache enabled without a key")
         })?;
-        let mut key = CacheKey::new(key.primary(), "");
-        // hash once: the predictor, the lock and the storage all ask for it (and
-        // request_filter may have hashed it already)
-        let primary = match ctx.url_hash {
-            Some(h) => h.0.to_be_bytes(),
-            None => key.primary_bin(),
-        };
-        key.set_primary_bin_override(primary);
+        // (request_filter may have hashed it already)
+        let mut key = key.cache_key(ctx.url_hash);
         // the fetch's place in time relative to purges: a fill stamped before a purge that
         // covers it is not stored (compare before set, see cache/storage.rs)
         key.extensions

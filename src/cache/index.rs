@@ -41,6 +41,11 @@ impl<T> Entries<T> {
                 if let Some(slot) = v.iter_mut().find(|(h, _)| *h == hash) {
                     slot.1 = object;
                 } else if v.len() < FEW {
+                    // most lists hold one object for good: room for that one only (a first
+                    // push would make room for four, 72 bytes more per stored object)
+                    if v.is_empty() {
+                        v.reserve_exact(1);
+                    }
                     v.push((hash, object));
                 } else {
                     let mut m: HashMap<VariantHash, Arc<T>> = v.drain(..).collect();
@@ -190,6 +195,15 @@ mod tests {
 
     fn tags(t: &[&str]) -> Vec<Box<str>> {
         t.iter().map(|s| Box::from(*s)).collect()
+    }
+
+    #[test]
+    fn a_list_of_one_object_has_room_for_one() {
+        let mut entries: Entries<u32> = Entries::default();
+        entries.insert(VariantHash(1), Arc::new(1));
+        assert!(matches!(&entries, Entries::Few(v) if v.capacity() == 1));
+        entries.insert(VariantHash(2), Arc::new(2));
+        assert!(matches!(&entries, Entries::Few(v) if v.len() == 2));
     }
 
     #[test]

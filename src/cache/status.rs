@@ -172,11 +172,14 @@ impl Outcome {
         if self.status == CacheStatus::StaleIfError {
             v.push_str("; fwd=stale");
         }
+        // (numbers by itoa, not `write!`: this is on every hit)
         if let Some(s) = self.fwd_status {
-            let _ = write!(v, "; fwd-status={s}");
+            v.push_str("; fwd-status=");
+            v.push_str(itoa::Buffer::new().format(s));
         }
         if let Some(t) = self.ttl {
-            let _ = write!(v, "; ttl={t}");
+            v.push_str("; ttl=");
+            v.push_str(itoa::Buffer::new().format(t));
         }
         if self.stored {
             v.push_str("; stored");

@@ -62,7 +62,7 @@ use super::tags::response_tags;
 use crate::metrics::metrics;
 use fill::Fill;
 use hit::Hit;
-use object::{unix_millis, DropAt, DropAtExpiry};
+use object::{unix_millis, DropAt, DropAtExpiry, HeadVerdict};
 pub use object::{StoredObject, ENTRY_OVERHEAD};
 pub use purge::PurgeScope;
 
@@ -90,7 +90,8 @@ pub struct StorageSettings {
 
 /// The moka-backed storage. Created once per process and leaked: pingora wants `&'static`.
 pub struct MemoryStorage {
-    objects: Cache<VariantHash, Arc<StoredObject>>,
+    /// Keyed by BLAKE2b hashes, so a fast seeded hash is enough for its buckets.
+    objects: Cache<VariantHash, Arc<StoredObject>, foldhash::fast::RandomState>,
     index: Arc<Index<StoredObject>>,
     log: PurgeLog,
     settings: StorageSettings,
@@ -128,7 +129,7 @@ impl MemoryStorage {
                 listener_index.unregister(v.primary, *k, &v, &v.tags);
                 metrics().cache_evictions.with_label_values(&[label]).inc();
             })
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         MemoryStorage {
             objects,
             index,
@@ -265,6 +266,7 @@ impl MemoryStorage {
             drop_at: DropAt::new(self.drop_at(meta)),
             dead: AtomicBool::new(false),
             soft_at: AtomicU64::new(0),
+            head_verdict: HeadVerdict::default(),
         }))
     }
 

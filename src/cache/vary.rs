@@ -80,32 +80,30 @@ pub(crate) fn normalize_accept_encoding(req: &RequestHeader) -> &'static str {
     let (mut br, mut gzip, mut zstd) = (false, false, false);
     for v in req.headers.get_all(http::header::ACCEPT_ENCODING) {
         for item in v.as_bytes().split(|&b| b == b',') {
+            // (compared without case, not lower-cased into copies: this runs for every
+            // browser's request the cache serves)
             let mut parts = item.split(|&b| b == b';');
-            let coding = parts
-                .next()
-                .unwrap_or(b"")
-                .trim_ascii()
-                .to_ascii_lowercase();
+            let coding = parts.next().unwrap_or(b"").trim_ascii();
             let refused = parts.any(|p| {
                 let p = p.trim_ascii();
-                let p = p.to_ascii_lowercase();
-                p.strip_prefix(b"q=")
-                    .map(|q| q.iter().all(|&c| c == b'0' || c == b'.'))
-                    .unwrap_or(false)
+                p.len() >= 2
+                    && p[..2].eq_ignore_ascii_case(b"q=")
+                    && p[2..].iter().all(|&c| c == b'0' || c == b'.')
             });
             if refused {
                 continue;
             }
-            match coding.as_slice() {
-                b"br" => br = true,
-                b"gzip" | b"x-gzip" => gzip = true,
-                b"zstd" => zstd = true,
-                b"*" => {
-                    br = true;
-                    gzip = true;
-                    zstd = true;
-                }
-                _ => {}
+            let is = |name: &[u8]| coding.eq_ignore_ascii_case(name);
+            if is(b"br") {
+                br = true;
+            } else if is(b"gzip") || is(b"x-gzip") {
+                gzip = true;
+            } else if is(b"zstd") {
+                zstd = true;
+            } else if coding == b"*" {
+                br = true;
+                gzip = true;
+                zstd = true;
             }
         }
     }
@@ -161,6 +159,9 @@ mod tests {
             ("GZIP", "gzip"),
             ("br;q=0, gzip", "gzip"),
             ("br;q=0.0", ""),
+            ("BR ; Q=0 , X-Gzip", "gzip"),
+            ("zstd;q=0.5, br;level=1;q=0", "zstd"),
+            ("gzip;q=1", "gzip"),
             ("identity", ""),
             ("*", "br, gzip, zstd"),
             ("", ""),

@@ -22,24 +22,24 @@ const SET_ON_A_HIT: [&[u8]; 5] = [
     b"transfer-encoding",
 ];
 
-/// Write the head of a 200 hit from `meta` to `out`; false when pingora must write it.
-pub(super) fn write(
-    out: &mut Vec<u8>,
-    meta: &StoredMeta,
-    age: u64,
-    cache_status: &str,
-    keep_alive: bool,
-    purge: &PurgeConfig,
-) -> bool {
+/// A stored header whose head can be written here (`verdict`).
+pub(super) const WRITABLE: u8 = 1;
+/// ... with fields removed or renamed on the way (`write_stripped`).
+pub(super) const STRIPPED: u8 = 2;
+
+/// What `write` needs to know of `meta`'s stored header under `purge`: 0 when pingora must
+/// write its head, else `WRITABLE`, with `STRIPPED` when fields go or `Date` is renamed. A
+/// scan of every line: found once per object and config generation, not at every hit.
+pub(super) fn verdict(meta: &StoredMeta, purge: &PurgeConfig) -> u8 {
     let lines = meta.header_lines();
     let (mut date, mut length, mut strip, mut renamed) = (0, 0, false, false);
     for line in lines.split_inclusive(|&b| b == b'\n') {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
-            return false;
+            return 0;
         };
         let name = &line[..colon];
         if SET_ON_A_HIT.iter().any(|n| name.eq_ignore_ascii_case(n)) {
-            return false;
+            return 0;
         }
         if name.eq_ignore_ascii_case(b"date") {
             date += 1;
@@ -49,20 +49,42 @@ pub(super) fn write(
             // pingora's range filter reads it as a number; anything else is left to it
             let value = line[colon + 1..].trim_ascii();
             if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-                return false;
+                return 0;
             }
             length += 1;
         }
         strip |= stripped(name, purge);
     }
     if date != 1 || length != 1 {
+        return 0;
+    }
+    if strip || renamed {
+        WRITABLE | STRIPPED
+    } else {
+        WRITABLE
+    }
+}
+
+/// Write the head of a 200 hit from `meta`, whose `verdict` under `purge` this is, to `out`;
+/// false when pingora must write it.
+pub(super) fn write(
+    out: &mut Vec<u8>,
+    meta: &StoredMeta,
+    verdict: u8,
+    age: u64,
+    cache_status: &str,
+    keep_alive: bool,
+    purge: &PurgeConfig,
+) -> bool {
+    if verdict & WRITABLE == 0 {
         return false;
     }
+    let lines = meta.header_lines();
     out.reserve(lines.len() + 128);
     out.extend_from_slice(b"HTTP/1.1 200 ");
     out.extend_from_slice(meta.reason().unwrap_or("OK").as_bytes());
     out.extend_from_slice(b"\r\n");
-    if strip || renamed {
+    if verdict & STRIPPED != 0 {
         write_stripped(out, lines, age, cache_status, purge);
     } else {
         out.extend_from_slice(lines);
@@ -100,7 +122,7 @@ fn write_added(out: &mut Vec<u8>, field: Added, age: u64, cache_status: &str) {
     match field {
         Added::Age => {
             out.extend_from_slice(b"Age: ");
-            decimal(out, age);
+            out.extend_from_slice(itoa::Buffer::new().format(age).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         Added::AcceptRanges => out.extend_from_slice(b"Accept-Ranges: bytes\r\n"),
@@ -179,21 +201,6 @@ fn write_stripped(
     }
 }
 
-/// Append `n` in decimal.
-fn decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, SystemTime};
@@ -202,6 +209,26 @@ mod tests {
     use pingora_http::ResponseHeader;
 
     use super::*;
+
+    /// `write` with the verdict found now.
+    fn write_now(
+        out: &mut Vec<u8>,
+        meta: &StoredMeta,
+        age: u64,
+        cache_status: &str,
+        keep_alive: bool,
+        purge: &PurgeConfig,
+    ) -> bool {
+        write(
+            out,
+            meta,
+            verdict(meta, purge),
+            age,
+            cache_status,
+            keep_alive,
+            purge,
+        )
+    }
 
     /// What pingora writes for a hit of `fields`: the stored header rebuilt, then the fields
     /// the hit path adds and removes, in its order (`proxy_cache.rs`, lacquer's response
@@ -291,7 +318,7 @@ mod tests {
             let meta = stored(&fields);
             for keep_alive in [true, false] {
                 let mut ours = Vec::new();
-                assert!(write(
+                assert!(write_now(
                     &mut ours,
                     &meta,
                     7,
@@ -309,15 +336,6 @@ mod tests {
     }
 
     #[test]
-    fn numbers_are_written_in_decimal() {
-        for n in [0, 7, 10, 12_345, u64::MAX] {
-            let mut out = Vec::new();
-            decimal(&mut out, n);
-            assert_eq!(out, n.to_string().as_bytes());
-        }
-    }
-
-    #[test]
     fn heads_pingora_would_write_differently_are_left_to_it() {
         let purge = defaults();
         let date = ("Date", "Tue, 01 Dec 2026 18:00:00 GMT");
@@ -331,7 +349,10 @@ mod tests {
         ] {
             let mut out = Vec::new();
             let meta = stored(&fields);
-            assert!(!write(&mut out, &meta, 0, "x", true, &purge), "{fields:?}");
+            assert!(
+                !write_now(&mut out, &meta, 0, "x", true, &purge),
+                "{fields:?}"
+            );
         }
     }
 }

@@ -207,6 +207,46 @@ async fn the_fast_path_serves_plain_hits_and_can_be_switched_off() {
     }
 }
 
+#[tokio::test]
+async fn a_reload_changes_what_fast_hits_of_stored_pages_strip() {
+    // the fast path notes per object what its stored header needs, for one config
+    // generation: a reload must not leave it writing a page as the old config had it
+    let origin = Origin::start(|_| {
+        Reply::ok("tagged page")
+            .header("Cache-Control", "max-age=300")
+            .header("Surrogate-Key", "post-1")
+    })
+    .await;
+    let proxy = Proxy::start(&[origin.addr], "purge:\n  strip_tag_headers: false\n").await;
+    let c = Client::new();
+    let url = proxy.url("/post/1");
+    c.get(&url).await;
+    let hit = c.get(&url).await;
+    assert!(hit.is_fresh_hit(), "{}", hit.cache_status());
+    assert_eq!(hit.header("surrogate-key"), Some("post-1"), "kept");
+    proxy.rewrite_config(&[origin.addr], "");
+    proxy.signal("HUP");
+    let mut stripped = false;
+    for _ in 0..50 {
+        let hit = c.get(&url).await;
+        assert!(hit.is_fresh_hit(), "{}", hit.cache_status());
+        if hit.header("surrogate-key").is_none() {
+            stripped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        stripped,
+        "after the reload, hits of the stored page lose its tag header"
+    );
+    assert!(
+        proxy.metric(FAST_PATH_HITS).await >= 2.0,
+        "answered by the fast path"
+    );
+    assert_eq!(origin.hits("/post/1"), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The corpus
 

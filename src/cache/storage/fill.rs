@@ -12,7 +12,7 @@ use moka::ops::compute::{CompResult, Op};
 use pingora_cache::storage::{HandleMiss, MissFinishType};
 use pingora_error::{Error, ErrorType, Result};
 
-use super::object::{unix_millis, DropAt, StoredObject};
+use super::object::{unix_millis, DropAt, HeadVerdict, StoredObject};
 use super::MemoryStorage;
 use crate::cache::key::{UrlHash, VariantHash};
 use crate::cache::meta_codec::StoredMeta;
@@ -140,6 +140,7 @@ impl HandleMiss for Fill {
             drop_at: DropAt::new(self.drop_at),
             dead: AtomicBool::new(false),
             soft_at: AtomicU64::new(soft_at),
+            head_verdict: HeadVerdict::default(),
         });
         let weight = object.weight() as usize;
         let seq = self.fill_seq;

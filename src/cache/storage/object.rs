@@ -1,7 +1,7 @@
 //! A stored variant ([`StoredObject`]): its metadata, body, URL, tags and purge flags, what
 //! it costs the budget, and when moka may drop it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,6 +40,9 @@ pub struct StoredObject {
     pub(super) dead: AtomicBool,
     /// Soft-purged at this time (Unix milliseconds; 0 = not soft-purged).
     pub(super) soft_at: AtomicU64,
+    /// What the fast path found out about its stored header under one config generation
+    /// (`HeadVerdict`).
+    pub(super) head_verdict: HeadVerdict,
 }
 
 impl StoredObject {
@@ -71,6 +74,29 @@ impl StoredObject {
 
     pub(super) fn is_dead(&self) -> bool {
         self.dead.load(Ordering::Acquire)
+    }
+}
+
+/// A byte of what the fast path found out about an object's stored header
+/// (`fast_path/head.rs`), kept with the config generation it was found under, since it
+/// depends on the config (which fields are stripped): worked out at an object's first fast
+/// hit and again after a reload, not at every hit. In the object's padding: it costs no memory.
+#[derive(Debug, Default)]
+pub(super) struct HeadVerdict(AtomicU32);
+
+impl HeadVerdict {
+    /// The verdict under `generation` (below 2^24, not 0), worked out by `find` if it is not
+    /// known yet.
+    pub(super) fn get(&self, generation: u32, find: impl FnOnce() -> u8) -> u8 {
+        let known = self.0.load(Ordering::Relaxed);
+        if known >> 8 == generation {
+            return known as u8;
+        }
+        let verdict = find();
+        // (two hits finding it at once store the same)
+        self.0
+            .store(generation << 8 | u32::from(verdict), Ordering::Relaxed);
+        verdict
     }
 }
 
@@ -135,6 +161,24 @@ mod tests {
     fn a_stored_object_and_its_arc_fit_256_bytes() {
         // (an `Arc` adds two counters; mimalloc's next class after 256 is 320)
         assert!(std::mem::size_of::<StoredObject>() + 16 <= 256);
+    }
+
+    #[test]
+    fn a_head_verdict_is_found_once_per_generation() {
+        let v = HeadVerdict::default();
+        let mut finds = 0;
+        let mut get = |generation, verdict| {
+            v.get(generation, || {
+                finds += 1;
+                verdict
+            })
+        };
+        assert_eq!(get(1, 3), 3);
+        assert_eq!(get(1, 9), 3, "known for generation 1");
+        assert_eq!(get(2, 0), 0, "found again after a reload");
+        assert_eq!(get(2, 5), 0);
+        assert_eq!(get((1 << 24) - 1, 7), 7);
+        assert_eq!(finds, 3);
     }
 
     #[test]

@@ -30,14 +30,14 @@ impl GuardedStream {
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let tls = self.inner.get_ssl_digest().is_some();
-        let mut answer = fast.answer(&self.early[..end], peer, tls).await?;
+        let mut answer = fast.answer(&self.early[..end], peer, tls)?;
         self.consume_early(end);
         let head = std::mem::take(&mut answer.head);
         let written = self.write_answer(head, &answer.body).await.is_ok();
         let keep_alive = written && answer.keep_alive;
-        fast.finish(answer, written);
+        let ended = fast.finish(answer, written);
         // the wait for the next request starts now
-        self.phase = Phase::Idle(Instant::now());
+        self.phase = Phase::Idle(Instant::from_std(ended));
         Some(keep_alive)
     }
 
