@@ -176,7 +176,9 @@ impl FastPath {
         }
         .header_value();
         let mut head = Vec::new();
-        let verdict = hit.head_verdict(live.generation, |meta| head::verdict(meta, &config.purge));
+        let verdict = hit.head_verdict(config.purge.strip_tag_headers, |meta| {
+            head::verdict(meta, &config.purge)
+        });
         if !head::write(
             &mut head,
             meta,

@@ -3,7 +3,6 @@
 //! start, so a reload never changes a request half-way; the cache, the listeners and open
 //! connections are not part of it and survive every reload.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -17,9 +16,6 @@ use crate::upstream::Upstreams;
 pub(crate) struct Live {
     /// The config it was built from.
     pub(crate) config: Arc<Config>,
-    /// Which generation this is: 1 for the first, one more for each after it (within 24 bits,
-    /// as the stored objects note it, `cache/storage/object.rs`).
-    pub(crate) generation: u32,
     /// The app servers.
     pub(crate) upstreams: Upstreams,
     /// The named pools rules route to, in `pools:` order.
@@ -42,7 +38,6 @@ impl Live {
             pools.push((name.clone(), pool));
         }
         Ok(Live {
-            generation: next_generation(),
             purge: PurgeGate::new(&config.purge),
             upstreams,
             pools,
@@ -103,18 +98,6 @@ impl Live {
         keep!("cluster", cluster);
         changed
     }
-}
-
-/// The generation after the last one made: 1 to 2^24 - 1, then 1 again.
-fn next_generation() -> u32 {
-    static LAST: AtomicU32 = AtomicU32::new(0);
-    let mut next = 0;
-    // (a plain `fetch_add` would wrap through 0, which stands for none)
-    let _ = LAST.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-        next = if last >= (1 << 24) - 1 { 1 } else { last + 1 };
-        Some(next)
-    });
-    next
 }
 
 #[cfg(test)]

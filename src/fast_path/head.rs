@@ -29,7 +29,7 @@ pub(super) const STRIPPED: u8 = 2;
 
 /// What `write` needs to know of `meta`'s stored header under `purge`: 0 when pingora must
 /// write its head, else `WRITABLE`, with `STRIPPED` when fields go or `Date` is renamed. A
-/// scan of every line: found once per object and config generation, not at every hit.
+/// scan of every line: found once per object and `strip_tag_headers` setting, not at every hit.
 pub(super) fn verdict(meta: &StoredMeta, purge: &PurgeConfig) -> u8 {
     let lines = meta.header_lines();
     let (mut date, mut length, mut strip, mut renamed) = (0, 0, false, false);

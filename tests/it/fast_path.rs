@@ -209,8 +209,9 @@ async fn the_fast_path_serves_plain_hits_and_can_be_switched_off() {
 
 #[tokio::test]
 async fn a_reload_changes_what_fast_hits_of_stored_pages_strip() {
-    // the fast path notes per object what its stored header needs, for one config
-    // generation: a reload must not leave it writing a page as the old config had it
+    // the fast path notes per object what its stored header needs, which depends on
+    // `purge.strip_tag_headers`: a reload must not leave it writing a page as the old config
+    // had it
     let origin = Origin::start(|_| {
         Reply::ok("tagged page")
             .header("Cache-Control", "max-age=300")

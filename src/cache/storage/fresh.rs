@@ -36,10 +36,16 @@ impl FreshHit {
         &self.0.body
     }
 
-    /// What the fast path found out about its stored header under config `generation`, found
+    /// What the fast path found out about its stored header under `strip_tag_headers`, found
     /// by `find` the first time it is asked (see `HeadVerdict`).
-    pub(crate) fn head_verdict(&self, generation: u32, find: impl FnOnce(&StoredMeta) -> u8) -> u8 {
-        self.0.head_verdict.get(generation, || find(&self.0.meta))
+    pub(crate) fn head_verdict(
+        &self,
+        strip_tag_headers: bool,
+        find: impl FnOnce(&StoredMeta) -> u8,
+    ) -> u8 {
+        self.0
+            .head_verdict
+            .get(strip_tag_headers, || find(&self.0.meta))
     }
 }
 

@@ -1,7 +1,7 @@
 //! A stored variant ([`StoredObject`]): its metadata, body, URL, tags and purge flags, what
 //! it costs the budget, and when moka may drop it.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,8 +40,7 @@ pub struct StoredObject {
     pub(super) dead: AtomicBool,
     /// Soft-purged at this time (Unix milliseconds; 0 = not soft-purged).
     pub(super) soft_at: AtomicU64,
-    /// What the fast path found out about its stored header under one config generation
-    /// (`HeadVerdict`).
+    /// What the fast path found out about its stored header (`HeadVerdict`).
     pub(super) head_verdict: HeadVerdict,
 }
 
@@ -77,25 +76,29 @@ impl StoredObject {
     }
 }
 
-/// A byte of what the fast path found out about an object's stored header
-/// (`fast_path/head.rs`), kept with the config generation it was found under, since it
-/// depends on the config (which fields are stripped): worked out at an object's first fast
-/// hit and again after a reload, not at every hit. In the object's padding: it costs no memory.
+/// What the fast path found out about an object's stored header (`fast_path/head.rs`: two
+/// bits, whether it can write the head and whether fields go), worked out at the object's
+/// first fast hit instead of at every hit. It depends on the stored lines, which an object
+/// never changes (new metadata is a new object), on `purge.tag_headers`, which only a restart
+/// changes, and on `purge.strip_tag_headers`, which a reload may: one verdict is kept for
+/// each value of that. In the object's padding: it costs no memory.
 #[derive(Debug, Default)]
-pub(super) struct HeadVerdict(AtomicU32);
+pub(super) struct HeadVerdict(AtomicU8);
 
 impl HeadVerdict {
-    /// The verdict under `generation` (below 2^24, not 0), worked out by `find` if it is not
+    /// The verdict (two bits) under `strip_tag_headers`, worked out by `find` if it is not
     /// known yet.
-    pub(super) fn get(&self, generation: u32, find: impl FnOnce() -> u8) -> u8 {
-        let known = self.0.load(Ordering::Relaxed);
-        if known >> 8 == generation {
-            return known as u8;
+    pub(super) fn get(&self, strip_tag_headers: bool, find: impl FnOnce() -> u8) -> u8 {
+        // per setting: the verdict's two bits, then a bit saying it is known
+        let shift = if strip_tag_headers { 3 } else { 0 };
+        let known = self.0.load(Ordering::Relaxed) >> shift;
+        if known & 0b100 != 0 {
+            return known & 0b11;
         }
-        let verdict = find();
-        // (two hits finding it at once store the same)
+        let verdict = find() & 0b11;
+        // (`fetch_or`: a hit under the other setting may be storing its own at once)
         self.0
-            .store(generation << 8 | u32::from(verdict), Ordering::Relaxed);
+            .fetch_or((0b100 | verdict) << shift, Ordering::Relaxed);
         verdict
     }
 }
@@ -164,21 +167,21 @@ mod tests {
     }
 
     #[test]
-    fn a_head_verdict_is_found_once_per_generation() {
+    fn a_head_verdict_is_found_once_per_setting() {
         let v = HeadVerdict::default();
         let mut finds = 0;
-        let mut get = |generation, verdict| {
-            v.get(generation, || {
+        let mut get = |strip, verdict| {
+            v.get(strip, || {
                 finds += 1;
                 verdict
             })
         };
-        assert_eq!(get(1, 3), 3);
-        assert_eq!(get(1, 9), 3, "known for generation 1");
-        assert_eq!(get(2, 0), 0, "found again after a reload");
-        assert_eq!(get(2, 5), 0);
-        assert_eq!(get((1 << 24) - 1, 7), 7);
-        assert_eq!(finds, 3);
+        assert_eq!(get(true, 3), 3);
+        assert_eq!(get(true, 1), 3, "known with tag headers stripped");
+        assert_eq!(get(false, 0), 0, "found again with them kept");
+        assert_eq!(get(false, 1), 0);
+        assert_eq!(get(true, 0), 3, "each setting keeps its own");
+        assert_eq!(finds, 2);
     }
 
     #[test]
