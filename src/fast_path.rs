@@ -155,7 +155,11 @@ impl FastPath {
         let now = SystemTime::now();
         let hit = self.cache.storage.fresh_hit(&mut cache_key, &req, now)?;
         let meta = hit.meta();
-        if meta.status() != 200 {
+        // (whether its head can be written here is known before the head is made)
+        let verdict = hit.head_verdict(config.purge.strip_tag_headers, |meta| {
+            head::verdict(meta, &config.purge)
+        });
+        if meta.status() != 200 || verdict & head::WRITABLE == 0 {
             return None;
         }
         let age = now
@@ -176,9 +180,6 @@ impl FastPath {
         }
         .header_value();
         let mut head = Vec::new();
-        let verdict = hit.head_verdict(config.purge.strip_tag_headers, |meta| {
-            head::verdict(meta, &config.purge)
-        });
         if !head::write(
             &mut head,
             meta,

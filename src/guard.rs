@@ -226,8 +226,8 @@ impl<H: HttpServerApp + Send + Sync + 'static> LimitedApp<H> {
             // limit per connection, which pingora's sessions count)
             let stopping_now = *shutdown.borrow();
             if let (Some(fast), false, None) = (&self.fast, stopping_now, request_limit) {
-                // boxed: its state (a request header, a key, the answer) lives only while it
-                // runs, not in every idle connection's future
+                // boxed: its state while it writes (the answer, the request kept for the log)
+                // lives only while it runs, not in every idle connection's future
                 match Box::pin(guarded.serve_fast(fast)).await {
                     Some(true) => continue,
                     Some(false) => {

@@ -270,8 +270,8 @@ fn has_vary(lines: &[u8]) -> bool {
 }
 
 /// `lines` in an allocation of their own size: a `Bytes` made from a vector with spare room
-/// keeps the room and adds a separate reference-count allocation (together about 60 bytes
-/// more per stored object, measured with `bench/run.py --only memory`).
+/// keeps the room and adds a separate reference-count allocation (21 bytes more per stored
+/// 1 KiB object on average, measured with `bench/run.py --only memory`).
 fn exact(lines: Vec<u8>) -> Bytes {
     Bytes::from(lines.into_boxed_slice())
 }
